@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class HealthConfig(AppConfig):
+    name = "health"
+
+    def ready(self) -> None:
+        from .release import current_release
+
+        # Read the manifest at startup so a broken one stops the process right away.
+        current_release()

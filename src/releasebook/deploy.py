@@ -1,0 +1,385 @@
+"""Release, rollback and status: plans run against hosts, with one decision per failure.
+
+A failure before ``switch`` aborts: the half-made release directory is removed on every
+host and live traffic never changed. A failure at or after ``switch`` rolls every host
+back to the release it served before, verifies that, and then reports the failure.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from releasebook.errors import (
+    HostUnreachable,
+    ReleaseFailed,
+    ReleasebookError,
+    RollbackFailed,
+    UsageError,
+)
+from releasebook.inventory import Environment
+from releasebook.plan import TOOLS_REQUIREMENT, Plan, PlanKind, ReleaseInfo, Source, build_plan
+from releasebook.reporting import Reporter
+from releasebook.runner import Outcome, execute_step, run_scripts
+from releasebook.state import (
+    HostState,
+    history_commands,
+    parse_probe,
+    probe_commands,
+    validate_release_id,
+)
+from releasebook.transport import LocalTransport, Transport, open_transport
+
+CONTROLLER = "controller"
+
+
+# --- what is being released --------------------------------------------------------
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True
+        )
+    except FileNotFoundError:
+        raise UsageError("git is not installed on the controller") from None
+    except subprocess.CalledProcessError as exc:
+        raise UsageError(f"git {' '.join(args)} in {cwd}: {exc.stderr.strip()}") from None
+    return done.stdout.strip()
+
+
+def find_source(env: Environment, cache: Path | None = None) -> Source:
+    app_dir = env.root / env.app.source
+    repo = Path(_git(app_dir, "rev-parse", "--show-toplevel"))
+    subdir = _git(app_dir, "rev-parse", "--show-prefix").rstrip("/")
+    return Source(
+        repo=repo,
+        subdir=subdir,
+        cache=cache or env.root / ".releasebook" / "cache",
+        python=sys.executable,
+    )
+
+
+def new_release(env: Environment, source: Source, reporter: Reporter) -> ReleaseInfo:
+    sha = _git(source.repo, "rev-parse", "HEAD")
+    requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
+    requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
+    digest = hashlib.sha256((requirements + "\n" + TOOLS_REQUIREMENT).encode()).hexdigest()
+    dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
+    if dirty:
+        reporter.message(
+            f"note: uncommitted changes under {source.subdir or '.'} are not released; "
+            f"releasing commit {sha[:12]}"
+        )
+    now = datetime.now(UTC)
+    return ReleaseInfo(
+        release_id=now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}",
+        git_sha=sha,
+        requirements_hash=digest[:16],
+        created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+# --- connections -----------------------------------------------------------------
+
+
+@contextmanager
+def connect(env: Environment) -> Iterator[dict[str, Transport]]:
+    """Open one transport per host (concurrently, capped) plus the controller."""
+    transports: dict[str, Transport] = {CONTROLLER: LocalTransport(CONTROLLER, env.root)}
+    errors: list[str] = []
+
+    def attempt(host_name: str) -> None:
+        try:
+            transports[host_name] = open_transport(env.host(host_name), env.root)
+        except HostUnreachable as exc:
+            errors.append(str(exc))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(env.max_parallel, len(env.hosts)))) as pool:
+            list(pool.map(attempt, [h.name for h in env.hosts]))
+        if errors:
+            raise HostUnreachable(
+                "cannot reach every host; nothing was changed:\n  " + "\n  ".join(sorted(errors))
+            )
+        yield transports
+    finally:
+        for transport in transports.values():
+            transport.close()
+
+
+def read_states(env: Environment, transports: Mapping[str, Transport]) -> dict[str, HostState]:
+    results = run_scripts(
+        {h.name: probe_commands(env) for h in env.hosts}, transports, env.max_parallel
+    )
+    states: dict[str, HostState] = {}
+    for name, result in results.items():
+        if isinstance(result, Exception) or not result.ok:
+            detail = result if isinstance(result, Exception) else result.tail()
+            raise HostUnreachable(f"{name}: cannot read the deploy state: {detail}")
+        states[name] = parse_probe(name, result.stdout)
+    return states
+
+
+def _record(
+    env: Environment,
+    transports: Mapping[str, Transport],
+    records: Mapping[str, dict[str, Any]],
+) -> None:
+    scripts = {host: history_commands(env, record) for host, record in records.items()}
+    run_scripts(scripts, transports, env.max_parallel)
+
+
+# --- running a plan ----------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    env: Environment
+    transports: Mapping[str, Transport]
+    reporter: Reporter
+    durations: dict[str, float]
+
+    def step(self, plan: Plan, name: str) -> list[Outcome]:
+        planned = plan.step(name)
+        started = time.monotonic()
+        outcomes = execute_step(planned, self.transports, self.reporter, self.env.max_parallel)
+        self.durations[name] = round(time.monotonic() - started, 3)
+        return outcomes
+
+
+def _failure_text(step: str, failed: list[Outcome]) -> str:
+    lines = [f"step {step!r} failed on " + ", ".join(o.target for o in failed)]
+    for outcome in failed:
+        lines.append(f"--- {outcome.target} (exit {outcome.exited}):")
+        lines.extend("    " + line for line in outcome.tail.splitlines())
+    return "\n".join(lines)
+
+
+def release(
+    env: Environment,
+    reporter: Reporter,
+    *,
+    source: Source | None = None,
+) -> ReleaseInfo:
+    source = source or find_source(env)
+    info = new_release(env, source, reporter)
+    started = time.monotonic()
+    with connect(env) as transports:
+        states = read_states(env, transports)
+        previous = {name: state.current for name, state in states.items() if state.current}
+        plan = build_plan(env, "release", source=source, release=info, previous=previous)
+        reporter.plan_started(plan)
+        run = _Run(env, transports, reporter, {})
+        base = {
+            "action": "release",
+            "release": info.release_id,
+            "git_sha": info.git_sha,
+            "by": info.created_by,
+            "at": info.created_at,
+        }
+        for planned in plan.steps:
+            outcomes = run.step(plan, planned.step.name)
+            failed = [o for o in outcomes if not o.ok]
+            if not failed:
+                continue
+            reason = _failure_text(planned.step.name, failed)
+            if planned.step.phase == "prepare":
+                _abort(plan, run)
+                _record(
+                    env,
+                    transports,
+                    {
+                        h.name: {**base, "outcome": "aborted", "step": planned.step.name,
+                                 "reason": reason, "steps": run.durations}
+                        for h in env.hosts
+                    },
+                )
+                reporter.finished(False, f"release {info.release_id} aborted before switch")
+                raise ReleaseFailed(
+                    f"{reason}\nNothing live changed: the release was removed from every host."
+                )
+            _roll_back_after_failure(env, run, info, previous, reason, base, source)
+        duration = round(time.monotonic() - started, 3)
+        _record(
+            env,
+            transports,
+            {
+                h.name: {**base, "outcome": "released", "previous": previous.get(h.name),
+                         "duration": duration, "steps": run.durations}
+                for h in env.hosts
+            },
+        )
+    reporter.finished(True, f"released {info.release_id} to {env.name}")
+    return info
+
+
+def _abort(plan: Plan, run: _Run) -> None:
+    """Remove what the release made before it went live, on every host."""
+    undo = plan.step("install")
+    scripts = {w.target: w.undo for w in undo.work if w.undo}
+    build = plan.step("build").work[0]
+    scripts[CONTROLLER] = build.undo
+    run_scripts(scripts, run.transports, run.env.max_parallel)
+    run.reporter.message("aborted: removed the new release directory on every host")
+
+
+def _roll_back_after_failure(
+    env: Environment,
+    run: _Run,
+    info: ReleaseInfo,
+    previous: Mapping[str, str],
+    reason: str,
+    base: dict[str, Any],
+    source: Source,
+) -> None:
+    transports = run.transports
+    if not previous:
+        _record(
+            env,
+            transports,
+            {h.name: {**base, "outcome": "failed_after_switch", "reason": reason} for h in env.hosts},
+        )
+        run.reporter.finished(False, "first release failed; nothing to roll back to")
+        raise ReleaseFailed(
+            f"{reason}\nThis was the first release on these hosts: there is no previous "
+            f"release to roll back to. {info.release_id} stays current; fix and release again."
+        )
+    run.reporter.message("rolling every host back to the release it served before")
+    plan = build_plan(
+        env, "rollback", source=source, release=info, per_host_release=dict(previous)
+    )
+    rollback_failed: list[Outcome] = []
+    for planned in plan.steps:
+        outcomes = execute_step(planned, transports, run.reporter, env.max_parallel)
+        rollback_failed.extend(o for o in outcomes if not o.ok)
+        if rollback_failed:
+            break
+    outcome = "rolled_back" if not rollback_failed else "rollback_failed"
+    _record(
+        env,
+        transports,
+        {
+            h.name: {**base, "outcome": outcome, "reason": reason, "restored": previous.get(h.name)}
+            for h in env.hosts
+        },
+    )
+    if rollback_failed:
+        run.reporter.finished(False, "release failed and the automatic rollback failed too")
+        raise RollbackFailed(
+            f"{reason}\nThe automatic rollback failed as well:\n"
+            + _failure_text(rollback_failed[0].step, rollback_failed)
+        )
+    restored = ", ".join(sorted(set(previous.values())))
+    run.reporter.finished(False, f"release {info.release_id} failed; restored {restored}")
+    raise ReleaseFailed(f"{reason}\nEvery host was rolled back to {restored} and verified.")
+
+
+def rollback(
+    env: Environment,
+    reporter: Reporter,
+    *,
+    to: str | None = None,
+    source: Source | None = None,
+) -> str:
+    if to is not None:
+        validate_release_id(to)
+    source = source or find_source(env)
+    started = time.monotonic()
+    with connect(env) as transports:
+        states = read_states(env, transports)
+        targets = _rollback_targets(states, to)
+        target_id = next(iter(set(targets.values())))
+        info = ReleaseInfo(
+            release_id=target_id,
+            git_sha="",
+            requirements_hash="",
+            created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        plan = build_plan(env, "rollback", source=source, release=info, per_host_release=targets)
+        reporter.plan_started(plan)
+        run = _Run(env, transports, reporter, {})
+        failed: list[Outcome] = []
+        for planned in plan.steps:
+            failed = [o for o in run.step(plan, planned.step.name) if not o.ok]
+            if failed:
+                break
+        record_base = {"action": "rollback", "by": info.created_by, "at": info.created_at}
+        _record(
+            env,
+            transports,
+            {
+                name: {
+                    **record_base,
+                    "release": targets[name],
+                    "from": states[name].current,
+                    "outcome": "failed" if failed else "rolled_back_to",
+                    "duration": round(time.monotonic() - started, 3),
+                    "steps": run.durations,
+                    **({"reason": _failure_text(failed[0].step, failed)} if failed else {}),
+                }
+                for name in targets
+            },
+        )
+        if failed:
+            reporter.finished(False, "rollback failed")
+            raise RollbackFailed(_failure_text(failed[0].step, failed))
+    reporter.finished(True, f"rolled {env.name} back to {target_id}")
+    return target_id
+
+
+def _rollback_targets(states: Mapping[str, HostState], to: str | None) -> dict[str, str]:
+    targets: dict[str, str] = {}
+    problems: list[str] = []
+    for name, state in states.items():
+        if to is not None:
+            if to not in state.releases:
+                problems.append(f"{name}: release {to} is not on this host")
+            elif to == state.current:
+                problems.append(f"{name}: release {to} is already current")
+            else:
+                targets[name] = to
+            continue
+        target = state.rollback_target()
+        if target is None:
+            problems.append(
+                f"{name}: nothing to roll back to (current: {state.current or 'none'})"
+            )
+        else:
+            targets[name] = target
+    if problems:
+        raise UsageError("cannot roll back:\n  " + "\n  ".join(problems))
+    if len(set(targets.values())) > 1:
+        detail = ", ".join(f"{n} -> {t}" for n, t in sorted(targets.items()))
+        raise UsageError(
+            f"hosts would roll back to different releases ({detail}); pick one with --to"
+        )
+    return targets
+
+
+def status(env: Environment) -> dict[str, HostState]:
+    with connect(env) as transports:
+        return read_states(env, transports)
+
+
+def plan_only(env: Environment, kind: PlanKind, reporter: Reporter) -> Plan:
+    """The plan ``--dry-run`` prints: no connection is opened, nothing is changed."""
+    source = find_source(env)
+    info = new_release(env, source, reporter)
+    return build_plan(env, kind, source=source, release=info)
+
+
+__all__ = ["ReleasebookError", "plan_only", "release", "rollback", "status"]

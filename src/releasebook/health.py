@@ -1,0 +1,73 @@
+"""Readiness verification: GET the health URL until it names the expected release.
+
+The probe sends the site's real Host header and ``X-Forwarded-Proto`` so that
+ALLOWED_HOSTS and SECURE_SSL_REDIRECT answer as they do for users, and retries with
+backoff until the deadline: a server still booting or still running the old release
+is retried, never accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from releasebook.plan import HttpProbe
+
+REQUEST_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    attempts: int
+    duration: float
+    detail: str
+
+
+def _check_once(client: httpx.Client, probe: HttpProbe, timeout: float) -> tuple[bool, str]:
+    try:
+        response = client.get(
+            probe.url,
+            headers={"Host": probe.host_header, "X-Forwarded-Proto": probe.forwarded_proto},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        return False, f"GET {probe.url}: {type(exc).__name__}: {exc}"
+    if response.status_code != 200:
+        return False, f"GET {probe.url}: HTTP {response.status_code}: {response.text[:300]}"
+    try:
+        body = response.json()
+    except ValueError:
+        return False, f"GET {probe.url}: HTTP 200 but the body is not JSON"
+    release = body.get("release") if isinstance(body, dict) else None
+    if release != probe.expect_release:
+        return False, (
+            f"GET {probe.url}: serving release {release!r}, expected {probe.expect_release!r}"
+        )
+    return True, f"GET {probe.url}: HTTP 200, release {release}"
+
+
+def wait_ready(probe: HttpProbe) -> ProbeResult:
+    started = time.monotonic()
+    deadline = started + probe.deadline
+    delay = 0.1
+    attempts = 0
+    with httpx.Client(follow_redirects=False, trust_env=False) as client:
+        while True:
+            attempts += 1
+            remaining = deadline - time.monotonic()
+            ok, detail = _check_once(client, probe, max(0.1, min(REQUEST_TIMEOUT, remaining)))
+            if ok:
+                return ProbeResult(True, attempts, time.monotonic() - started, detail)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ProbeResult(
+                    False,
+                    attempts,
+                    time.monotonic() - started,
+                    f"not ready after {probe.deadline:g}s ({attempts} attempts); last: {detail}",
+                )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,555 @@
+"""Load ``inventories/<env>.yml`` into a typed :class:`Environment`.
+
+Layering for host settings (``ssh``, ``web``, ``worker``): built-in defaults, then the
+environment's top level, then each of the host's roles (in the order listed), then the
+host itself. Every error names the file, the line and the key path, and what was
+expected; nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from releasebook.errors import InventoryError
+
+ROLES = ("web", "worker", "beat", "migrate")
+TRANSPORTS = ("ssh", "local")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    user: str
+    port: int
+    identity_file: Path | None
+    known_hosts: Path
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    port: int
+    workers: int
+    timeout: int
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int
+    stop_timeout: int
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    transport: str
+    ssh: SshSettings
+    web: WebSettings
+    worker: WorkerSettings
+    bind: str
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    source: Path  # relative to the project root
+    settings_module: str
+    wsgi: str
+    requirements: str
+    celery_app: str | None
+    python: str
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    path: str
+    host_header: str
+    timeout: float
+    forwarded_proto: str
+
+
+@dataclass(frozen=True)
+class EnvFileSettings:
+    required: tuple[str, ...]
+    values: Mapping[str, str]
+    generate: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    file: Path
+    root: Path
+    app: AppSettings
+    deploy_path: Path  # relative paths (local transport only) are under the project root
+    keep_releases: int
+    hosts: tuple[Host, ...]
+    health: HealthSettings
+    env_file: EnvFileSettings
+    hooks: Mapping[tuple[str, str], tuple[str, ...]]
+    max_parallel: int
+    min_free_mb: int
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def hosts_with(self, role: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.has(role))
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
+# --- YAML with line numbers -------------------------------------------------------
+
+
+def _to_python(node: yaml.Node, path: str, lines: dict[str, int], where: Path) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if not isinstance(key_node, yaml.ScalarNode) or not isinstance(key, str):
+                raise InventoryError(
+                    f"{where}:{key_node.start_mark.line + 1}: {path or '(top)'}: "
+                    "expected string keys"
+                )
+            child = f"{path}.{key}" if path else key
+            if key in out:
+                raise InventoryError(
+                    f"{where}:{key_node.start_mark.line + 1}: {child}: duplicate key"
+                )
+            out[key] = _to_python(value_node, child, lines, where)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)
+        ]
+    return yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: inventory file not found") from None
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise InventoryError(f"{path}{line}: YAML syntax error: {exc.problem}") from None
+    lines: dict[str, int] = {}
+    if node is None:
+        raise InventoryError(f"{path}: inventory is empty; expected a mapping with 'hosts'")
+    data = _to_python(node, "", lines, path)
+    if not isinstance(data, dict):
+        raise InventoryError(f"{path}:1: expected a mapping at the top level")
+    return data, lines
+
+
+# --- validation helpers -----------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, file: Path, lines: Mapping[str, int]) -> None:
+        self.file = file
+        self.lines = lines
+
+    def error(self, key_path: str, message: str) -> InventoryError:
+        line = self.lines.get(key_path)
+        while line is None and "." in key_path:
+            key_path_parent = key_path.rsplit(".", 1)[0]
+            line = self.lines.get(key_path_parent)
+            if line is None:
+                key_path = key_path_parent
+        where = f"{self.file}:{line}" if line else str(self.file)
+        return InventoryError(f"{where}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(path, f"{path}: expected a mapping, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.error(
+                    f"{path}.{key}" if path else key,
+                    f"{path + '.' if path else ''}{key}: unknown key; expected one of "
+                    + ", ".join(allowed),
+                )
+        return value
+
+    def get(
+        self,
+        section: Mapping[str, Any],
+        path: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        full = f"{path}.{key}" if path else key
+        if key not in section or section[key] is None:
+            if default is ...:
+                raise self.error(path or key, f"{full}: missing; expected {_describe(kind)}")
+            return default
+        value = section[key]
+        if isinstance(value, bool) and kind is not bool and bool not in _tuple(kind):
+            raise self.error(full, f"{full}: expected {_describe(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.error(full, f"{full}: expected {_describe(kind)}, got {_kind(value)}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.error(full, f"{full}: {problem}")
+        return value
+
+    def str_list(self, section: Mapping[str, Any], path: str, key: str) -> tuple[str, ...]:
+        full = f"{path}.{key}" if path else key
+        value = section.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(full, f"{full}: expected a list of strings")
+        return tuple(value)
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _describe(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in _tuple(kind))
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "expected a positive number"
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 < value < 65536 else "expected a port number between 1 and 65535"
+
+
+# --- the inventory ----------------------------------------------------------------
+
+_SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout")
+_WEB_KEYS = ("port", "workers", "timeout")
+_WORKER_KEYS = ("concurrency", "stop_timeout")
+_LAYERED = ("ssh", "web", "worker")
+_HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
+_TOP_KEYS = (
+    "app",
+    "deploy",
+    "transport",
+    "max_parallel",
+    "disk",
+    "health",
+    "env",
+    "hooks",
+    "roles",
+    "hosts",
+    *_LAYERED,
+)
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ssh": {"user": "deploy", "port": 22, "connect_timeout": 10},
+    "web": {"port": 8000, "workers": 2, "timeout": 30},
+    "worker": {"concurrency": 2, "stop_timeout": 60},
+}
+
+
+def load_environment(name: str, root: Path) -> Environment:
+    """Load ``<root>/inventories/<name>.yml``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise InventoryError(
+            f"--env {name!r}: expected a name made of letters, digits, '-' and '_'"
+        )
+    return load_inventory(root / "inventories" / f"{name}.yml", root=root)
+
+
+def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
+    data, lines = _read_yaml(file)
+    r = _Reader(file, lines)
+    root = (root or file.resolve().parent.parent).resolve()
+    r.mapping(data, "", _TOP_KEYS)
+
+    default_transport = r.get(data, "", "transport", str, "ssh", _one_of(TRANSPORTS))
+    app = _app(r, data, root)
+    deploy = r.mapping(data.get("deploy"), "deploy", ("path", "keep_releases"))
+    deploy_path_raw = r.get(deploy, "deploy", "path", str)
+    keep = r.get(deploy, "deploy", "keep_releases", int, 5)
+    if keep < 2:
+        raise r.error("deploy.keep_releases", "deploy.keep_releases: expected 2 or more")
+    if not SAFE_PATH.match(deploy_path_raw) or ".." in deploy_path_raw.split("/"):
+        raise r.error(
+            "deploy.path",
+            f"deploy.path: expected a path of letters, digits, '.', '_', '-' and '/', "
+            f"got {deploy_path_raw!r}",
+        )
+    deploy_path = Path(deploy_path_raw)
+    if not deploy_path.is_absolute() and default_transport != "local":
+        raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
+
+    env_layers = {k: r.mapping(data.get(k), k, _layer_keys(k)) for k in _LAYERED}
+    role_layers = _roles(r, data)
+    hosts = _hosts(r, data, root, default_transport, env_layers, role_layers)
+
+    health_raw = r.mapping(
+        data.get("health"), "health", ("path", "host_header", "timeout", "forwarded_proto")
+    )
+    health = HealthSettings(
+        path=r.get(health_raw, "health", "path", str, "/readyz", _absolute_url_path),
+        host_header=r.get(health_raw, "health", "host_header", str),
+        timeout=float(r.get(health_raw, "health", "timeout", (int, float), 60, _positive)),
+        forwarded_proto=r.get(
+            health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
+        ),
+    )
+    env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate"))
+    env_file = _env_file(r, env_raw)
+    hooks = _hooks(r, data)
+    disk = r.mapping(data.get("disk"), "disk", ("min_free_mb",))
+    return Environment(
+        name=file.stem,
+        file=file,
+        root=root,
+        app=app,
+        deploy_path=deploy_path,
+        keep_releases=keep,
+        hosts=hosts,
+        health=health,
+        env_file=env_file,
+        hooks=hooks,
+        max_parallel=r.get(data, "", "max_parallel", int, 10, _positive),
+        min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _positive),
+        lines=lines,
+    )
+
+
+def _layer_keys(section: str) -> tuple[str, ...]:
+    return {"ssh": _SSH_KEYS, "web": _WEB_KEYS, "worker": _WORKER_KEYS}[section]
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in options else "expected one of " + ", ".join(options)
+
+    return check
+
+
+def _absolute_url_path(value: Any) -> str | None:
+    return None if str(value).startswith("/") else "expected a URL path starting with '/'"
+
+
+def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
+    raw = r.mapping(
+        data.get("app"),
+        "app",
+        ("source", "settings", "wsgi", "requirements", "celery_app", "python"),
+    )
+    if "app" not in data:
+        raise r.error("", "app: missing; expected a mapping with source, settings and wsgi")
+    source = Path(r.get(raw, "app", "source", str))
+    if not (root / source / "manage.py").is_file():
+        raise r.error(
+            "app.source", f"app.source: expected a Django project (manage.py) at {root / source}"
+        )
+    requirements = r.get(raw, "app", "requirements", str, "requirements.txt")
+    if not (root / source / requirements).is_file():
+        raise r.error(
+            "app.requirements", f"app.requirements: file not found: {root / source / requirements}"
+        )
+    dotted = _matches(DOTTED, "expected a dotted Python module path")
+    return AppSettings(
+        source=source,
+        settings_module=r.get(raw, "app", "settings", str, check=dotted),
+        wsgi=r.get(
+            raw,
+            "app",
+            "wsgi",
+            str,
+            check=_matches(
+                re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"), "expected 'module.path:callable'"
+            ),
+        ),
+        requirements=requirements,
+        celery_app=r.get(raw, "app", "celery_app", str, None, dotted),
+        python=r.get(raw, "app", "python", str, "python3"),
+    )
+
+
+def _matches(pattern: re.Pattern[str], message: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if pattern.match(str(value)) else f"{message}, got {value!r}"
+
+    return check
+
+
+def _roles(r: _Reader, data: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    raw = r.mapping(data.get("roles"), "roles", ROLES)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for role, value in raw.items():
+        section = r.mapping(value, f"roles.{role}", _LAYERED)
+        out[role] = {
+            k: r.mapping(section.get(k), f"roles.{role}.{k}", _layer_keys(k)) for k in _LAYERED
+        }
+    return out
+
+
+def _hosts(
+    r: _Reader,
+    data: Mapping[str, Any],
+    root: Path,
+    default_transport: str,
+    env_layers: Mapping[str, Mapping[str, Any]],
+    role_layers: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> tuple[Host, ...]:
+    raw = data.get("hosts")
+    if not raw:
+        raise r.error("hosts", "hosts: missing; expected a mapping of host name to settings")
+    if not isinstance(raw, dict):
+        raise r.error("hosts", f"hosts: expected a mapping, got {_kind(raw)}")
+    hosts: list[Host] = []
+    seen_targets: dict[tuple[str, int, str], str] = {}
+    for name, value in raw.items():
+        path = f"hosts.{name}"
+        if not HOST_NAME.match(name):
+            raise r.error(path, f"{path}: host names are letters, digits, '.', '-' and '_'")
+        section = r.mapping(value, path, _HOST_KEYS)
+        roles = r.str_list(section, path, "roles")
+        if not roles:
+            raise r.error(path, f"{path}.roles: missing; expected a list of {', '.join(ROLES)}")
+        for role in roles:
+            if role not in ROLES:
+                raise r.error(
+                    f"{path}.roles",
+                    f"{path}.roles: unknown role {role!r}; expected one of {', '.join(ROLES)}",
+                )
+        transport = r.get(section, path, "transport", str, default_transport, _one_of(TRANSPORTS))
+        address = r.get(section, path, "address", str, "127.0.0.1" if transport == "local" else ...)
+        merged: dict[str, dict[str, Any]] = {}
+        for layer in _LAYERED:
+            values = dict(_DEFAULTS[layer])
+            values.update(env_layers[layer])
+            for role in roles:
+                values.update(role_layers.get(role, {}).get(layer, {}))
+            values.update(r.mapping(section.get(layer), f"{path}.{layer}", _layer_keys(layer)))
+            merged[layer] = values
+        ssh = _ssh(r, merged["ssh"], path, root, transport)
+        web = WebSettings(
+            port=r.get(merged["web"], f"{path}.web", "port", int, check=_port),
+            workers=r.get(merged["web"], f"{path}.web", "workers", int, check=_positive),
+            timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
+        )
+        worker = WorkerSettings(
+            concurrency=r.get(merged["worker"], f"{path}.worker", "concurrency", int, check=_positive),
+            stop_timeout=r.get(
+                merged["worker"], f"{path}.worker", "stop_timeout", int, check=_positive
+            ),
+        )
+        bind = r.get(section, path, "bind", str, f"{address}:{web.port}")
+        target = (address, ssh.port, transport)
+        if target in seen_targets and transport == "ssh":
+            raise r.error(
+                path,
+                f"{path}: duplicate host: {address}:{ssh.port} is also {seen_targets[target]}",
+            )
+        seen_targets[target] = path
+        hosts.append(Host(name, address, roles, transport, ssh, web, worker, bind))
+    for role in ("migrate", "beat"):
+        owners = [h.name for h in hosts if h.has(role)]
+        if len(owners) > 1:
+            raise r.error(
+                "hosts", f"hosts: role {role!r} must be on exactly one host, found on "
+                + ", ".join(owners)
+            )
+    if not any(h.has("migrate") for h in hosts):
+        raise r.error("hosts", "hosts: no host has role 'migrate'; expected exactly one")
+    if not any(h.has("web") for h in hosts):
+        raise r.error("hosts", "hosts: no host has role 'web'; expected at least one")
+    return tuple(hosts)
+
+
+def _ssh(
+    r: _Reader, values: Mapping[str, Any], path: str, root: Path, transport: str
+) -> SshSettings:
+    where = f"{path}.ssh"
+    identity = r.get(values, where, "identity_file", str, None)
+    known_hosts = r.get(values, where, "known_hosts", str, None)
+    if known_hosts is None:
+        if transport == "ssh":
+            raise r.error(
+                path,
+                f"{where}.known_hosts: missing; expected the known_hosts file that pins this "
+                "host's key (see `inv hosts --trust`)",
+            )
+        known_hosts = "/dev/null"
+    return SshSettings(
+        user=r.get(values, where, "user", str),
+        port=r.get(values, where, "port", int, check=_port),
+        identity_file=_resolve(identity, root) if identity else None,
+        known_hosts=_resolve(known_hosts, root),
+        connect_timeout=float(
+            r.get(values, where, "connect_timeout", (int, float), check=_positive)
+        ),
+    )
+
+
+def _resolve(value: str, root: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:
+    required = r.str_list(raw, "env", "required")
+    generate = r.str_list(raw, "env", "generate")
+    values_raw = r.mapping(raw.get("values"), "env.values", tuple(raw.get("values") or ()))
+    values: dict[str, str] = {}
+    for key, value in values_raw.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise r.error(f"env.values.{key}", f"env.values.{key}: expected a string")
+        values[key] = str(value)
+    for where, names in (("env.required", required), ("env.generate", generate), ("env.values", values)):
+        for name in names:
+            if not ENV_NAME.match(name):
+                raise r.error(where, f"{where}: {name!r} is not an environment variable name")
+    return EnvFileSettings(required=required, values=values, generate=generate)
+
+
+def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+    from releasebook.steps import RELEASE_STEP_NAMES  # steps import nothing from here
+
+    raw = r.mapping(data.get("hooks"), "hooks", ("before", "after"))
+    hooks: dict[tuple[str, str], tuple[str, ...]] = {}
+    for when, steps in raw.items():
+        section = r.mapping(steps, f"hooks.{when}", RELEASE_STEP_NAMES)
+        for step, commands in section.items():
+            hooks[(when, step)] = r.str_list(section, f"hooks.{when}", step)
+    return hooks

@@ -1,0 +1,117 @@
+"""Plan -> markdown runbooks through the Jinja2 templates in ``templates/``.
+
+The runbook is rendered from a symbolic plan (run-specific values are shell variables
+the operator sets), so what it shows is exactly what ``inv release`` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from releasebook.errors import TemplateError
+from releasebook.inventory import Environment, Host
+from releasebook.plan import (
+    TOOLS_REQUIREMENT,
+    HostWork,
+    Plan,
+    PlannedStep,
+    PlannedUpload,
+    Source,
+    build_plan,
+)
+from releasebook.quoting import quote, render_command
+
+RUNBOOKS = ("release", "rollback")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Hosts that run the same commands in a step, shown once."""
+
+    targets: tuple[str, ...]
+    commands: tuple[str, ...]
+    verify: tuple[str, ...]
+    undo: tuple[str, ...]
+
+
+def _upload_command(host: Host, upload: PlannedUpload) -> str:
+    if host.transport == "local":
+        return f"cp {quote(upload.local)} {quote(upload.remote)}"
+    remote = f"{host.ssh.user}@{host.address}:{quote(upload.remote)}"
+    return f"scp -P {host.ssh.port} {quote(upload.local)} {quote(remote)}"
+
+
+def _probe_command(work: HostWork) -> str:
+    assert work.probe is not None
+    probe = work.probe
+    return render_command(
+        "curl -fsS --max-time 5 -H {host} -H {proto} {url}",
+        {
+            "host": f"Host: {probe.host_header}",
+            "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
+            "url": probe.url,
+        },
+    )
+
+
+def _commands(work: HostWork) -> tuple[str, ...]:
+    if work.probe is not None:
+        return (_probe_command(work),)
+    uploads: tuple[str, ...] = ()
+    if work.host is not None:
+        for upload in work.uploads:
+            line = _upload_command(work.host, upload)
+            if upload.skip_if:
+                line = f"{upload.skip_if} || {line}"
+            uploads += (line,)
+    return uploads + work.commands
+
+
+def blocks(planned: PlannedStep) -> list[Block]:
+    grouped: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    for work in planned.work:
+        key = (_commands(work), work.verify, work.undo)
+        grouped.setdefault(key, []).append(work.target)
+    return [
+        Block(tuple(targets), commands, verify, undo)
+        for (commands, verify, undo), targets in grouped.items()
+    ]
+
+
+def _environment(root: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root / "templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # markdown, not HTML  # noqa: S701
+    )
+    env.filters["blocks"] = blocks
+    return env
+
+
+def render_runbook(env: Environment, source: Source, name: str) -> str:
+    plan: Plan = build_plan(env, "release" if name == "release" else "rollback", source=source, release=None)
+    try:
+        template = _environment(env.root).get_template(f"{name}.md.j2")
+        return template.render(
+            plan=plan, env=env, source=source, name=name, tools_requirement=TOOLS_REQUIREMENT
+        )
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/{exc.name}:{exc.lineno}: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"templates/{name}.md.j2: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"templates/{exc.name}: template not found") from None
+
+
+def runbook_paths(env: Environment) -> dict[str, Path]:
+    return {name: env.root / "runbooks" / env.name / f"{name}.md" for name in RUNBOOKS}
+
+
+def render_all(env: Environment, source: Source) -> dict[Path, str]:
+    return {path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()}

@@ -1,0 +1,96 @@
+"""What is on a host: the live release, the releases kept, and the history of runs.
+
+Each host keeps ``<deploy>/.releasebook/history.jsonl``: one JSON line per release or
+rollback with who, when, git sha, the outcome and why it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from releasebook.errors import UsageError
+from releasebook.inventory import Environment
+from releasebook.quoting import quote
+
+RELEASE_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}$")
+BAD_OUTCOMES = ("rolled_back", "failed_after_switch")
+
+
+def validate_release_id(value: str) -> str:
+    if not RELEASE_ID.match(value):
+        raise UsageError(
+            f"release id {value!r}: expected the form YYYYMMDD-HHMMSS-mmm "
+            "(see `inv status` for the ids on each host)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    current: str | None
+    releases: tuple[str, ...]
+    history: tuple[dict[str, Any], ...] = field(default=())
+
+    def bad_releases(self) -> set[str]:
+        return {
+            str(r.get("release"))
+            for r in self.history
+            if r.get("action") == "release" and r.get("outcome") in BAD_OUTCOMES
+        }
+
+    def rollback_target(self) -> str | None:
+        """The newest good release older than the live one."""
+        if self.current is None:
+            return None
+        bad = self.bad_releases()
+        older = [r for r in self.releases if r < self.current and r not in bad]
+        return max(older) if older else None
+
+
+def deploy_dir(env: Environment) -> Path:
+    return env.deploy_path if env.deploy_path.is_absolute() else env.root / env.deploy_path
+
+
+def probe_commands(env: Environment) -> tuple[str, ...]:
+    deploy = quote(deploy_dir(env))
+    return (
+        f"cd {deploy} 2>/dev/null || exit 0",
+        "if [ -L current ]; then printf 'current=%s\\n' \"$(basename \"$(readlink current)\")\"; fi",
+        "if [ -d releases ]; then ls -1 releases | sed 's/^/release=/'; fi",
+        "if [ -f .releasebook/history.jsonl ]; then "
+        "tail -n 200 .releasebook/history.jsonl | sed 's/^/history=/'; fi",
+    )
+
+
+def parse_probe(host: str, output: str) -> HostState:
+    current: str | None = None
+    releases: list[str] = []
+    history: list[dict[str, Any]] = []
+    for line in output.splitlines():
+        key, _, value = line.partition("=")
+        if key == "current" and value:
+            current = value
+        elif key == "release" and RELEASE_ID.match(value):
+            releases.append(value)
+        elif key == "history":
+            try:
+                record = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                history.append(record)
+    return HostState(host, current, tuple(sorted(releases)), tuple(history))
+
+
+def history_commands(env: Environment, record: dict[str, Any]) -> tuple[str, ...]:
+    state = deploy_dir(env) / ".releasebook"
+    line = json.dumps(record, sort_keys=True)
+    return (
+        f"mkdir -p {quote(state)}",
+        f"printf '%s\\n' {quote(line)} >> {quote(state / 'history.jsonl')}",
+    )

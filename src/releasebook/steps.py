@@ -1,0 +1,413 @@
+"""The release and rollback runbooks, as data.
+
+Each step says why it exists, where it runs, the exact commands (format templates whose
+``{names}`` are filled by :mod:`releasebook.plan` and shell-quoted by
+:mod:`releasebook.quoting`), how it is verified and how it is undone. Nothing here opens
+a connection or runs a command: the runner executes these, the renderer documents them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Where = Literal["hosts", "controller"]
+Phase = Literal["prepare", "live"]
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """One command template.
+
+    ``roles`` limits it to hosts with one of those roles; ``each`` names a list variable
+    and repeats the command once per item, with the item's keys as extra variables.
+    """
+
+    template: str
+    roles: frozenset[str] = frozenset()
+    each: str | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Copy the controller file named by variable ``local`` to ``remote`` (+ ``suffix``)."""
+
+    local: str
+    remote: str
+    suffix: str = ""
+    skip_if: str | None = None  # a test command template; when it succeeds, skip
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    why: str
+    where: Where = "hosts"
+    roles: frozenset[str] = frozenset()  # empty: every host
+    once: bool = False
+    phase: Phase = "prepare"
+    commands: tuple[Cmd, ...] = ()
+    uploads: tuple[Upload, ...] = ()
+    http_check: bool = False
+    verify: tuple[Cmd, ...] = ()
+    verify_text: str = ""
+    undo: tuple[Cmd, ...] = ()
+    undo_text: str = ""
+
+
+def _c(template: str, *roles: str, each: str | None = None) -> Cmd:
+    return Cmd(template, frozenset(roles), each)
+
+
+ENSURE_SUPERVISORD = _c(
+    "{supervisorctl} pid >/dev/null 2>&1 || {supervisord} -c {supervisor_conf}\n"
+    "for _ in $(seq 100); do {supervisorctl} pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
+    "{supervisorctl} update"
+)
+
+SETUP = Step(
+    name="setup",
+    title="Prepare the host layout",
+    why=(
+        "Creates the directories every later step relies on (`releases/`, `shared/`, "
+        "`venvs/` and releasebook's own state), seeds the env file with the non-secret "
+        "values the inventory declares and with generated secrets that never leave the "
+        "host, and writes the process manager's configuration. Safe to repeat: existing "
+        "values in the env file are never overwritten."
+    ),
+    commands=(
+        _c("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
+        _c("touch {env_file} && chmod 600 {env_file}"),
+        _c(
+            "grep -q {pattern} {env_file} || printf '%s\\n' {line} >> {env_file}",
+            each="env_values",
+        ),
+        _c(
+            "grep -q {pattern} {env_file} || printf '%s=%s\\n' {name} "
+            "\"$({python} -c 'import secrets; print(secrets.token_urlsafe(50))')\" >> {env_file}",
+            each="env_generate",
+        ),
+        _c("cat > {supervisor_conf} <<'RELEASEBOOK_EOF'\n{supervisor_conf_text}\nRELEASEBOOK_EOF"),
+    ),
+    verify=(_c("test -d {releases} && test -f {supervisor_conf}"),),
+    verify_text="The directories exist and the env file is mode 0600.",
+    undo_text="Nothing to undo: the layout is shared by every release.",
+)
+
+PREFLIGHT = Step(
+    name="preflight",
+    title="Preflight: the readiness gate",
+    why=(
+        "Refuses to start when a host cannot take the release: not enough free disk under "
+        "the deploy path, no Python, or a required environment variable missing from the "
+        "env file (names only; values are never read into the output). Nothing live has "
+        "changed yet."
+    ),
+    commands=(
+        _c(
+            "avail_kb=$(df -Pk {deploy} | awk 'NR==2 {{print $4}}')\n"
+            'if [ "$avail_kb" -lt {min_free_kb} ]; then\n'
+            "  printf 'only %s MB free under %s; need %s MB\\n' \"$((avail_kb / 1024))\" "
+            "{deploy} {min_free_mb} >&2; exit 1\n"
+            "fi"
+        ),
+        _c(
+            "command -v {python} >/dev/null || "
+            "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}"
+        ),
+        _c("missing_env=0"),
+        _c(
+            "grep -q {pattern} {env_file} || "
+            "{{ printf 'required env var %s is missing or empty in %s\\n' {name} {env_file} >&2; "
+            "missing_env=1; }}",
+            each="env_required",
+        ),
+        _c('test "$missing_env" = 0'),
+    ),
+    verify_text="Every host printed nothing on stderr and exited 0.",
+    undo_text="Nothing to undo: preflight only reads.",
+)
+
+BUILD = Step(
+    name="build",
+    title="Build the artifact",
+    why=(
+        "Builds once, on the controller, so every host gets identical bits: the app's "
+        "source at the deployed git revision with its manifest (`release.json`), and a "
+        "wheelhouse of its locked requirements so hosts install offline. The wheelhouse is "
+        "cached by the hash of the requirements file and reused until it changes."
+    ),
+    where="controller",
+    once=True,
+    commands=(
+        _c("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
+        _c("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
+        _c("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
+        _c(
+            "test -f {wheelhouse}/.complete || {{ rm -rf {wheelhouse} && "
+            "{controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse} "
+            "-r {build_app}/{requirements} {tools_requirement} && touch {wheelhouse}/.complete; }}"
+        ),
+        _c("tar -czf {artifact_local} -C {build_app} ."),
+        _c(
+            "test -f {wheels_local} || "
+            "tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
+        ),
+        _c(
+            "cd {build_out} && sha256sum {artifact_name} > {artifact_name}.sha256 && "
+            "sha256sum {wheels_name} > {wheels_name}.sha256"
+        ),
+    ),
+    verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
+    undo=(_c("rm -rf {build_app}"),),
+    undo_text="Remove the build directory; nothing reached a host.",
+)
+
+UPLOAD = Step(
+    name="upload",
+    title="Upload the artifact",
+    why=(
+        "Copies the artifact to every host and checks its SHA-256 there, so a truncated or "
+        "altered upload never gets installed. The wheel archive is skipped on hosts that "
+        "already have a virtualenv for these exact requirements."
+    ),
+    uploads=(
+        Upload("artifact_local", "artifact"),
+        Upload("artifact_local", "artifact", ".sha256"),
+        Upload("wheels_local", "wheels", skip_if="{venv_ready}"),
+        Upload("wheels_local", "wheels", ".sha256", skip_if="{venv_ready}"),
+    ),
+    verify=(
+        _c("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
+        _c("{venv_ready} || {{ cd {artifacts} && sha256sum --quiet -c {wheels_name}.sha256; }}"),
+    ),
+    verify_text="`sha256sum -c` accepts the uploaded files.",
+    undo=(_c("rm -f {artifact} {artifact}.sha256"),),
+    undo_text="Remove the uploaded artifact.",
+)
+
+INSTALL = Step(
+    name="install",
+    title="Install the release",
+    why=(
+        "Unpacks the artifact into a new `releases/<id>/` and points it at a virtualenv "
+        "for its requirements. Virtualenvs live in `venvs/<requirements hash>/` and are "
+        "shared by every release with the same requirements, so an unchanged release "
+        "installs nothing; a new one is installed offline from the uploaded wheels."
+    ),
+    commands=(
+        _c("mkdir {release_dir}"),
+        _c("tar -xzf {artifact} -C {release_dir}"),
+        _c(
+            "if ! {venv_ready}; then\n"
+            "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
+            "  if ! test -f {venv}/.complete; then\n"
+            "    rm -rf {venv} && {python} -m venv {venv}\n"
+            "    {venv}/bin/python -m pip install --quiet --no-index --find-links {wheel_dir} "
+            "-r {release_dir}/{requirements}\n"
+            "    touch {venv}/.complete\n"
+            "  fi\n"
+            "  if ! test -x {supervisord}; then\n"
+            "    rm -rf {tools} && {python} -m venv {tools}\n"
+            "    {tools}/bin/python -m pip install --quiet --no-index --find-links {wheel_dir} "
+            "{tools_requirement}\n"
+            "  fi\n"
+            "  rm -rf {wheel_dir}\n"
+            "fi"
+        ),
+        _c("ln -sfn {venv} {release_dir}/venv"),
+    ),
+    verify=(_c("{release_dir}/venv/bin/python -c 'import django'"),),
+    verify_text="The release's interpreter imports Django.",
+    undo=(_c("rm -rf {release_dir}"),),
+    undo_text="Remove the half-made release directory; `current` still points at the live one.",
+)
+
+LINK_SHARED = Step(
+    name="link_shared",
+    title="Link shared files",
+    why=(
+        "Points the release at what outlives releases: the env file and the media "
+        "directory in `shared/`. Uploads therefore survive every deploy and rollback."
+    ),
+    commands=(
+        _c("ln -sfn {env_file} {release_dir}/.env"),
+        _c("rm -rf {release_dir}/media && ln -sfn {media} {release_dir}/media"),
+    ),
+    verify=(_c("test -L {release_dir}/.env && test -L {release_dir}/media"),),
+    verify_text="`.env` and `media` in the release are links into `shared/`.",
+    undo=(_c("rm -rf {release_dir}"),),
+    undo_text="Remove the release directory.",
+)
+
+MIGRATE = Step(
+    name="migrate",
+    title="Apply database migrations",
+    why=(
+        "Runs once, on the migrate host, before any traffic reaches the new code. The old "
+        "release keeps serving meanwhile, so migrations must be backward compatible with "
+        "it (expand now, contract in a later release). The plan is printed first so the "
+        "log shows exactly what ran."
+    ),
+    roles=frozenset({"migrate"}),
+    once=True,
+    commands=(
+        _c("{django} migrate --plan"),
+        _c("{django} migrate --noinput"),
+    ),
+    verify=(_c("{django} migrate --check"),),
+    verify_text="`manage.py migrate --check` exits 0: no unapplied migrations.",
+    undo=(_c("rm -rf {release_dir}"),),
+    undo_text=(
+        "Remove the release directory. Migrations that did apply stay applied: the live "
+        "release must tolerate them (that is the backward-compatibility rule above). To "
+        "reverse one, run `manage.py migrate <app> <previous migration>` from the release "
+        "that contains it, before removing it."
+    ),
+)
+
+COLLECTSTATIC = Step(
+    name="collectstatic",
+    title="Collect static files",
+    why=(
+        "Gathers static files into the release's own STATIC_ROOT on every web host, so the "
+        "CSS that ships is the CSS that was built with this code, and a rollback brings "
+        "the old files back with the old code."
+    ),
+    roles=frozenset({"web"}),
+    commands=(_c("{django} collectstatic --noinput --verbosity 0"),),
+    verify=(_c("{django} findstatic --verbosity 0 admin/css/base.css"),),
+    verify_text="The admin's CSS is found (open `/admin/` and check it is styled).",
+    undo=(_c("rm -rf {release_dir}"),),
+    undo_text="Remove the release directory.",
+)
+
+SWITCH = Step(
+    name="switch",
+    title="Switch `current` to the release",
+    why=(
+        "Makes the release live with one atomic rename: a new symlink is created beside "
+        "`current` and moved over it, so there is no instant without a `current`. From "
+        "here on a failure rolls every host back to the release that was live before."
+    ),
+    phase="live",
+    commands=(
+        _c("ln -sfn {release_dir} {deploy}/.current.tmp"),
+        _c("mv -T {deploy}/.current.tmp {current}"),
+    ),
+    verify=(_c('test "$(readlink {current})" = {release_dir}'),),
+    verify_text="`readlink current` names the release.",
+    undo_text="Switch back: run the rollback runbook.",
+)
+
+RESTART_WEB = Step(
+    name="restart_web",
+    title="Restart the web servers",
+    why=(
+        "Restarts gunicorn under the process manager so it starts from `current`: the new "
+        "code and the new virtualenv. gunicorn runs as `current/venv/bin/python -m "
+        "gunicorn` with the env file loaded at start, so no secret sits in the process "
+        "manager's configuration."
+    ),
+    roles=frozenset({"web"}),
+    phase="live",
+    commands=(ENSURE_SUPERVISORD, _c("{supervisorctl} restart web")),
+    verify=(_c("{supervisorctl} status web"),),
+    verify_text="`supervisorctl status web` says RUNNING.",
+    undo_text="Switch back and restart: run the rollback runbook.",
+)
+
+RESTART_WORKERS = Step(
+    name="restart_workers",
+    title="Restart Celery worker and beat",
+    why=(
+        "Restarts the Celery worker (TERM: a warm shutdown, running tasks finish within "
+        "the stop timeout) and beat, which runs on exactly one host so no periodic task "
+        "is sent twice."
+    ),
+    roles=frozenset({"worker", "beat"}),
+    phase="live",
+    commands=(
+        ENSURE_SUPERVISORD,
+        _c("{supervisorctl} restart worker", "worker"),
+        _c("{supervisorctl} restart beat", "beat"),
+    ),
+    verify=(
+        _c("{supervisorctl} status worker", "worker"),
+        _c("{supervisorctl} status beat", "beat"),
+    ),
+    verify_text="`supervisorctl status` says RUNNING for each program.",
+    undo_text="Switch back and restart: run the rollback runbook.",
+)
+
+VERIFY = Step(
+    name="verify",
+    title="Verify readiness",
+    why=(
+        "Asks every web host's readiness endpoint, with the site's real Host header and "
+        "`X-Forwarded-Proto: https` so ALLOWED_HOSTS and the SSL redirect answer as they "
+        "would for users. It retries with backoff until the deadline and passes only when "
+        "the answer is 200 and names the new release id: a server still running old code "
+        "does not count."
+    ),
+    where="controller",
+    roles=frozenset({"web"}),
+    phase="live",
+    http_check=True,
+    verify_text="Every web host answered 200 with the expected release id.",
+    undo_text="Run the rollback runbook; releasebook does this automatically.",
+)
+
+CLEANUP = Step(
+    name="cleanup",
+    title="Remove old releases",
+    why=(
+        "Keeps the newest releases (the inventory's `keep_releases`) and never removes the "
+        "current or the previous one, so a rollback target always exists. Virtualenvs no "
+        "release uses any more go with them."
+    ),
+    commands=(
+        _c(
+            "ls -1 {releases} | sort -r | tail -n +{keep_from} | while read -r old; do\n"
+            '  case "$old" in {release}|{previous}) continue ;; esac\n'
+            '  rm -rf {releases}/"$old" {artifacts}/"$old".tar.gz {artifacts}/"$old".tar.gz.sha256\n'
+            "done"
+        ),
+        _c(
+            "for venv in {venvs}/*; do\n"
+            '  [ -d "$venv" ] || continue\n'
+            "  used=0\n"
+            "  for link in {releases}/*/venv; do\n"
+            '    [ "$(readlink "$link")" = "$venv" ] && used=1\n'
+            "  done\n"
+            '  [ "$used" = 1 ] || rm -rf "$venv" {artifacts}/wheels-"${{venv##*/}}".tar '
+            '{artifacts}/wheels-"${{venv##*/}}".tar.sha256\n'
+            "done"
+        ),
+    ),
+    verify=(_c("test -d {release_dir}"),),
+    verify_text="The current release is still there.",
+    undo_text="Nothing to undo; removed releases are gone (they were older than the kept ones).",
+)
+
+RELEASE_STEPS: tuple[Step, ...] = (
+    SETUP,
+    PREFLIGHT,
+    BUILD,
+    UPLOAD,
+    INSTALL,
+    LINK_SHARED,
+    MIGRATE,
+    COLLECTSTATIC,
+    SWITCH,
+    RESTART_WEB,
+    RESTART_WORKERS,
+    VERIFY,
+    CLEANUP,
+)
+
+# Rolling back is switching to an older release: the same steps, another release id.
+ROLLBACK_STEPS: tuple[Step, ...] = (SWITCH, RESTART_WEB, RESTART_WORKERS, VERIFY)
+
+RELEASE_STEP_NAMES: tuple[str, ...] = tuple(s.name for s in RELEASE_STEPS)

@@ -1,0 +1,103 @@
+"""What each host's process manager runs: supervisord's config and the env launcher.
+
+Programs start from ``<deploy>/current`` through the launcher, which loads the env file
+at every start: the new release's code and virtualenv after each switch, and no secret
+ever written into the process manager's configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from releasebook.quoting import quote, render_command
+
+LAUNCHER = """#!/bin/sh
+# Written by releasebook: run a command with the deploy's env file loaded.
+set -a
+. {env_file}
+set +a
+export DJANGO_SETTINGS_MODULE={settings_module}
+exec "$@"
+"""
+
+_HEADER = """; Written by releasebook for environment {environment}; changes are overwritten.
+[unix_http_server]
+file={socket}
+chmod=0700
+
+[supervisord]
+logfile={logs}/supervisord.log
+pidfile={state}/supervisord.pid
+directory={deploy}
+identifier=releasebook
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{socket}
+"""
+
+_PROGRAM = """
+[program:{name}]
+command={command}
+directory={current}
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs={stop_timeout}
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={logs}/{name}.log
+"""
+
+
+def launcher_text(values: Mapping[str, object]) -> str:
+    return render_command(LAUNCHER, values)
+
+
+def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -> str:
+    """The supervisord config for one host. ``values`` are the plan's host variables."""
+
+    def ini(value: object) -> str:
+        # supervisord expands %(name)s in its config; a literal % is written %%.
+        return str(value).replace("%", "%%")
+
+    python = quote(f"{values['current']}/venv/bin/python")
+    launch = quote(str(values["with_env"]))
+    programs: list[tuple[str, str, object]] = []
+    if "web" in roles:
+        gunicorn = render_command(
+            "-m gunicorn --bind {bind} --workers {web_workers} --timeout {web_timeout} "
+            "--no-control-socket --access-logfile - {wsgi}",
+            values,
+        )
+        programs.append(("web", f"{launch} {python} {gunicorn}", values["web_timeout"]))
+    celery_app = values.get("celery_app")
+    if celery_app and "worker" in roles:
+        worker = render_command(
+            "-m celery -A {celery_app} worker --loglevel INFO --concurrency {worker_concurrency}",
+            values,
+        )
+        programs.append(("worker", f"{launch} {python} {worker}", values["worker_stop_timeout"]))
+    if celery_app and "beat" in roles:
+        beat = render_command(
+            "-m celery -A {celery_app} beat --loglevel INFO --schedule {state}/celerybeat-schedule",
+            values,
+        )
+        programs.append(("beat", f"{launch} {python} {beat}", 10))
+    text = _HEADER.format(**{k: ini(values[k]) for k in _HEADER_KEYS})
+    for name, command, stop_timeout in programs:
+        text += _PROGRAM.format(
+            name=name,
+            command=ini(command),
+            current=ini(values["current"]),
+            stop_timeout=stop_timeout,
+            logs=ini(values["logs"]),
+        )
+    return text.rstrip("\n")
+
+
+_HEADER_KEYS = ("environment", "socket", "logs", "state", "deploy")

@@ -1,0 +1,198 @@
+"""The Invoke collection: parse flags, call the library, turn errors into exit codes.
+
+Exit codes: 0 ok; 1 the release failed (nothing live changed, or every host was rolled
+back and verified) or a host was unreachable; 2 bad input (inventory, flags, ids);
+3 a rollback failed and hosts need attention.
+"""
+
+from __future__ import annotations
+
+import functools
+import json as jsonlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Collection, Context, Exit, task
+
+from releasebook import deploy
+from releasebook.errors import ReleasebookError, UsageError
+from releasebook.inventory import Environment, load_environment
+from releasebook.plan import Plan
+from releasebook.render import render_all
+from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def project_root() -> Path:
+    """RELEASEBOOK_ROOT, else the nearest directory upwards holding ``inventories/``."""
+    configured = os.environ.get("RELEASEBOOK_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "inventories").is_dir():
+            return candidate
+    raise UsageError(f"no inventories/ directory in {here} or above; run from a releasebook project")
+
+
+def _reporter(as_json: bool) -> Reporter:
+    return JsonReporter() if as_json else ConsoleReporter()
+
+
+def _errors_to_exit(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ReleasebookError as exc:
+            raise Exit(f"releasebook: {exc}", code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(env: str) -> Environment:
+    if not env:
+        raise UsageError("--env is required (one of the files in inventories/)")
+    return load_environment(env, project_root())
+
+
+def print_plan(plan: Plan) -> None:
+    print(f"# {plan.kind} plan for {plan.environment.name}: {plan.release_id} (dry run)")
+    for planned in plan.steps:
+        print(f"\n## {planned.number}. {planned.step.name}: {planned.step.title}")
+        for work in planned.work:
+            print(f"### {work.target}")
+            if work.probe is not None:
+                p = work.probe
+                print(
+                    f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
+                    f"  expect release {p.expect_release} within {p.deadline:g}s"
+                )
+            for upload in work.uploads:
+                skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
+                print(f"put {upload.local} -> {upload.remote}{skip}")
+            for command in work.commands + work.verify:
+                print(command)
+
+
+@task(
+    help={
+        "env": "inventory to release to: inventories/<env>.yml",
+        "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
+        "json": "machine-readable events, one JSON object per line",
+    }
+)
+@_errors_to_exit
+def release(c: Context, env: str = "", dry_run: bool = False, json: bool = False) -> None:
+    """Release the app's committed HEAD to every host of an environment, verified."""
+    environment = _load(env)
+    reporter = _reporter(json)
+    if dry_run:
+        print_plan(deploy.plan_only(environment, "release", reporter))
+        return
+    deploy.release(environment, reporter)
+    web = environment.hosts_with("web")
+    if web and not json:
+        print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
+
+
+@task(
+    help={
+        "env": "inventory to roll back: inventories/<env>.yml",
+        "to": "release id to go back to (default: the newest good one before the live one)",
+        "json": "machine-readable events, one JSON object per line",
+    }
+)
+@_errors_to_exit
+def rollback(c: Context, env: str = "", to: str = "", json: bool = False) -> None:
+    """Switch every host back to an earlier release, restart and verify."""
+    deploy.rollback(_load(env), _reporter(json), to=to or None)
+
+
+@task(
+    help={
+        "render": "write runbooks/<env>/*.md from the step definitions",
+        "env": "only this environment (default: every inventory)",
+        "check": "exit 1 naming the files when the committed runbooks are out of date",
+    }
+)
+@_errors_to_exit
+def runbook(c: Context, render: bool = False, env: str = "", check: bool = False) -> None:
+    """Render the release and rollback runbooks, or check they are up to date."""
+    if not render and not check:
+        raise UsageError("say --render to write the runbooks, or --check to compare them")
+    root = project_root()
+    names = [env] if env else sorted(p.stem for p in (root / "inventories").glob("*.yml"))
+    stale: list[str] = []
+    for name in names:
+        environment = load_environment(name, root)
+        source = deploy.find_source(environment)
+        for path, text in render_all(environment, source).items():
+            current = path.read_text(encoding="utf-8") if path.is_file() else None
+            if current == text:
+                continue
+            relative = str(path.relative_to(root))
+            if check:
+                stale.append(relative)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {relative}")
+    if stale:
+        raise Exit(
+            "releasebook: runbooks out of date (run `inv runbook --render`):\n  "
+            + "\n  ".join(stale),
+            code=1,
+        )
+    if check:
+        print("runbooks are up to date")
+
+
+@task(
+    help={
+        "env": "inventory to inspect: inventories/<env>.yml",
+        "json": "print the state as JSON",
+    }
+)
+@_errors_to_exit
+def status(c: Context, env: str = "", json: bool = False) -> None:
+    """Show each host's live release, the releases kept and the last outcome."""
+    states = deploy.status(_load(env))
+    if json:
+        payload = {
+            name: {
+                "current": s.current,
+                "releases": list(s.releases),
+                "last": s.history[-1] if s.history else None,
+            }
+            for name, s in states.items()
+        }
+        sys.stdout.write(_json_dumps(payload) + "\n")
+        return
+    for name, state in states.items():
+        print(f"{name}: current {state.current or '(none)'}")
+        bad = state.bad_releases()
+        for release_id in reversed(state.releases):
+            marks = []
+            if release_id == state.current:
+                marks.append("live")
+            if release_id in bad:
+                marks.append("failed")
+            print(f"  {release_id}{'  (' + ', '.join(marks) + ')' if marks else ''}")
+        if state.history:
+            last = state.history[-1]
+            print(
+                f"  last: {last.get('action')} {last.get('release')} {last.get('outcome')} "
+                f"at {last.get('at')} by {last.get('by')}"
+            )
+
+
+def _json_dumps(value: object) -> str:
+    return jsonlib.dumps(value, indent=2, sort_keys=True)
+
+
+namespace = Collection(release, rollback, runbook, status)
