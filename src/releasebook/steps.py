@@ -88,6 +88,8 @@ SETUP = Step(
             "\"$({python} -c 'import secrets; print(secrets.token_urlsafe(50))')\" >> {env_file}",
             each="env_generate",
         ),
+        _c("cat > {with_env} <<'RELEASEBOOK_EOF'\n{with_env_text}\nRELEASEBOOK_EOF"),
+        _c("chmod 755 {with_env}"),
         _c("cat > {supervisor_conf} <<'RELEASEBOOK_EOF'\n{supervisor_conf_text}\nRELEASEBOOK_EOF"),
     ),
     verify=(_c("test -d {releases} && test -f {supervisor_conf}"),),
