@@ -8,6 +8,8 @@ back to the release it served before, verifies that, and then reports the failur
 from __future__ import annotations
 
 import getpass
+import os
+import platform
 import hashlib
 import socket
 import subprocess
@@ -60,7 +62,10 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def find_source(env: Environment, cache: Path | None = None) -> Source:
+    """The git checkout holding the app. The wheel cache is RELEASEBOOK_CACHE when set."""
     app_dir = env.root / env.app.source
+    if cache is None and os.environ.get("RELEASEBOOK_CACHE"):
+        cache = Path(os.environ["RELEASEBOOK_CACHE"])
     repo = Path(_git(app_dir, "rev-parse", "--show-toplevel"))
     subdir = _git(app_dir, "rev-parse", "--show-prefix").rstrip("/")
     return Source(
@@ -68,6 +73,7 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         subdir=subdir,
         cache=cache or env.root / ".releasebook" / "cache",
         python=sys.executable,
+        python_version=platform.python_version(),
     )
 
 
@@ -75,7 +81,9 @@ def new_release(env: Environment, source: Source, reporter: Reporter) -> Release
     sha = _git(source.repo, "rev-parse", "HEAD")
     requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
     requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
-    digest = hashlib.sha256((requirements + "\n" + TOOLS_REQUIREMENT).encode()).hexdigest()
+    # Wheels depend on the interpreter too: environment markers can name its full version.
+    key = "\n".join((requirements, TOOLS_REQUIREMENT, source.python_version))
+    digest = hashlib.sha256(key.encode()).hexdigest()
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty:
         reporter.message(

@@ -55,6 +55,7 @@ class Source:
     subdir: str  # the app's directory inside the repo
     cache: Path  # wheelhouse cache, shared by every build with the same requirements
     python: str  # the controller's interpreter, used to build wheels
+    python_version: str  # its full version: hosts must match it (environment markers)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def _controller_values(
         "manifest_json": manifest,
         "wheelhouse": _keyed(cache / "wheels", ids.requirements_hash),
         "controller_python": source.python if base is not None else ".venv/bin/python",
+        "python_version": source.python_version if base is not None else ShellVar("PYTHON_VERSION"),
         "requirements": env.app.requirements,
         "tools_requirement": TOOLS_REQUIREMENT,
         "artifact_local": _keyed(out, ids.release, ".tar.gz"),

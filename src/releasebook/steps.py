@@ -102,7 +102,8 @@ PREFLIGHT = Step(
     title="Preflight: the readiness gate",
     why=(
         "Refuses to start when a host cannot take the release: not enough free disk under "
-        "the deploy path, no Python, or a required environment variable missing from the "
+        "the deploy path, no Python of the version the wheels were built for (environment "
+        "markers can depend on it), or a required environment variable missing from the "
         "env file (names only; values are never read into the output). Nothing live has "
         "changed yet."
     ),
@@ -115,8 +116,13 @@ PREFLIGHT = Step(
             "fi"
         ),
         _c(
-            "command -v {python} >/dev/null || "
-            "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}"
+            "host_python=$({python} -c 'import platform; print(platform.python_version())') || "
+            "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}\n"
+            'if [ "$host_python" != {python_version} ]; then\n'
+            "  printf '%s here is Python %s; the wheels are built for Python %s on the "
+            "controller: set app.python to a matching interpreter\\n' "
+            '{python} "$host_python" {python_version} >&2; exit 1\n'
+            "fi"
         ),
         _c("missing_env=0"),
         _c(

@@ -1,0 +1,137 @@
+"""A throwaway releasebook project for end-to-end tests: the example app in its own git
+repository, an inventory pointing at simulated hosts, and helpers to run `inv` on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from simhosts import SimFleet
+
+REPO = Path(__file__).resolve().parents[1]
+INV = str(Path(sys.executable).with_name("inv"))
+WHEEL_CACHE = REPO / ".releasebook" / "cache"
+HOST_HEADER = "app.test"
+# Hosts see the controller's interpreter (simhosts shares it read-only), so the wheels
+# built on the controller match the hosts' Python exactly.
+CONTROLLER_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
+
+
+@dataclass
+class Project:
+    root: Path
+    env_name: str
+
+    def inv(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        environ = {
+            **os.environ,
+            "RELEASEBOOK_ROOT": str(self.root),
+            "RELEASEBOOK_CACHE": str(WHEEL_CACHE),
+        }
+        return subprocess.run(
+            [INV, *args],
+            cwd=self.root,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def commit(self, message: str) -> str:
+        git = ["git", "-C", str(self.root), "-c", "user.email=e2e@test", "-c", "user.name=e2e"]
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True)
+        return subprocess.run(
+            [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    def status(self) -> dict[str, Any]:
+        done = self.inv("status", f"--env={self.env_name}", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+def make_project(tmp: Path, inventory: str, env_name: str = "e2e") -> Project:
+    root = tmp / "project"
+    shutil.copytree(
+        REPO / "example",
+        root / "example",
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "var"),
+    )
+    shutil.copy(REPO / "tasks.py", root / "tasks.py")
+    (root / "inventories").mkdir()
+    (root / "inventories" / f"{env_name}.yml").write_text(inventory)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    project = Project(root, env_name)
+    project.commit("example app")
+    return project
+
+
+def ssh_inventory(fleet: SimFleet, *, database_url: str, broker_url: str, timeout: int = 60) -> str:
+    host = fleet.hosts[0]
+    return f"""
+app:
+  source: example
+  settings: config.settings.prod
+  wsgi: config.wsgi:application
+  celery_app: config
+  python: {CONTROLLER_PYTHON}
+deploy:
+  path: /srv/app
+  keep_releases: 3
+ssh:
+  user: root
+  port: {host.port}
+  identity_file: {fleet.client_key}
+  known_hosts: {fleet.known_hosts}
+  connect_timeout: 5
+web:
+  workers: 2
+worker:
+  concurrency: 1
+  stop_timeout: 20
+health:
+  host_header: {HOST_HEADER}
+  timeout: {timeout}
+env:
+  required: [DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_URL]
+  generate: [DJANGO_SECRET_KEY]
+  values:
+    DJANGO_ALLOWED_HOSTS: {HOST_HEADER}
+    DJANGO_CSRF_TRUSTED_ORIGINS: https://{HOST_HEADER}
+    DATABASE_URL: "{database_url}"
+    CELERY_BROKER_URL: "{broker_url}"
+hosts:
+  {host.name}:
+    address: {host.address}
+    roles: [web, worker, beat, migrate]
+"""
+
+
+def readyz(bind: str) -> httpx.Response:
+    return httpx.get(
+        f"http://{bind}/readyz",
+        headers={"Host": HOST_HEADER, "X-Forwarded-Proto": "https"},
+        timeout=5,
+    )
+
+
+def history(srv: Path, deploy: str = "app") -> list[dict[str, Any]]:
+    path = srv / deploy / ".releasebook" / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def released_id(done: subprocess.CompletedProcess[str]) -> str:
+    for line in done.stdout.splitlines():
+        if line.startswith("OK: released "):
+            return line.split()[2]
+    raise AssertionError("no release id in output:\n" + done.stdout + done.stderr)

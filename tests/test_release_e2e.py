@@ -1,0 +1,211 @@
+"""End to end over real SSH: a simulated host (OpenSSH in its own mount namespace),
+real gunicorn and Celery under supervisord, real PostgreSQL and Redis on loopback.
+
+The tests share one host and one database and run in file order, each starting from
+whatever release is live: release, release again, roll back; a release whose /readyz
+fails is rolled back automatically; a failing migration changes nothing live.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from e2e_project import Project, history, make_project, readyz, released_id, ssh_inventory
+from simhosts import SimFleet, missing_prerequisites
+
+pytestmark = pytest.mark.e2e
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
+    problems = missing_prerequisites()
+    if problems:
+        if os.environ.get("CI"):
+            pytest.fail("simulated hosts unavailable under CI: " + "; ".join(problems))
+        pytest.skip("simulated hosts unavailable: " + "; ".join(problems))
+    fleet = SimFleet.start(1, tmp_path_factory.mktemp("fleet"), names=["web1"])
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    name = f"rb_e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def project(
+    fleet: SimFleet, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Project]:
+    inventory = ssh_inventory(
+        fleet, database_url=database, broker_url="redis://127.0.0.1:6379/7", timeout=20
+    )
+    yield make_project(tmp_path_factory.mktemp("e2e"), inventory)
+
+
+@pytest.fixture(scope="module")
+def first_release(project: Project) -> str:
+    done = project.inv("release", "--env=e2e")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return released_id(done)
+
+
+def _bind(fleet: SimFleet) -> str:
+    return f"{fleet.hosts[0].address}:8000"
+
+
+def _live(project: Project) -> str:
+    current: str = project.status()["web1"]["current"]
+    return current
+
+
+def test_release_release_rollback(project: Project, fleet: SimFleet, first_release: str) -> None:
+    srv = fleet.hosts[0].srv
+    assert readyz(_bind(fleet)).json()["release"] == first_release
+
+    css = project.root / "example" / "notes" / "static" / "notes" / "site.css"
+    css.write_text(css.read_text() + "\n/* second release */\n")
+    sha = project.commit("second release")
+    done = project.inv("release", "--env=e2e")
+    assert done.returncode == 0, done.stdout + done.stderr
+    second = released_id(done)
+    response = readyz(_bind(fleet))
+    assert response.status_code == 200
+    assert response.json()["release"] == second
+    assert response.json()["git_sha"] == sha
+
+    done = project.inv("rollback", "--env=e2e")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert readyz(_bind(fleet)).json()["release"] == first_release
+
+    deploy = srv / "app"
+    assert {first_release, second} <= {p.name for p in (deploy / "releases").iterdir()}
+    assert os.readlink(deploy / "current") == f"/srv/app/releases/{first_release}"
+    env_file = deploy / "shared" / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "DJANGO_SECRET_KEY=" in env_file.read_text()
+    assert (deploy / "shared" / "media").is_dir()
+    assert os.readlink(deploy / "releases" / second / ".env") == "/srv/app/shared/.env"
+    assert (deploy / "releases" / second / "staticfiles" / "notes" / "site.css").is_file()
+    records = [(r["action"], r["release"], r["outcome"]) for r in history(srv)[-3:]]
+    assert records == [
+        ("release", first_release, "released"),
+        ("release", second, "released"),
+        ("rollback", first_release, "rolled_back_to"),
+    ]
+    workers = fleet.run("web1", "/srv/app/.releasebook/tools/bin/supervisorctl "
+                        "-c /srv/app/.releasebook/supervisord.conf status")
+    assert workers.stdout.count("RUNNING") == 3, workers.stdout
+
+
+def test_failed_verification_rolls_back(project: Project, fleet: SimFleet, first_release: str) -> None:
+    live = _live(project)
+    views = project.root / "example" / "health" / "views.py"
+    original = views.read_text()
+    views.write_text(
+        original.replace(
+            "return JsonResponse(body, status=200 if ok else 503)",
+            "return JsonResponse(body, status=500)",
+        )
+    )
+    assert views.read_text() != original
+    project.commit("readyz answers 500")
+    try:
+        done = project.inv("release", "--env=e2e")
+    finally:
+        views.write_text(original)
+        project.commit("readyz fixed")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step 'verify' failed on web1" in done.stderr
+    assert "HTTP 500" in done.stderr
+    assert "rolled back to " + live in done.stderr
+    assert readyz(_bind(fleet)).json()["release"] == live
+    last = history(fleet.hosts[0].srv)[-1]
+    assert last["outcome"] == "rolled_back"
+    assert last["restored"] == live
+    assert "HTTP 500" in last["reason"]
+    assert last["release"] not in (None, live)
+
+
+def test_failing_migration_changes_nothing_live(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    live = _live(project)
+    releases_dir = fleet.hosts[0].srv / "app" / "releases"
+    before = {p.name for p in releases_dir.iterdir()}
+    migration = project.root / "example" / "notes" / "migrations" / "0002_explode.py"
+    migration.write_text(
+        "from django.db import migrations\n\n\n"
+        "def explode(apps, schema_editor):\n"
+        "    raise RuntimeError('this migration always fails')\n\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('notes', '0001_initial')]\n"
+        "    operations = [migrations.RunPython(explode, migrations.RunPython.noop)]\n"
+    )
+    project.commit("a failing migration")
+    try:
+        done = project.inv("release", "--env=e2e")
+    finally:
+        migration.unlink()
+        project.commit("drop the failing migration")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step 'migrate' failed on web1" in done.stderr
+    assert "this migration always fails" in done.stderr
+    assert readyz(_bind(fleet)).json()["release"] == live
+    assert {p.name for p in releases_dir.iterdir()} == before, "half-made release left behind"
+    last = history(fleet.hosts[0].srv)[-1]
+    assert (last["outcome"], last["step"]) == ("aborted", "migrate")
+
+
+def test_unknown_host_key_is_refused(project: Project, fleet: SimFleet, first_release: str) -> None:
+    inventory = project.root / "inventories" / "e2e.yml"
+    stranger = project.root / "empty_known_hosts"
+    stranger.write_text("")
+    (project.root / "inventories" / "stranger.yml").write_text(
+        inventory.read_text().replace(str(fleet.known_hosts), str(stranger))
+    )
+    live = _live(project)
+    done = project.inv("release", "--env=stranger")
+    assert done.returncode == 1
+    assert "web1" in done.stderr and "known_hosts" in done.stderr
+    assert "nothing was changed" in done.stderr
+    assert _live(project) == live
+
+
+def test_status_lists_releases(project: Project, first_release: str) -> None:
+    done = project.inv("status", "--env=e2e")
+    assert done.returncode == 0, done.stderr
+    assert "web1: current " in done.stdout
+    assert first_release in done.stdout
+    assert "(failed)" in done.stdout or "(live)" in done.stdout
+
+
+def test_rollback_to_unknown_release_is_refused(project: Project, first_release: str) -> None:
+    done = project.inv("rollback", "--env=e2e", "--to", "20000101-000000-000")
+    assert done.returncode == 2
+    assert "web1: release 20000101-000000-000 is not on this host" in done.stderr
+    done = project.inv("rollback", "--env=e2e", "--to", "../../etc")
+    assert done.returncode == 2
+    assert "expected the form" in done.stderr
+
+
+def test_history_file_location(fleet: SimFleet, first_release: str) -> None:
+    path = Path(fleet.hosts[0].srv) / "app" / ".releasebook" / "history.jsonl"
+    assert path.is_file()
