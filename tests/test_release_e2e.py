@@ -110,12 +110,17 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
         ("release", second, "released"),
         ("rollback", first_release, "rolled_back_to"),
     ]
-    workers = fleet.run("web1", "/srv/app/.releasebook/tools/bin/supervisorctl "
-                        "-c /srv/app/.releasebook/supervisord.conf status")
+    workers = fleet.run(
+        "web1",
+        "/srv/app/.releasebook/tools/bin/supervisorctl "
+        "-c /srv/app/.releasebook/supervisord.conf status",
+    )
     assert workers.stdout.count("RUNNING") == 3, workers.stdout
 
 
-def test_failed_verification_rolls_back(project: Project, fleet: SimFleet, first_release: str) -> None:
+def test_failed_verification_rolls_back(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
     live = _live(project)
     views = project.root / "example" / "health" / "views.py"
     original = views.read_text()

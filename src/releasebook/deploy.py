@@ -8,9 +8,9 @@ back to the release it served before, verifies that, and then reports the failur
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import platform
-import hashlib
 import socket
 import subprocess
 import sys
@@ -25,8 +25,8 @@ from typing import Any
 
 from releasebook.errors import (
     HostUnreachable,
-    ReleaseFailed,
     ReleasebookError,
+    ReleaseFailed,
     RollbackFailed,
     UsageError,
 )
@@ -198,20 +198,31 @@ def release(
             "by": info.created_by,
             "at": info.created_at,
         }
+        warnings: list[str] = []
         for planned in plan.steps:
             outcomes = run.step(plan, planned.step.name)
             failed = [o for o in outcomes if not o.ok]
             if not failed:
                 continue
             reason = _failure_text(planned.step.name, failed)
+            if planned.step.phase == "finish":
+                # The release is live and verified: report, undo nothing.
+                warnings.append(reason)
+                reporter.message(f"warning: {reason}")
+                continue
             if planned.step.phase == "prepare":
                 _abort(plan, run)
                 _record(
                     env,
                     transports,
                     {
-                        h.name: {**base, "outcome": "aborted", "step": planned.step.name,
-                                 "reason": reason, "steps": run.durations}
+                        h.name: {
+                            **base,
+                            "outcome": "aborted",
+                            "step": planned.step.name,
+                            "reason": reason,
+                            "steps": run.durations,
+                        }
                         for h in env.hosts
                     },
                 )
@@ -225,8 +236,13 @@ def release(
             env,
             transports,
             {
-                h.name: {**base, "outcome": "released", "previous": previous.get(h.name),
-                         "duration": duration, "steps": run.durations}
+                h.name: {
+                    **base,
+                    "outcome": "released",
+                    "previous": previous.get(h.name),
+                    "duration": duration,
+                    "steps": run.durations,
+                }
                 for h in env.hosts
             },
         )
@@ -258,7 +274,10 @@ def _roll_back_after_failure(
         _record(
             env,
             transports,
-            {h.name: {**base, "outcome": "failed_after_switch", "reason": reason} for h in env.hosts},
+            {
+                h.name: {**base, "outcome": "failed_after_switch", "reason": reason}
+                for h in env.hosts
+            },
         )
         run.reporter.finished(False, "first release failed; nothing to roll back to")
         raise ReleaseFailed(
@@ -266,9 +285,7 @@ def _roll_back_after_failure(
             f"release to roll back to. {info.release_id} stays current; fix and release again."
         )
     run.reporter.message("rolling every host back to the release it served before")
-    plan = build_plan(
-        env, "rollback", source=source, release=info, per_host_release=dict(previous)
-    )
+    plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
     rollback_failed: list[Outcome] = []
     for planned in plan.steps:
         outcomes = execute_step(planned, transports, run.reporter, env.max_parallel)
@@ -363,9 +380,7 @@ def _rollback_targets(states: Mapping[str, HostState], to: str | None) -> dict[s
             continue
         target = state.rollback_target()
         if target is None:
-            problems.append(
-                f"{name}: nothing to roll back to (current: {state.current or 'none'})"
-            )
+            problems.append(f"{name}: nothing to roll back to (current: {state.current or 'none'})")
         else:
             targets[name] = target
     if problems:

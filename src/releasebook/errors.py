@@ -1,11 +1,11 @@
 """The exceptions releasebook raises for users, each with its exit code.
 
-    ReleasebookError          (exit 1)
-    ├── UsageError            (exit 2)  bad flags or ids on the command line
-    ├── InventoryError        (exit 2)  bad inventory: names file, line or key, and what was expected
-    ├── HostUnreachable       (exit 1)  a host could not be reached before anything changed
-    ├── ReleaseFailed         (exit 1)  a step failed; live traffic unchanged or rolled back and verified
-    └── RollbackFailed        (exit 3)  restoring the previous release failed: hosts need attention
+ReleasebookError          (exit 1)
+├── UsageError            (exit 2)  bad flags or ids on the command line
+├── InventoryError        (exit 2)  bad inventory: names file, line or key, and what was expected
+├── HostUnreachable       (exit 1)  a host could not be reached before anything changed
+├── ReleaseFailed         (exit 1)  a step failed: nothing live changed, or all rolled back
+└── RollbackFailed        (exit 3)  restoring the previous release failed: hosts need attention
 """
 
 from __future__ import annotations

@@ -136,10 +136,8 @@ def _to_python(node: yaml.Node, path: str, lines: dict[str, int], where: Path) -
             out[key] = _to_python(value_node, child, lines, where)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)
-        ]
-    return yaml.SafeLoader("").construct_object(node)  # type: ignore[no-untyped-call]
+        return [_to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader("").construct_object(node)
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -469,7 +467,9 @@ def _hosts(
             timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
         )
         worker = WorkerSettings(
-            concurrency=r.get(merged["worker"], f"{path}.worker", "concurrency", int, check=_positive),
+            concurrency=r.get(
+                merged["worker"], f"{path}.worker", "concurrency", int, check=_positive
+            ),
             stop_timeout=r.get(
                 merged["worker"], f"{path}.worker", "stop_timeout", int, check=_positive
             ),
@@ -487,8 +487,8 @@ def _hosts(
         owners = [h.name for h in hosts if h.has(role)]
         if len(owners) > 1:
             raise r.error(
-                "hosts", f"hosts: role {role!r} must be on exactly one host, found on "
-                + ", ".join(owners)
+                "hosts",
+                f"hosts: role {role!r} must be on exactly one host, found on " + ", ".join(owners),
             )
     if not any(h.has("migrate") for h in hosts):
         raise r.error("hosts", "hosts: no host has role 'migrate'; expected exactly one")
@@ -536,7 +536,11 @@ def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise r.error(f"env.values.{key}", f"env.values.{key}: expected a string")
         values[key] = str(value)
-    for where, names in (("env.required", required), ("env.generate", generate), ("env.values", values)):
+    for where, names in (
+        ("env.required", required),
+        ("env.generate", generate),
+        ("env.values", values),
+    ):
         for name in names:
             if not ENV_NAME.match(name):
                 raise r.error(where, f"{where}: {name!r} is not an environment variable name")
@@ -550,6 +554,6 @@ def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[s
     hooks: dict[tuple[str, str], tuple[str, ...]] = {}
     for when, steps in raw.items():
         section = r.mapping(steps, f"hooks.{when}", RELEASE_STEP_NAMES)
-        for step, commands in section.items():
+        for step in section:
             hooks[(when, step)] = r.str_list(section, f"hooks.{when}", step)
     return hooks

@@ -267,7 +267,9 @@ def _targets(step: Step, env: Environment) -> tuple[Host, ...]:
     return hosts[:1] if step.once else hosts
 
 
-def _hooks(env: Environment, step: Step, values: Mapping[str, object], when: str) -> tuple[str, ...]:
+def _hooks(
+    env: Environment, step: Step, values: Mapping[str, object], when: str
+) -> tuple[str, ...]:
     # Hooks are the operator's own shell code, run as written inside the release directory.
     cd = render_command("cd {release_dir}", values)
     return tuple(f"( {cd} && {hook} )" for hook in env.hooks.get((when, step.name), ()))
@@ -300,7 +302,9 @@ def build_plan(
             '\\"created_by\\": \\"$(whoami)\\", \\"git_sha\\": \\"${GIT_SHA}\\", '
             '\\"release_id\\": \\"${RELEASE}\\", \\"requirements_hash\\": \\"${REQ_HASH}\\"}"'
         )
-        ids = _Ids(ShellVar("RELEASE"), ShellVar("PREVIOUS"), ShellVar("GIT_SHA"), ShellVar("REQ_HASH"))
+        ids = _Ids(
+            ShellVar("RELEASE"), ShellVar("PREVIOUS"), ShellVar("GIT_SHA"), ShellVar("REQ_HASH")
+        )
     controller = _controller_values(env, source, ids, manifest, base)
     planned: list[PlannedStep] = []
     for number, step in enumerate(steps, start=1):

@@ -22,7 +22,7 @@ from releasebook.plan import (
     Source,
     build_plan,
 )
-from releasebook.quoting import quote, render_command
+from releasebook.quoting import ShellVar, quote, render_command
 
 RUNBOOKS = ("release", "rollback")
 
@@ -40,7 +40,13 @@ class Block:
 def _upload_command(host: Host, upload: PlannedUpload) -> str:
     if host.transport == "local":
         return f"cp {quote(upload.local)} {quote(upload.remote)}"
-    remote = f"{host.ssh.user}@{host.address}:{quote(upload.remote)}"
+    # scp speaks SFTP: the remote path is taken literally, so expand it here, locally.
+    login = f"{host.ssh.user}@{host.address}:"
+    remote: Path | ShellVar | str = (
+        ShellVar(upload.remote.name, upload.remote.suffix, login + upload.remote.prefix)
+        if isinstance(upload.remote, ShellVar)
+        else f"{login}{upload.remote}"
+    )
     return f"scp -P {host.ssh.port} {quote(upload.local)} {quote(remote)}"
 
 
@@ -63,10 +69,11 @@ def _commands(work: HostWork) -> tuple[str, ...]:
     uploads: tuple[str, ...] = ()
     if work.host is not None:
         for upload in work.uploads:
-            line = _upload_command(work.host, upload)
             if upload.skip_if:
-                line = f"{upload.skip_if} || {line}"
-            uploads += (line,)
+                uploads += (
+                    f"# skip the next line when this succeeds on the host: {upload.skip_if}",
+                )
+            uploads += (_upload_command(work.host, upload),)
     return uploads + work.commands
 
 
@@ -95,7 +102,9 @@ def _environment(root: Path) -> jinja2.Environment:
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
-    plan: Plan = build_plan(env, "release" if name == "release" else "rollback", source=source, release=None)
+    plan: Plan = build_plan(
+        env, "release" if name == "release" else "rollback", source=source, release=None
+    )
     try:
         template = _environment(env.root).get_template(f"{name}.md.j2")
         return template.render(

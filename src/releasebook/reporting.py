@@ -65,7 +65,9 @@ class ConsoleReporter:
         row.hosts.append(outcome.target)
         row.duration = max(row.duration, outcome.duration)
         status = "ok" if outcome.ok else f"FAILED (exit {outcome.exited})"
-        self._print(f"{self._elapsed()}          {outcome.target:<16} {status} {outcome.duration:.2f}s")
+        self._print(
+            f"{self._elapsed()}          {outcome.target:<16} {status} {outcome.duration:.2f}s"
+        )
         if not outcome.ok:
             row.failed.append(outcome.target)
             for line in outcome.tail.splitlines():

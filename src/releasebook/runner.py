@@ -36,7 +36,9 @@ def host_script(commands: tuple[str, ...]) -> str:
 def _run_work(step: str, work: HostWork, transport: Transport) -> Outcome:
     if work.probe is not None:
         probe = wait_ready(work.probe)
-        return Outcome(step, work.target, probe.ok, 0 if probe.ok else 1, probe.detail, probe.duration)
+        return Outcome(
+            step, work.target, probe.ok, 0 if probe.ok else 1, probe.detail, probe.duration
+        )
     duration = 0.0
     try:
         for upload in work.uploads:

@@ -60,7 +60,7 @@ def probe_commands(env: Environment) -> tuple[str, ...]:
     deploy = quote(deploy_dir(env))
     return (
         f"cd {deploy} 2>/dev/null || exit 0",
-        "if [ -L current ]; then printf 'current=%s\\n' \"$(basename \"$(readlink current)\")\"; fi",
+        'if [ -L current ]; then printf \'current=%s\\n\' "$(basename "$(readlink current)")"; fi',
         "if [ -d releases ]; then ls -1 releases | sed 's/^/release=/'; fi",
         "if [ -f .releasebook/history.jsonl ]; then "
         "tail -n 200 .releasebook/history.jsonl | sed 's/^/history=/'; fi",

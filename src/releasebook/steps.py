@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Where = Literal["hosts", "controller"]
-Phase = Literal["prepare", "live"]
+# prepare: failure aborts and removes the new release; live: failure rolls every host
+# back; finish: the release is live and verified, a failure is reported, nothing undone.
+Phase = Literal["prepare", "live", "finish"]
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,7 @@ BUILD = Step(
         ),
         _c("tar -czf {artifact_local} -C {build_app} ."),
         _c(
-            "test -f {wheels_local} || "
-            "tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
+            "test -f {wheels_local} || tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
         ),
         _c(
             "cd {build_out} && sha256sum {artifact_name} > {artifact_name}.sha256 && "
@@ -370,6 +371,7 @@ VERIFY = Step(
 CLEANUP = Step(
     name="cleanup",
     title="Remove old releases",
+    phase="finish",
     why=(
         "Keeps the newest releases (the inventory's `keep_releases`) and never removes the "
         "current or the previous one, so a rollback target always exists. Virtualenvs no "
@@ -379,7 +381,8 @@ CLEANUP = Step(
         _c(
             "ls -1 {releases} | sort -r | tail -n +{keep_from} | while read -r old; do\n"
             '  case "$old" in {release}|{previous}) continue ;; esac\n'
-            '  rm -rf {releases}/"$old" {artifacts}/"$old".tar.gz {artifacts}/"$old".tar.gz.sha256\n'
+            '  rm -rf {releases}/"$old" {artifacts}/"$old".tar.gz '
+            '{artifacts}/"$old".tar.gz.sha256\n'
             "done"
         ),
         _c(

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from releasebook import deploy
 from releasebook.errors import ReleasebookError, UsageError
@@ -36,7 +39,9 @@ def project_root() -> Path:
     for candidate in (here, *here.parents):
         if (candidate / "inventories").is_dir():
             return candidate
-    raise UsageError(f"no inventories/ directory in {here} or above; run from a releasebook project")
+    raise UsageError(
+        f"no inventories/ directory in {here} or above; run from a releasebook project"
+    )
 
 
 def _reporter(as_json: bool) -> Reporter:

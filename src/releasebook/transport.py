@@ -15,7 +15,7 @@ from typing import Protocol
 
 import paramiko
 from fabric import Connection
-from invoke import Context
+from invoke.context import Context
 
 from releasebook.errors import HostUnreachable
 from releasebook.inventory import Host
@@ -62,9 +62,11 @@ class LocalTransport:
     def run(self, script: str, *, timeout: float | None = None) -> Result:
         started = time.monotonic()
         with self._context.cd(str(self._cwd)):
-            result = self._context.run(
+            # bash, like the login shell of the SSH hosts; the script is the plan's own text.
+            result = self._context.run(  # noqa: S604
                 script, hide=True, warn=True, in_stream=False, timeout=timeout, shell="/bin/bash"
             )
+        assert result is not None  # warn=True always returns a result
         return Result(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
     def put(self, local: Path, remote: str) -> None:
