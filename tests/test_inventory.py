@@ -232,7 +232,9 @@ BAD: dict[str, Bad] = {
         "duplicate key",
         "deploy :",
     ),
-    "top-level-not-a-mapping": Bad("- web1\n- web2\n", "", "expected a mapping at the top level", "- web1"),
+    "top-level-not-a-mapping": Bad(
+        "- web1\n- web2\n", "", "expected a mapping at the top level", "- web1"
+    ),
     "relative-deploy-path-for-ssh": Bad(
         edit(GOOD, "path: /srv/app", "path: srv/app"),
         "deploy.path",
@@ -332,7 +334,9 @@ def test_load_environment_rejects_bad_names(project: Path, name: str) -> None:
     assert info.value.exit_code == 2
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"], ids=["empty", "blank", "comment"])
+@pytest.mark.parametrize(
+    "text", ["", "\n\n", "# only a comment\n"], ids=["empty", "blank", "comment"]
+)
 def test_empty_file(project: Path, text: str) -> None:
     file = write_inventory(project, text)
     message = str(inventory_error(file, project))
