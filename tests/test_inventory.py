@@ -369,12 +369,6 @@ def test_missing_requirements_file(project: Path) -> None:
 # --- known bugs (see the reply that came with these tests) ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: layered ssh/web/worker values are type-checked only after merging, so an "
-    "error in the top-level or role layer is reported as hosts.<host>.web.port at the "
-    "host's line instead of at the key the user wrote",
-)
 @pytest.mark.parametrize(
     ("extra", "key", "needle"),
     [
@@ -392,12 +386,6 @@ def test_wrong_type_in_a_shared_layer_names_that_layer(
     assert message.startswith(f"{file}:{line_of(text, needle)}: {key}: expected an integer")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the absolute-path check uses only the top-level transport, so a relative "
-    "deploy.path passes when `transport: local` is the default but a host says "
-    "`transport: ssh` (the plan then sends the controller's path to that host)",
-)
 def test_relative_deploy_path_rejected_for_an_ssh_host_override(project: Path) -> None:
     text = "transport: local\n" + add_to_web1("    transport: ssh\n").replace(
         "path: /srv/app", "path: srv/app"
@@ -407,11 +395,6 @@ def test_relative_deploy_path_rejected_for_an_ssh_host_override(project: Path) -
     assert "deploy.path: expected an absolute path for ssh hosts" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: line numbers are those of the value node, so an unknown key whose value "
-    "is a block mapping or list is reported one line below the key",
-)
 def test_unknown_key_with_block_value_points_at_the_key(project: Path) -> None:
     text = add_to_web1("    sshh:\n      port: 22\n")
     file = write_inventory(project, text)

@@ -23,6 +23,8 @@ TRANSPORTS = ("ssh", "local")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+ADDRESS = re.compile(r"^[A-Za-z0-9._:-]+$")
+BIND = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$|^unix:[A-Za-z0-9._/-]+$")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -134,6 +136,7 @@ def _to_python(node: yaml.Node, path: str, lines: dict[str, int], where: Path) -
                     f"{where}:{key_node.start_mark.line + 1}: {child}: duplicate key"
                 )
             out[key] = _to_python(value_node, child, lines, where)
+            lines[child] = key_node.start_mark.line + 1  # point at the key, not its value
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)]
@@ -316,8 +319,12 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
 
     env_layers = {k: r.mapping(data.get(k), k, _layer_keys(k)) for k in _LAYERED}
+    for layer, values in env_layers.items():
+        _check_layer(r, layer, values, layer)
     role_layers = _roles(r, data)
     hosts = _hosts(r, data, root, default_transport, env_layers, role_layers)
+    if not deploy_path.is_absolute() and any(h.transport == "ssh" for h in hosts):
+        raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
 
     health_raw = r.mapping(
         data.get("health"), "health", ("path", "host_header", "timeout", "forwarded_proto")
@@ -418,7 +425,31 @@ def _roles(r: _Reader, data: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
         out[role] = {
             k: r.mapping(section.get(k), f"roles.{role}.{k}", _layer_keys(k)) for k in _LAYERED
         }
+        for layer, values in out[role].items():
+            _check_layer(r, layer, values, f"roles.{role}.{layer}")
     return out
+
+
+_LAYER_TYPES: dict[
+    str, dict[str, tuple[type | tuple[type, ...], Callable[[Any], str | None] | None]]
+] = {
+    "ssh": {
+        "user": (str, None),
+        "port": (int, _port),
+        "identity_file": (str, None),
+        "known_hosts": (str, None),
+        "connect_timeout": ((int, float), _positive),
+    },
+    "web": {"port": (int, _port), "workers": (int, _positive), "timeout": (int, _positive)},
+    "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
+}
+
+
+def _check_layer(r: _Reader, layer: str, values: Mapping[str, Any], path: str) -> None:
+    """Type-check a shared layer where it is written, so errors name that place."""
+    for key in values:
+        kind, check = _LAYER_TYPES[layer][key]
+        r.get(values, path, key, kind, None, check)
 
 
 def _hosts(
@@ -451,7 +482,14 @@ def _hosts(
                     f"{path}.roles: unknown role {role!r}; expected one of {', '.join(ROLES)}",
                 )
         transport = r.get(section, path, "transport", str, default_transport, _one_of(TRANSPORTS))
-        address = r.get(section, path, "address", str, "127.0.0.1" if transport == "local" else ...)
+        address = r.get(
+            section,
+            path,
+            "address",
+            str,
+            "127.0.0.1" if transport == "local" else ...,
+            _matches(ADDRESS, "expected a host name or IP address"),
+        )
         merged: dict[str, dict[str, Any]] = {}
         for layer in _LAYERED:
             values = dict(_DEFAULTS[layer])
@@ -474,7 +512,14 @@ def _hosts(
                 merged["worker"], f"{path}.worker", "stop_timeout", int, check=_positive
             ),
         )
-        bind = r.get(section, path, "bind", str, f"{address}:{web.port}")
+        bind = r.get(
+            section,
+            path,
+            "bind",
+            str,
+            f"{address}:{web.port}",
+            _matches(BIND, "expected HOST:PORT or unix:/path"),
+        )
         target = (address, ssh.port, transport)
         if target in seen_targets and transport == "ssh":
             raise r.error(

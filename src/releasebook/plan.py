@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
 from releasebook.steps import RELEASE_STEPS, ROLLBACK_STEPS, Cmd, Step
@@ -236,9 +237,20 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
         "env_required": [{"pattern": f"^{n}=.", "name": n} for n in env.env_file.required],
     }
-    values["with_env_text"] = Raw(launcher_text(values).rstrip("\n"))
-    values["supervisor_conf_text"] = Raw(supervisor_conf_text(values, host.roles))
+    values["with_env_text"] = _heredoc_body(launcher_text(values).rstrip("\n"))
+    values["supervisor_conf_text"] = _heredoc_body(supervisor_conf_text(values, host.roles))
     return values
+
+
+HEREDOC_END = "RELEASEBOOK_EOF"
+
+
+def _heredoc_body(text: str) -> Raw:
+    """File contents written with ``<<'RELEASEBOOK_EOF'``: taken literally unless a line
+    ends the heredoc early, which inventory validation should already make impossible."""
+    if HEREDOC_END in (line.strip() for line in text.splitlines()):
+        raise InventoryError(f"a value would end the {HEREDOC_END} heredoc; refusing to plan")
+    return Raw(text)
 
 
 # --- building plans ---------------------------------------------------------------

@@ -1,0 +1,426 @@
+"""Plans for the committed staging and production inventories, against golden files.
+
+Each plan (release and rollback; symbolic as in the runbooks, and concrete as in a real
+run with a fixed release id) is serialized to text -- per step, per target: uploads,
+commands, verify, undo and the HTTP probe -- and compared with ``tests/golden/<name>.txt``.
+
+When a change to the steps is intended, regenerate the golden files and review the diff:
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_plan.py
+
+The serialization replaces the project root with ``<ROOT>`` so the files do not depend
+on where the repository is checked out; the Source uses fixed fake paths.
+
+Structural tests check what must hold whatever the golden files say, and that hostile
+inventory values only ever reach the shell quoted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from releasebook.errors import InventoryError
+from releasebook.inventory import Environment, load_environment, load_inventory
+from releasebook.plan import HostWork, Plan, PlanKind, ReleaseInfo, Source, build_plan
+from releasebook.runner import host_script
+from releasebook.steps import RELEASE_STEP_NAMES
+
+MAIN = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _fake_source() -> Source:
+    """Fixed fake controller paths, whatever optional fields Source has grown."""
+    known: dict[str, Any] = {
+        "repo": Path("/repo"),
+        "subdir": "example",
+        "cache": Path("/cache"),
+        "python": "/usr/bin/python3",
+        "python_version": "3.11.2",
+    }
+    names = {f.name for f in dataclasses.fields(Source)}
+    return Source(**{k: v for k, v in known.items() if k in names})
+
+
+SOURCE = _fake_source()
+RELEASE_ID = "20260101-120000-000"
+PREVIOUS_ID = "20251231-120000-000"
+RELEASE = ReleaseInfo(
+    release_id=RELEASE_ID,
+    git_sha="0" * 40,
+    requirements_hash="abcdef0123456789",
+    created_by="ci@test",
+    created_at="2026-01-01T12:00:00Z",
+)
+ROLLBACK_TO = ReleaseInfo(
+    release_id=PREVIOUS_ID,
+    git_sha="",
+    requirements_hash="",
+    created_by="ci@test",
+    created_at="2026-01-01T12:30:00Z",
+)
+ENVIRONMENTS = ("staging", "production")
+KINDS: tuple[PlanKind, ...] = ("release", "rollback")
+MODES = ("symbolic", "concrete")
+
+
+def load(name: str) -> Environment:
+    return load_environment(name, MAIN)
+
+
+def previous_of(env: Environment) -> dict[str, str]:
+    return {h.name: PREVIOUS_ID for h in env.hosts}
+
+
+def make_plan(env: Environment, kind: PlanKind, mode: str) -> Plan:
+    if mode == "symbolic":
+        return build_plan(env, kind, source=SOURCE, release=None)
+    if kind == "release":
+        return build_plan(env, kind, source=SOURCE, release=RELEASE, previous=previous_of(env))
+    return build_plan(
+        env, kind, source=SOURCE, release=ROLLBACK_TO, per_host_release=previous_of(env)
+    )
+
+
+# --- serialization and golden files ----------------------------------------------------------
+
+
+def _block(label: str, commands: tuple[str, ...]) -> list[str]:
+    if not commands:
+        return []
+    out = [f"  {label}:"]
+    for command in commands:
+        first, *rest = command.split("\n")
+        out.append(f"    $ {first}")
+        out.extend(f"      {line}" if line else "" for line in rest)
+    return out
+
+
+def _work(work: HostWork) -> list[str]:
+    out = [f"-- {work.target}" + (f" ({', '.join(work.host.roles)})" if work.host else "")]
+    if work.uploads:
+        out.append("  uploads:")
+        for upload in work.uploads:
+            skip = f"  [skip if: {upload.skip_if}]" if upload.skip_if else ""
+            out.append(f"    {upload.local} -> {upload.remote}{skip}")
+    out += _block("commands", work.commands)
+    out += _block("verify", work.verify)
+    out += _block("undo", work.undo)
+    if work.probe is not None:
+        p = work.probe
+        out.append(
+            f"  probe: GET {p.url} Host={p.host_header} X-Forwarded-Proto={p.forwarded_proto} "
+            f"expect={p.expect_release} deadline={p.deadline:g}s"
+        )
+    return out
+
+
+def serialize(plan: Plan) -> str:
+    lines = [f"# {plan.kind} plan for {plan.environment.name}, release {plan.release_id}"]
+    for planned in plan.steps:
+        step = planned.step
+        lines += ["", f"== {planned.number}. {step.name} [{step.where}, {step.phase}]"]
+        for work in planned.work:
+            lines += _work(work)
+    text = "\n".join(lines) + "\n"
+    return text.replace(str(plan.environment.root), "<ROOT>")
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; create it with UPDATE_GOLDEN=1", pytrace=False)
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"golden/{name}.txt",
+                "built plan",
+            )
+        )
+        pytest.fail(
+            f"plan differs from golden/{name}.txt (UPDATE_GOLDEN=1 to accept):\n{diff}",
+            pytrace=False,
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_plan_matches_golden(name: str, kind: PlanKind, mode: str) -> None:
+    env = load(name)
+    text = serialize(make_plan(env, kind, mode))
+    # nothing machine specific may reach the golden file
+    for local in (str(MAIN), str(env.root), os.environ["HOME"], "/tmp/"):
+        assert local not in text
+    check_golden(f"{name}-{kind}-{mode}", text)
+
+
+# --- structural facts ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[(n, m) for n in ENVIRONMENTS for m in MODES], ids=lambda p: "-".join(p))
+def release_plan(request: pytest.FixtureRequest) -> Plan:
+    name, mode = request.param
+    return make_plan(load(name), "release", mode)
+
+
+def targets(plan: Plan, step: str) -> list[str]:
+    return [w.target for w in plan.step(step).work]
+
+
+def names_with(env: Environment, *roles: str) -> list[str]:
+    return [h.name for h in env.hosts if set(roles) & set(h.roles)]
+
+
+def all_host_commands(work: HostWork) -> tuple[str, ...]:
+    return work.commands + work.verify + work.undo
+
+
+def test_release_steps_in_order(release_plan: Plan) -> None:
+    assert [p.step.name for p in release_plan.steps] == list(RELEASE_STEP_NAMES)
+    assert [p.number for p in release_plan.steps] == list(range(1, len(RELEASE_STEP_NAMES) + 1))
+
+
+def test_migrate_runs_on_exactly_one_host(release_plan: Plan) -> None:
+    env = release_plan.environment
+    (work,) = release_plan.step("migrate").work
+    assert work.host is not None and work.host.has("migrate")
+    assert [work.target] == names_with(env, "migrate")
+    assert any("manage.py migrate --noinput" in c for c in work.commands)
+
+
+def test_web_steps_only_on_web_hosts(release_plan: Plan) -> None:
+    env = release_plan.environment
+    web = names_with(env, "web")
+    assert targets(release_plan, "collectstatic") == web
+    assert targets(release_plan, "restart_web") == web
+    assert len(web) < len(env.hosts)  # the check means something: there are other hosts
+
+
+def test_worker_restarts_only_where_they_run(release_plan: Plan) -> None:
+    env = release_plan.environment
+    step = release_plan.step("restart_workers")
+    assert [w.target for w in step.work] == names_with(env, "worker", "beat")
+    for work in step.work:
+        assert work.host is not None
+        text = "\n".join(work.commands)
+        assert ("restart worker" in text) == work.host.has("worker")
+        assert ("restart beat" in text) == work.host.has("beat")
+
+
+def test_verify_probes_web_hosts_with_host_header_and_release(release_plan: Plan) -> None:
+    env = release_plan.environment
+    step = release_plan.step("verify")
+    assert [w.target for w in step.work] == names_with(env, "web")
+    expected = RELEASE_ID if release_plan.release_id == RELEASE_ID else "${RELEASE}"
+    for work in step.work:
+        assert work.host is not None
+        assert work.commands == work.verify == work.undo == ()
+        assert work.uploads == ()
+        assert work.probe is not None
+        assert work.probe.host_header == env.health.host_header
+        assert work.probe.expect_release == expected
+        assert work.probe.url == f"http://{work.host.bind}{env.health.path}"
+        assert work.probe.forwarded_proto == "https"
+
+
+def test_build_runs_once_on_the_controller(release_plan: Plan) -> None:
+    (work,) = release_plan.step("build").work
+    assert work.host is None and work.target == "controller"
+    assert work.commands and work.undo
+    for planned in release_plan.steps:
+        if planned.step.name != "build":
+            assert all(w.host is not None for w in planned.work), planned.step.name
+
+
+def test_host_commands_reference_the_deploy_path(release_plan: Plan) -> None:
+    env = release_plan.environment
+    deploy = str(env.deploy_path)
+    for planned in release_plan.steps:
+        for work in planned.work:
+            if work.host is None or work.probe is not None:
+                continue
+            commands = all_host_commands(work)
+            assert any(deploy in c for c in commands), (planned.step.name, work.target)
+            for upload in work.uploads:
+                assert str(upload.remote).startswith(f"{deploy}/"), upload
+            # the controller's checkout never reaches a host
+            assert not any(str(env.root) in c for c in commands), planned.step.name
+
+
+def test_concrete_plan_uses_ids_symbolic_plan_uses_variables(release_plan: Plan) -> None:
+    text = serialize(release_plan)
+    if release_plan.release_id == RELEASE_ID:
+        assert "${RELEASE}" not in text and "${GIT_SHA}" not in text
+        assert f"/srv/example/releases/{RELEASE_ID}" in text
+        cleanup = "\n".join(release_plan.step("cleanup").work[0].commands)
+        assert f"{RELEASE_ID}|{PREVIOUS_ID})" in cleanup  # never removes live or previous
+        (build,) = release_plan.step("build").work
+        assert any(c.startswith("git -C /repo archive") for c in build.commands)
+        assert any("/cache/wheels/abcdef0123456789" in c for c in build.commands)
+    else:
+        assert release_plan.release_id == "${RELEASE}"
+        assert RELEASE_ID not in text
+        assert '"/srv/example/releases/${RELEASE}"' in text
+
+
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
+    env = load(name)
+    plan = make_plan(env, "rollback", "concrete")
+    assert [p.step.name for p in plan.steps] == [
+        "switch",
+        "restart_web",
+        "restart_workers",
+        "verify",
+    ]
+    assert targets(plan, "switch") == [h.name for h in env.hosts]
+    for work in plan.step("switch").work:
+        assert f"ln -sfn /srv/example/releases/{PREVIOUS_ID} " in work.commands[0]
+    for work in plan.step("verify").work:
+        assert work.probe is not None and work.probe.expect_release == PREVIOUS_ID
+    assert RELEASE_ID not in serialize(plan)
+
+
+def test_staging_hook_runs_inside_the_release_after_migrate() -> None:
+    plan = make_plan(load("staging"), "release", "concrete")
+    (work,) = plan.step("migrate").work
+    assert work.commands[-1].startswith(f"( cd /srv/example/releases/{RELEASE_ID} && ./venv/bin")
+
+
+# --- hostile inventory values ---------------------------------------------------------------
+
+
+HOSTILE_VALUE = "'; rm -rf / #"
+
+
+def _hostile_project(tmp_path: Path, values: Mapping[str, str], host_extra: str = "") -> Path:
+    root = tmp_path / "project"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "manage.py").write_text("")
+    (root / "app" / "requirements.txt").write_text("")
+    (root / "inventories").mkdir()
+    lines = "".join(f"    {k}: {_yaml_str(v)}\n" for k, v in values.items())
+    (root / "inventories" / "hostile.yml").write_text(
+        "transport: local\n"
+        "app: {source: app, settings: config.settings, wsgi: 'config.wsgi:application'}\n"
+        f"deploy: {{path: {tmp_path / 'deploy'}}}\n"
+        "health: {host_header: example.com}\n"
+        f"env:\n  values:\n{lines}"
+        f"hosts:\n  web1:\n    roles: [web, migrate, worker, beat]\n{host_extra}"
+    )
+    return root / "inventories" / "hostile.yml"
+
+
+def _yaml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "an inventory value was executed"
+
+
+def _run_setup(plan: Plan, cwd: Path) -> subprocess.CompletedProcess[str]:
+    (work,) = plan.step("setup").work
+    return subprocess.run(
+        ["bash", "-c", host_script(work.commands)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_hostile_env_values_reach_the_env_file_literally(tmp_path: Path, canary: Path) -> None:
+    values = {
+        "HOSTILE": HOSTILE_VALUE,
+        "SUBST": f"$(touch {canary}) `touch {canary}`",
+        "QUOTES": "a \"b\" 'c' \\d $HOME",
+        "MULTI": f"one\ntouch {canary}",
+        "DEPLOY_REF": "sqlite:///{deploy}/shared/db.sqlite3",
+    }
+    env = load_inventory(_hostile_project(tmp_path, values), root=tmp_path / "project")
+    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
+    (setup,) = plan.step("setup").work
+    deploy = tmp_path / "deploy"
+    literal = {k: v.replace("{deploy}", str(deploy)) for k, v in values.items()}
+    lines = {k: f"{k}={shlex.quote(v)}" for k, v in literal.items()}
+    # only ever shell-quoted: the command is exactly the template with the line quoted
+    env_file = shlex.quote(str(deploy / "shared" / ".env"))
+    for name, line in lines.items():
+        assert (
+            f"grep -q {shlex.quote('^' + name + '=')} {env_file} || "
+            f"printf '%s\\n' {shlex.quote(line)} >> {env_file}"
+        ) in setup.commands
+    hostile_commands = [c for c in plan_commands(plan) if HOSTILE_VALUE in c]
+    assert hostile_commands and all(shlex.quote(lines["HOSTILE"]) in c for c in hostile_commands)
+
+    for _ in range(2):  # the second run must not add or change anything
+        done = _run_setup(plan, tmp_path)
+        assert done.returncode == 0, done.stderr
+    text = (deploy / "shared" / ".env").read_text()
+    for line in lines.values():
+        assert text.count(line + "\n") == 1
+    assert text == "".join(f"{line}\n" for line in lines.values())
+    # and sourcing the env file (as the launcher does) gives back each exact value
+    for name, value in literal.items():
+        sourced = subprocess.run(
+            ["sh", "-c", f'set -a; . {env_file}; printf "%s" "${name}"'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert sourced == value
+
+
+def test_existing_env_values_are_not_overwritten(tmp_path: Path, canary: Path) -> None:
+    env = load_inventory(
+        _hostile_project(tmp_path, {"HOSTILE": HOSTILE_VALUE}), root=tmp_path / "project"
+    )
+    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
+    env_file = tmp_path / "deploy" / "shared" / ".env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text("HOSTILE=edited-on-the-host\n")
+    assert _run_setup(plan, tmp_path).returncode == 0
+    assert env_file.read_text() == "HOSTILE=edited-on-the-host\n"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+def plan_commands(plan: Plan) -> Iterator[str]:
+    for planned in plan.steps:
+        for work in planned.work:
+            yield from all_host_commands(work)
+
+
+@pytest.mark.parametrize("key", ["bind", "address"])
+def test_hostile_bind_or_address_is_rejected_or_inert(tmp_path: Path, key: str) -> None:
+    canary = tmp_path / "pwned"
+    value = f"127.0.0.1:1\\nRELEASEBOOK_EOF\\ntouch {canary}\\n#"
+    file = _hostile_project(tmp_path, {"A": "1"}, f'    {key}: "{value}"\n')
+    try:
+        env = load_inventory(file, root=tmp_path / "project")
+    except InventoryError:
+        return  # rejecting it is a fine answer
+    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
+    _run_setup(plan, tmp_path)
+    assert not canary.exists(), "the inventory value ran as a shell command"
