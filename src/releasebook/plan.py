@@ -20,7 +20,7 @@ from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
 from releasebook.steps import RELEASE_STEPS, ROLLBACK_STEPS, Cmd, Step
-from releasebook.supervisor import launcher_text, supervisor_conf_text
+from releasebook.supervisor import WEB_PROCESSES, launcher_text, supervisor_conf_text
 
 TOOLS_REQUIREMENT = "supervisor==4.3.0"
 PlanKind = Literal["release", "rollback"]
@@ -235,6 +235,7 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
             for name, value in env.env_file.values.items()
         ],
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
+        "web_processes": [{"process": name} for name in WEB_PROCESSES],
         "env_required": [{"pattern": f"^{n}=.", "name": n} for n in env.env_file.required],
     }
     values["with_env_text"] = _heredoc_body(launcher_text(values).rstrip("\n"))

@@ -314,16 +314,19 @@ RESTART_WEB = Step(
     name="restart_web",
     title="Restart the web servers",
     why=(
-        "Restarts gunicorn under the process manager so it starts from `current`: the new "
-        "code and the new virtualenv. gunicorn runs as `current/venv/bin/python -m "
-        "gunicorn` with the env file loaded at start, so no secret sits in the process "
-        "manager's configuration."
+        "Restarts gunicorn so it starts from `current`: the new code and the new "
+        "virtualenv. supervisord holds the listening socket and two gunicorn masters share "
+        "it; they are restarted one after the other, so one always accepts while the other "
+        "drains its requests (TERM is a graceful shutdown) and no request is refused."
     ),
     roles=frozenset({"web"}),
     phase="live",
-    commands=(ENSURE_SUPERVISORD, _c("{supervisorctl} restart web")),
-    verify=(_c("{supervisorctl} status web"),),
-    verify_text="`supervisorctl status web` says RUNNING.",
+    commands=(
+        ENSURE_SUPERVISORD,
+        _c("{supervisorctl} restart {process}", each="web_processes"),
+    ),
+    verify=(_c("{supervisorctl} status 'web:*'"),),
+    verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
     undo_text="Switch back and restart: run the rollback runbook.",
 )
 

@@ -3,6 +3,14 @@
 Programs start from ``<deploy>/current`` through the launcher, which loads the env file
 at every start: the new release's code and virtualenv after each switch, and no secret
 ever written into the process manager's configuration.
+
+Web restarts drop no request. supervisord owns the listening socket (an ``fcgi-program``)
+and hands it to each gunicorn master as fd 0; two masters share it and are restarted one
+at a time. supervisord closes the socket only when no process holds it, so it is never
+closed during a release: while one master drains (TERM is gunicorn's graceful shutdown)
+the other accepts, and connections that arrive while workers boot wait in the kernel's
+backlog instead of being refused or reset. Each new master starts from ``current``, so it
+runs the new release's code with the new release's virtualenv.
 """
 
 from __future__ import annotations
@@ -38,6 +46,26 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{socket}
 """
 
+WEB_PROCESSES = ("web:web_0", "web:web_1")
+
+_WEB_GROUP = """
+[fcgi-program:web]
+socket={socket}
+process_name=%(program_name)s_%(process_num)d
+numprocs=2
+command={command}
+directory={current}
+autostart=true
+autorestart=true
+startsecs=2
+stopsignal=TERM
+stopwaitsecs={stop_timeout}
+stopasgroup=false
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={logs}/%(program_name)s_%(process_num)d.log
+"""
+
 _PROGRAM = """
 [program:{name}]
 command={command}
@@ -68,13 +96,21 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
     python = quote(f"{values['current']}/venv/bin/python")
     launch = quote(str(values["with_env"]))
     programs: list[tuple[str, str, object]] = []
+    text = _HEADER.format(**{k: ini(values[k]) for k in _HEADER_KEYS})
     if "web" in roles:
         gunicorn = render_command(
-            "-m gunicorn --bind {bind} --workers {web_workers} --timeout {web_timeout} "
-            "--no-control-socket --access-logfile - {wsgi}",
+            "-m gunicorn --bind fd://0 --workers {web_workers} --timeout {web_timeout} "
+            "--graceful-timeout {web_timeout} --no-control-socket --access-logfile - {wsgi}",
             values,
         )
-        programs.append(("web", f"{launch} {python} {gunicorn}", values["web_timeout"]))
+        bind = str(values["bind"])
+        text += _WEB_GROUP.format(
+            socket=ini(f"unix://{bind[5:]}" if bind.startswith("unix:") else f"tcp://{bind}"),
+            command=ini(f"{launch} {python} {gunicorn}"),
+            current=ini(values["current"]),
+            stop_timeout=int(str(values["web_timeout"])) + 10,
+            logs=ini(values["logs"]),
+        )
     celery_app = values.get("celery_app")
     if celery_app and "worker" in roles:
         worker = render_command(
@@ -88,7 +124,6 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
             values,
         )
         programs.append(("beat", f"{launch} {python} {beat}", 10))
-    text = _HEADER.format(**{k: ini(values[k]) for k in _HEADER_KEYS})
     for name, command, stop_timeout in programs:
         text += _PROGRAM.format(
             name=name,
