@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from releasebook.batches import schedule
 from releasebook.errors import (
     HostUnreachable,
     ReleasebookError,
@@ -31,7 +32,15 @@ from releasebook.errors import (
     UsageError,
 )
 from releasebook.inventory import Environment
-from releasebook.plan import TOOLS_REQUIREMENT, Plan, PlanKind, ReleaseInfo, Source, build_plan
+from releasebook.plan import (
+    TOOLS_REQUIREMENT,
+    Plan,
+    PlanKind,
+    PlannedStep,
+    ReleaseInfo,
+    Source,
+    build_plan,
+)
 from releasebook.reporting import Reporter
 from releasebook.runner import Outcome, execute_step, run_scripts
 from releasebook.state import (
@@ -44,6 +53,18 @@ from releasebook.state import (
 from releasebook.transport import LocalTransport, Transport, open_transport
 
 CONTROLLER = "controller"
+# releasebook's own source tree (src/releasebook/ -> the project holding pyproject.toml).
+TOOL_SOURCE = Path(__file__).resolve().parents[2]
+
+
+def _tool_digest() -> str:
+    """Changes with what of releasebook runs on hosts (its Django app, its dependencies),
+    so the wheelhouse and the hosts' virtualenvs are rebuilt when that changes."""
+    digest = hashlib.sha256((TOOL_SOURCE / "pyproject.toml").read_bytes())
+    for path in sorted((TOOL_SOURCE / "src" / "releasebook" / "django").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(TOOL_SOURCE)).encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 # --- what is being released --------------------------------------------------------
@@ -74,6 +95,7 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         cache=cache or env.root / ".releasebook" / "cache",
         python=sys.executable,
         python_version=platform.python_version(),
+        tool_source=TOOL_SOURCE,
     )
 
 
@@ -82,7 +104,7 @@ def new_release(env: Environment, source: Source, reporter: Reporter) -> Release
     requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
     requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
     # Wheels depend on the interpreter too: environment markers can name its full version.
-    key = "\n".join((requirements, TOOLS_REQUIREMENT, source.python_version))
+    key = "\n".join((requirements, TOOLS_REQUIREMENT, source.python_version, _tool_digest()))
     digest = hashlib.sha256(key.encode()).hexdigest()
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty:
@@ -160,11 +182,11 @@ class _Run:
     reporter: Reporter
     durations: dict[str, float]
 
-    def step(self, plan: Plan, name: str) -> list[Outcome]:
-        planned = plan.step(name)
+    def step(self, planned: PlannedStep) -> list[Outcome]:
         started = time.monotonic()
         outcomes = execute_step(planned, self.transports, self.reporter, self.env.max_parallel)
-        self.durations[name] = round(time.monotonic() - started, 3)
+        name = planned.step.name
+        self.durations[name] = round(self.durations.get(name, 0.0) + time.monotonic() - started, 3)
         return outcomes
 
 
@@ -181,6 +203,7 @@ def release(
     reporter: Reporter,
     *,
     source: Source | None = None,
+    batch_size: int | None = None,
 ) -> ReleaseInfo:
     source = source or find_source(env)
     info = new_release(env, source, reporter)
@@ -199,8 +222,8 @@ def release(
             "at": info.created_at,
         }
         warnings: list[str] = []
-        for planned in plan.steps:
-            outcomes = run.step(plan, planned.step.name)
+        for planned in schedule(plan, batch_size):
+            outcomes = run.step(planned)
             failed = [o for o in outcomes if not o.ok]
             if not failed:
                 continue
@@ -230,7 +253,7 @@ def release(
                 raise ReleaseFailed(
                     f"{reason}\nNothing live changed: the release was removed from every host."
                 )
-            _roll_back_after_failure(env, run, info, previous, reason, base, source)
+            _roll_back_after_failure(env, run, info, previous, reason, base, source, batch_size)
         duration = round(time.monotonic() - started, 3)
         _record(
             env,
@@ -268,6 +291,7 @@ def _roll_back_after_failure(
     reason: str,
     base: dict[str, Any],
     source: Source,
+    batch_size: int | None,
 ) -> None:
     transports = run.transports
     if not previous:
@@ -287,7 +311,7 @@ def _roll_back_after_failure(
     run.reporter.message("rolling every host back to the release it served before")
     plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
     rollback_failed: list[Outcome] = []
-    for planned in plan.steps:
+    for planned in schedule(plan, batch_size):
         outcomes = execute_step(planned, transports, run.reporter, env.max_parallel)
         rollback_failed.extend(o for o in outcomes if not o.ok)
         if rollback_failed:
@@ -318,6 +342,7 @@ def rollback(
     *,
     to: str | None = None,
     source: Source | None = None,
+    batch_size: int | None = None,
 ) -> str:
     if to is not None:
         validate_release_id(to)
@@ -338,8 +363,8 @@ def rollback(
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {})
         failed: list[Outcome] = []
-        for planned in plan.steps:
-            failed = [o for o in run.step(plan, planned.step.name) if not o.ok]
+        for planned in schedule(plan, batch_size):
+            failed = [o for o in run.step(planned) if not o.ok]
             if failed:
                 break
         record_base = {"action": "rollback", "by": info.created_by, "at": info.created_at}

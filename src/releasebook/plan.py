@@ -57,6 +57,7 @@ class Source:
     cache: Path  # wheelhouse cache, shared by every build with the same requirements
     python: str  # the controller's interpreter, used to build wheels
     python_version: str  # its full version: hosts must match it (environment markers)
+    tool_source: Path  # releasebook's own source tree; its wheel joins the wheelhouse
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _controller_values(
         "manifest_json": manifest,
         "wheelhouse": _keyed(cache / "wheels", ids.requirements_hash),
         "controller_python": source.python if base is not None else ".venv/bin/python",
+        "tool_source": source.tool_source if base is not None else _relative_tool(source),
         "python_version": source.python_version if base is not None else ShellVar("PYTHON_VERSION"),
         "requirements": env.app.requirements,
         "tools_requirement": TOOLS_REQUIREMENT,
@@ -169,6 +171,14 @@ def _controller_values(
         "wheels_local": _keyed(out, ids.requirements_hash, ".tar", "wheels-"),
         "wheels_name": _name(ids.requirements_hash, ".tar", "wheels-"),
     }
+
+
+def _relative_tool(source: Source) -> Path | ShellVar:
+    """releasebook's source as the runbook shows it: relative when it is this checkout."""
+    try:
+        return source.tool_source.relative_to(source.repo)
+    except ValueError:
+        return ShellVar("RELEASEBOOK_SOURCE")
 
 
 def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> dict[str, object]:

@@ -145,8 +145,9 @@ BUILD = Step(
     why=(
         "Builds once, on the controller, so every host gets identical bits: the app's "
         "source at the deployed git revision with its manifest (`release.json`), and a "
-        "wheelhouse of its locked requirements so hosts install offline. The wheelhouse is "
-        "cached by the hash of the requirements file and reused until it changes."
+        "wheelhouse of its locked requirements so hosts install offline; releasebook's own "
+        "wheel is in it, for apps that use `releasebook[django]`. The wheelhouse is cached "
+        "by the hash of the requirements, releasebook's version and the Python version."
     ),
     where="controller",
     once=True,
@@ -156,8 +157,11 @@ BUILD = Step(
         _c("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
         _c(
             "test -f {wheelhouse}/.complete || {{ rm -rf {wheelhouse} && "
+            "{controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
+            "{tool_source} && "
             "{controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse} "
-            "-r {build_app}/{requirements} {tools_requirement} && touch {wheelhouse}/.complete; }}"
+            "--find-links {wheelhouse} -r {build_app}/{requirements} {tools_requirement} && "
+            "touch {wheelhouse}/.complete; }}"
         ),
         _c("tar -czf {artifact_local} -C {build_app} ."),
         _c(

@@ -21,6 +21,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook import deploy
+from releasebook.batches import parse_batch_size
 from releasebook.errors import ReleasebookError, UsageError
 from releasebook.inventory import Environment, load_environment
 from releasebook.plan import Plan
@@ -89,17 +90,21 @@ def print_plan(plan: Plan) -> None:
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
         "json": "machine-readable events, one JSON object per line",
+        "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
     }
 )
 @_errors_to_exit
-def release(c: Context, env: str = "", dry_run: bool = False, json: bool = False) -> None:
+def release(
+    c: Context, env: str = "", dry_run: bool = False, json: bool = False, batch_size: str = ""
+) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
     environment = _load(env)
+    batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
     reporter = _reporter(json)
     if dry_run:
         print_plan(deploy.plan_only(environment, "release", reporter))
         return
-    deploy.release(environment, reporter)
+    deploy.release(environment, reporter, batch_size=batch)
     web = environment.hosts_with("web")
     if web and not json:
         print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
@@ -110,12 +115,17 @@ def release(c: Context, env: str = "", dry_run: bool = False, json: bool = False
         "env": "inventory to roll back: inventories/<env>.yml",
         "to": "release id to go back to (default: the newest good one before the live one)",
         "json": "machine-readable events, one JSON object per line",
+        "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
     }
 )
 @_errors_to_exit
-def rollback(c: Context, env: str = "", to: str = "", json: bool = False) -> None:
+def rollback(
+    c: Context, env: str = "", to: str = "", json: bool = False, batch_size: str = ""
+) -> None:
     """Switch every host back to an earlier release, restart and verify."""
-    deploy.rollback(_load(env), _reporter(json), to=to or None)
+    environment = _load(env)
+    batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+    deploy.rollback(environment, _reporter(json), to=to or None, batch_size=batch)
 
 
 @task(
