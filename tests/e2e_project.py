@@ -76,8 +76,30 @@ def make_project(tmp: Path, inventory: str, env_name: str = "e2e") -> Project:
     return project
 
 
-def ssh_inventory(fleet: SimFleet, *, database_url: str, broker_url: str, timeout: int = 60) -> str:
-    host = fleet.hosts[0]
+def ssh_inventory(
+    fleet: SimFleet,
+    *,
+    database_url: str,
+    broker_url: str,
+    timeout: int = 60,
+    roles: dict[str, list[str]] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    """An inventory for the fleet's hosts; one host with every role unless ``roles``."""
+    roles = roles or {fleet.hosts[0].name: ["web", "worker", "beat", "migrate"]}
+    port = fleet.hosts[0].port
+    hosts = "".join(
+        f"  {name}:\n    address: {fleet.host(name).address}\n    roles: [{', '.join(r)}]\n"
+        for name, r in roles.items()
+    )
+    values = {
+        "DJANGO_ALLOWED_HOSTS": HOST_HEADER,
+        "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{HOST_HEADER}",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker_url,
+        **(extra_env or {}),
+    }
+    env_values = "".join(f'    {k}: "{v}"\n' for k, v in values.items())
     return f"""
 app:
   source: example
@@ -90,7 +112,7 @@ deploy:
   keep_releases: 3
 ssh:
   user: root
-  port: {host.port}
+  port: {port}
   identity_file: {fleet.client_key}
   known_hosts: {fleet.known_hosts}
   connect_timeout: 5
@@ -98,7 +120,7 @@ web:
   workers: 2
 worker:
   concurrency: 1
-  stop_timeout: 20
+  stop_timeout: 30
 health:
   host_header: {HOST_HEADER}
   timeout: {timeout}
@@ -106,15 +128,8 @@ env:
   required: [DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_URL]
   generate: [DJANGO_SECRET_KEY]
   values:
-    DJANGO_ALLOWED_HOSTS: {HOST_HEADER}
-    DJANGO_CSRF_TRUSTED_ORIGINS: https://{HOST_HEADER}
-    DATABASE_URL: "{database_url}"
-    CELERY_BROKER_URL: "{broker_url}"
-hosts:
-  {host.name}:
-    address: {host.address}
-    roles: [web, worker, beat, migrate]
-"""
+{env_values}hosts:
+{hosts}"""
 
 
 def readyz(bind: str) -> httpx.Response:

@@ -93,7 +93,10 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
         # supervisord expands %(name)s in its config; a literal % is written %%.
         return str(value).replace("%", "%%")
 
-    python = quote(f"{values['current']}/venv/bin/python")
+    # Relative to the working directory, which supervisord enters through `current` and
+    # so is the physical release directory: sys.prefix and sys.path then name that
+    # release's venv for the life of the process, not whatever `current` points to later.
+    python = "venv/bin/python"
     launch = quote(str(values["with_env"]))
     programs: list[tuple[str, str, object]] = []
     text = _HEADER.format(**{k: ini(values[k]) for k in _HEADER_KEYS})
