@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,9 +32,9 @@ RELEASE = {
 }
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("release") / "example"
+def copy_project(parent: Path) -> Path:
+    """A copy of example/ in ``parent`` with a release.json for RELEASE."""
+    root = parent / "example"
     shutil.copytree(
         EXAMPLE,
         root,
@@ -45,12 +46,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def env(project: Path) -> dict[str, str]:
+def prod_env(project: Path) -> dict[str, str]:
+    """This process's environment without app settings, plus what prod settings require
+    (sqlite and the filesystem broker next to ``project``)."""
     inherited = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "SITE_"))
+        if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "CACHE_", "SITE_"))
     }
     return inherited | {
         "DJANGO_SETTINGS_MODULE": "config.settings.prod",
@@ -61,6 +63,16 @@ def env(project: Path) -> dict[str, str]:
         "CELERY_BROKER_FOLDER": str(project.parent / "broker"),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture(scope="module")
+def env(project: Path) -> dict[str, str]:
+    return prod_env(project)
 
 
 def manage(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,9 +100,18 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class Server:
+    client: httpx.Client  # sends the allowed Host header
+    log_path: Path  # gunicorn's stdout and stderr, so the app's log too
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
 @contextmanager
-def gunicorn(project: Path, env: dict[str, str]) -> Iterator[httpx.Client]:
-    """A running gunicorn and a client for it that sends the allowed Host header."""
+def gunicorn(project: Path, env: dict[str, str]) -> Iterator[Server]:
+    """A running gunicorn, once it answers /healthz."""
     port = free_port()
     log_path = project.parent / f"gunicorn-{port}.log"
     with log_path.open("w") as log:
@@ -114,7 +135,7 @@ def gunicorn(project: Path, env: dict[str, str]) -> Iterator[httpx.Client]:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield client
+        yield Server(client, log_path)
     finally:
         client.close()
         proc.terminate()
@@ -151,7 +172,8 @@ def test_collectstatic_gathers_app_and_admin_css(project: Path, env: dict[str, s
 
 
 def test_gunicorn_serves_health_probes(project: Path, migrated: dict[str, str]) -> None:
-    with gunicorn(project, migrated) as client:
+    with gunicorn(project, migrated) as server:
+        client = server.client
         live = client.get("/healthz")
         assert live.status_code == 200
         assert live.json() == {"status": "ok", "release": RELEASE["release_id"]}
@@ -164,6 +186,9 @@ def test_gunicorn_serves_health_probes(project: Path, migrated: dict[str, str]) 
         assert body["checks"]["database"]["ok"] is True
         assert body["checks"]["migrations"]["ok"] is True
         assert body["checks"]["migrations"]["pending"] == 0
+        # No CACHE_URL: the per-process memory cache has nothing to check.
+        assert set(body["checks"]) == {"database", "migrations", "broker"}
+        assert body["checks"]["broker"]["ok"] is True
 
         # SSL redirect is on for pages, yet the proxied probe is answered directly.
         page = client.get("/")
@@ -176,8 +201,8 @@ def test_gunicorn_serves_health_probes(project: Path, migrated: dict[str, str]) 
 
 def test_readyz_reports_unapplied_migrations(project: Path, env: dict[str, str]) -> None:
     fresh = env | {"DATABASE_URL": f"sqlite:///{project.parent / 'fresh.sqlite3'}"}
-    with gunicorn(project, fresh) as client:
-        ready = client.get("/readyz")
+    with gunicorn(project, fresh) as server:
+        ready = server.client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"]["ok"] is True
     migrations = ready.json()["checks"]["migrations"]
@@ -200,12 +225,12 @@ def test_readyz_fails_fast_when_database_is_down(
         silent.listen(8)
         port = silent.getsockname()[1] if hung else 1
         down = env | {"DATABASE_URL": f"postgres://app:{password}@127.0.0.1:{port}/app"}
-        with gunicorn(project, down) as client:
+        with gunicorn(project, down) as server:
             started = time.monotonic()
-            ready = client.get("/readyz")
+            ready = server.client.get("/readyz")
             elapsed = time.monotonic() - started
     assert ready.status_code == 503
-    assert elapsed < 4.5  # HEALTH_CHECK_TIMEOUT is 3 s
+    assert elapsed < 4.5  # RELEASEBOOK_CHECK_TIMEOUT is 3 s
     body = ready.json()
     assert (body["status"], body["release"]) == ("fail", RELEASE["release_id"])
     assert body["checks"]["database"]["ok"] is False
