@@ -33,7 +33,7 @@ from releasebook.errors import (
 )
 from releasebook.inventory import Environment
 from releasebook.plan import (
-    TOOLS_REQUIREMENT,
+    TOOLS_REQUIREMENTS,
     Plan,
     PlanKind,
     PlannedStep,
@@ -104,7 +104,7 @@ def new_release(env: Environment, source: Source, reporter: Reporter) -> Release
     requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
     requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
     # Wheels depend on the interpreter too: environment markers can name its full version.
-    key = "\n".join((requirements, TOOLS_REQUIREMENT, source.python_version, _tool_digest()))
+    key = "\n".join((requirements, *TOOLS_REQUIREMENTS, source.python_version, _tool_digest()))
     digest = hashlib.sha256(key.encode()).hexdigest()
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty:

@@ -22,7 +22,9 @@ from releasebook.quoting import Raw, ShellVar, quote, render_command
 from releasebook.steps import RELEASE_STEPS, ROLLBACK_STEPS, Cmd, Step
 from releasebook.supervisor import WEB_PROCESSES, launcher_text, supervisor_conf_text
 
-TOOLS_REQUIREMENT = "supervisor==4.3.0"
+# Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
+# manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
+TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
 PlanKind = Literal["release", "rollback"]
 PathLike = Path | ShellVar
 Id = str | ShellVar
@@ -165,7 +167,7 @@ def _controller_values(
         "tool_source": source.tool_source if base is not None else _relative_tool(source),
         "python_version": source.python_version if base is not None else ShellVar("PYTHON_VERSION"),
         "requirements": env.app.requirements,
-        "tools_requirement": TOOLS_REQUIREMENT,
+        "tools_requirement": Raw(" ".join(quote(r) for r in TOOLS_REQUIREMENTS)),
         "artifact_local": _keyed(out, ids.release, ".tar.gz"),
         "artifact_name": _name(ids.release, ".tar.gz"),
         "wheels_local": _keyed(out, ids.requirements_hash, ".tar", "wheels-"),
@@ -207,6 +209,7 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         "with_env": state / "with-env",
         "tools": tools,
         "supervisord": tools / "bin" / "supervisord",
+        "uv": tools / "bin" / "uv",
         "supervisorctl": Raw(
             f"{quote(tools / 'bin' / 'supervisorctl')} -c {quote(state / 'supervisord.conf')}"
         ),
@@ -231,7 +234,8 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         "keep_from": env.keep_releases + 1,
         "venv_ready": Raw(
             f"{{ test -f {quote(_plus(venv, '/.complete'))} && "
-            f"test -x {quote(tools / 'bin' / 'supervisord')}; }}"
+            f"test -x {quote(tools / 'bin' / 'supervisord')} && "
+            f"test -x {quote(tools / 'bin' / 'uv')}; }}"
         ),
         "django": Raw(
             f"cd {quote(release_dir)} && {quote(state / 'with-env')} "

@@ -14,7 +14,6 @@ import jinja2
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
 from releasebook.plan import (
-    TOOLS_REQUIREMENT,
     HostWork,
     Plan,
     PlannedStep,
@@ -107,9 +106,7 @@ def render_runbook(env: Environment, source: Source, name: str) -> str:
     )
     try:
         template = _environment(env.root).get_template(f"{name}.md.j2")
-        return template.render(
-            plan=plan, env=env, source=source, name=name, tools_requirement=TOOLS_REQUIREMENT
-        )
+        return template.render(plan=plan, env=env, source=source, name=name)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"templates/{exc.name}:{exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:

@@ -207,7 +207,8 @@ INSTALL = Step(
         "Unpacks the artifact into a new `releases/<id>/` and points it at a virtualenv "
         "for its requirements. Virtualenvs live in `venvs/<requirements hash>/` and are "
         "shared by every release with the same requirements, so an unchanged release "
-        "installs nothing; a new one is installed offline from the uploaded wheels."
+        "installs nothing; a new one is installed offline from the uploaded wheels, with uv "
+        "(installed once per host beside supervisord in releasebook's tools)."
     ),
     commands=(
         _c("mkdir {release_dir}"),
@@ -215,16 +216,16 @@ INSTALL = Step(
         _c(
             "if ! {venv_ready}; then\n"
             "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
-            "  if ! test -f {venv}/.complete; then\n"
-            "    rm -rf {venv} && {python} -m venv {venv}\n"
-            "    {venv}/bin/python -m pip install --quiet --no-index --find-links {wheel_dir} "
-            "-r {release_dir}/{requirements}\n"
-            "    touch {venv}/.complete\n"
-            "  fi\n"
-            "  if ! test -x {supervisord}; then\n"
+            "  if ! test -x {supervisord} || ! test -x {uv}; then\n"
             "    rm -rf {tools} && {python} -m venv {tools}\n"
             "    {tools}/bin/python -m pip install --quiet --no-index --find-links {wheel_dir} "
             "{tools_requirement}\n"
+            "  fi\n"
+            "  if ! test -f {venv}/.complete; then\n"
+            "    rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
+            "    {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
+            "--python {venv}/bin/python -r {release_dir}/{requirements}\n"
+            "    touch {venv}/.complete\n"
             "  fi\n"
             "  rm -rf {wheel_dir}\n"
             "fi"
