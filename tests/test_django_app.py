@@ -17,13 +17,29 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from psycopg import sql
 from test_example_app import RELEASE, Server, copy_project, gunicorn, manage, prod_env
+
+from releasebook.django.redact import redact
+from releasebook.django.release import DEV_RELEASE, read_manifest
+from releasebook.django.requestid import accept_request_id
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/0"
 CHECK_TIMEOUT = 3.0  # RELEASEBOOK_CHECK_TIMEOUT in example/config/settings/base.py
 ALL_CHECKS = {"database", "migrations", "cache", "broker"}
+SIGNED_IN_SESSION = """
+from django.contrib import auth
+from django.contrib.sessions.backends.db import SessionStore
+user = auth.get_user_model().objects.create_user("reader")
+session = SessionStore()
+session[auth.SESSION_KEY] = str(user.pk)
+session[auth.BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[auth.HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(user.pk, session.session_key)
+"""
 
 
 def _admin(statement: sql.Composed) -> None:
@@ -65,18 +81,19 @@ def server(project: Path, env: dict[str, str]) -> Iterator[Server]:
         yield running
 
 
-def timed_readyz(server: Server) -> tuple[httpx.Response, float]:
+def timed_readyz(server: Server, request_id: str = "-") -> tuple[httpx.Response, float]:
+    headers = {"X-Forwarded-Proto": "https", "X-Request-ID": request_id}
     started = time.monotonic()
-    response = server.client.get("/readyz", headers={"X-Forwarded-Proto": "https"})
+    response = server.client.get("/readyz", headers=headers)
     return response, time.monotonic() - started
 
 
-def access_line(server: Server, request_id: str) -> str:
-    """The access-log line of ``request_id``, waiting briefly for it to be flushed."""
+def access_line(server: Server, request_id: str, logger: str = "releasebook.access") -> str:
+    """The line ``logger`` wrote for ``request_id``, waiting briefly for it to be flushed."""
     deadline = time.monotonic() + 5
     while True:
         for line in server.log().splitlines():
-            if "releasebook.access" in line and f"request_id={request_id}" in line:
+            if f" {logger} " in line and f"request_id={request_id}" in line:
                 return line
         assert time.monotonic() < deadline, f"no access line for {request_id}:\n{server.log()}"
         time.sleep(0.05)
@@ -110,9 +127,12 @@ def test_readyz_fails_within_its_timeout_when_a_dependency_is_down(
     else:
         closed = f"redis://:{password}@127.0.0.1:1/0"
         down = {"CACHE_URL": closed, "CELERY_BROKER_URL": closed}
+    request_id = "probe-" + secrets.token_hex(4)
     with gunicorn(project, env | down) as server:
-        ready, elapsed = timed_readyz(server)
+        ready, elapsed = timed_readyz(server, request_id)
         live = server.client.get("/healthz")
+        # Django logs the 503 after the middleware returned; the id is still on it.
+        assert access_line(server, request_id, logger="django.request")
     assert ready.status_code == 503, ready.text
     assert elapsed < CHECK_TIMEOUT + 2
     body = ready.json()
@@ -183,6 +203,20 @@ def test_access_log_has_no_query_string_headers_or_cookies(server: Server) -> No
     assert "?" not in line
 
 
+def test_access_log_names_the_signed_in_user(
+    project: Path, env: dict[str, str], server: Server
+) -> None:
+    made = manage(project, env, "shell", "--verbosity", "0", "-c", SIGNED_IN_SESSION)
+    assert made.returncode == 0, made.stdout + made.stderr
+    user_id, session_key = made.stdout.split()
+    response = server.client.get(
+        "/healthz", headers={"X-Forwarded-Proto": "https", "Cookie": f"sessionid={session_key}"}
+    )
+    line = access_line(server, response.headers["x-request-id"])
+    assert f"user_id={user_id} " in line
+    assert session_key not in server.log()
+
+
 def test_readiness_command_passes_with_everything_up(project: Path, env: dict[str, str]) -> None:
     result = manage(project, env, "readiness")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -237,3 +271,27 @@ def test_readiness_command_exits_2_on_bad_usage(
     result = manage(project, env, "readiness", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
+
+
+def test_redact_masks_url_passwords_and_known_secrets() -> None:
+    message = "cannot reach redis://:p%40ss@cache:6379/0 or amqp://app:hunter2@mq// (hunter2)"
+    assert redact(message, {"hunter2"}) == (
+        "cannot reach redis://:***@cache:6379/0 or amqp://app:***@mq// (***)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [("abc-123_X.y:z", True), ("a" * 128, True), ("a" * 129, False), ("a\nb", False), ("", False)],
+)
+def test_accept_request_id(incoming: str, kept: bool) -> None:
+    assert (accept_request_id(incoming) == incoming) is kept
+
+
+def test_release_manifest_missing_is_dev_and_malformed_is_refused(tmp_path: Path) -> None:
+    assert read_manifest(tmp_path / "release.json") == DEV_RELEASE
+    (tmp_path / "release.json").write_text('{"release_id": "r1"}')
+    with pytest.raises(ImproperlyConfigured, match="git_sha"):
+        read_manifest(tmp_path / "release.json")
+    (tmp_path / "release.json").write_text(json.dumps(RELEASE))
+    assert read_manifest(tmp_path / "release.json").release_id == RELEASE["release_id"]

@@ -118,7 +118,8 @@ def gunicorn(project: Path, env: dict[str, str]) -> Iterator[Server]:
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gunicorn", "--chdir", str(project)),
-                *("--bind", f"127.0.0.1:{port}", "--workers", "1", "config.wsgi:application"),
+                *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--no-control-socket"),
+                "config.wsgi:application",
             ],
             env=env,
             stdout=log,

@@ -122,20 +122,17 @@ def test_failed_verification_rolls_back(
     project: Project, fleet: SimFleet, first_release: str
 ) -> None:
     live = _live(project)
-    views = project.root / "example" / "health" / "views.py"
-    original = views.read_text()
-    views.write_text(
-        original.replace(
-            "return JsonResponse(body, status=200 if ok else 503)",
-            "return JsonResponse(body, status=500)",
-        )
+    urls = project.root / "example" / "config" / "urls.py"
+    original = urls.read_text()
+    urls.write_text(
+        original + "\nfrom django.http import HttpResponse as _Fail  # noqa: E402\n"
+        'urlpatterns.insert(0, path("readyz", lambda request: _Fail(status=500)))  # noqa: F821\n'
     )
-    assert views.read_text() != original
     project.commit("readyz answers 500")
     try:
         done = project.inv("release", "--env=e2e")
     finally:
-        views.write_text(original)
+        urls.write_text(original)
         project.commit("readyz fixed")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "step 'verify' failed on web1" in done.stderr

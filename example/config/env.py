@@ -14,6 +14,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 POSTGRES_CONNECT_TIMEOUT = 5  # seconds; override with ?connect_timeout=N in DATABASE_URL
+REDIS_TIMEOUT = 2  # seconds to connect and to answer, so a down cache cannot hang requests
 
 
 def env_str(name: str, default: str) -> str:
@@ -91,6 +92,23 @@ def parse_database_url(url: str, base_dir: Path) -> dict[str, Any]:
         }
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {scheme!r} is not supported; use sqlite:// or postgres://"
+    )
+
+
+def parse_cache_url(url: str) -> dict[str, Any]:
+    """Turn CACHE_URL into a Django ``CACHES`` entry: ``redis://`` and ``rediss://`` use
+    Django's Redis backend, ``locmem://`` the per-process memory cache."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in {"redis", "rediss"}:
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+        }
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured(
+        f"CACHE_URL scheme {scheme!r} is not supported; use redis://, rediss:// or locmem://"
     )
 
 

@@ -3,7 +3,7 @@ from django.urls import include, path
 from notes import views as notes_views
 
 urlpatterns = [
-    path("", include("health.urls")),
+    path("", include("releasebook.django.urls")),
     path("admin/", admin.site.urls),
     path("", notes_views.index, name="index"),
 ]

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from health.release import current_release
+
+from releasebook.django.release import current_release
 
 from .models import Note
 

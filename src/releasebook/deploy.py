@@ -18,12 +18,20 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from releasebook.batches import schedule
+from releasebook.checks.report import (
+    GateOutputError,
+    HostReport,
+    format_table,
+    host_failed,
+    parse_gate_output,
+    summary,
+)
 from releasebook.errors import (
     HostUnreachable,
     ReleasebookError,
@@ -204,17 +212,25 @@ def release(
     *,
     source: Source | None = None,
     batch_size: int | None = None,
+    skips: Mapping[str, str] | None = None,
+    stop_after: str | None = None,
 ) -> ReleaseInfo:
+    """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
+    ``stop_after`` names a step before ``switch`` after which the candidate is removed
+    again (``inv preflight``); a ``ReleaseFailed`` is raised if anything failed."""
     source = source or find_source(env)
     info = new_release(env, source, reporter)
+    skips = dict(skips or {})
     started = time.monotonic()
     with connect(env) as transports:
         states = read_states(env, transports)
         previous = {name: state.current for name, state in states.items() if state.current}
-        plan = build_plan(env, "release", source=source, release=info, previous=previous)
+        plan = build_plan(
+            env, "release", source=source, release=info, previous=previous, gate_skips=list(skips)
+        )
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {})
-        base = {
+        base: dict[str, Any] = {
             "action": "release",
             "release": info.release_id,
             "git_sha": info.git_sha,
@@ -225,9 +241,19 @@ def release(
         for planned in schedule(plan, batch_size):
             outcomes = run.step(planned)
             failed = [o for o in outcomes if not o.ok]
+            if planned.step.name == "gate":
+                gate, blocking = _gate_result(env, outcomes, skips, reporter, info.created_by)
+                base["gate"] = gate
+                failed = [o for o in outcomes if o.target in blocking] or failed
+            if not failed and planned.step.name == stop_after:
+                _abort(plan, run)
+                reporter.finished(True, f"{stop_after} passed; the candidate release was removed")
+                return info
             if not failed:
                 continue
             reason = _failure_text(planned.step.name, failed)
+            if planned.step.name == "gate":
+                reason = "readiness gate failed: " + base["gate"]["summary"]
             if planned.step.phase == "finish":
                 # The release is live and verified: report, undo nothing.
                 warnings.append(reason)
@@ -273,6 +299,44 @@ def release(
     return info
 
 
+def _gate_result(
+    env: Environment,
+    outcomes: list[Outcome],
+    skips: Mapping[str, str],
+    reporter: Reporter,
+    user: str,
+) -> tuple[dict[str, Any], set[str]]:
+    """Show the gate's table; return what the history keeps and the hosts it blocks."""
+    reports = []
+    for outcome in outcomes:
+        try:
+            reports.append(parse_gate_output(outcome.target, outcome.stdout))
+        except GateOutputError:
+            reports.append(host_failed(outcome.target, outcome.tail or "no output"))
+    reporter.message("readiness gate:\n" + format_table(reports), gate=_gate_json(reports))
+    skipped = {
+        **{k: {"reason": v, "by": "inventory"} for k, v in env.gate_skips.items()},
+        **{k: {"reason": v, "by": user} for k, v in skips.items()},
+    }
+    record = {
+        "summary": summary(reports),
+        "skipped": skipped,
+        "warnings": sorted({r.id for report in reports for r in report.warnings}),
+        "blocking": sorted({r.id for report in reports for r in report.blocking}),
+        "pending_migrations": next(
+            (list(r.pending_migrations) for r in reports if r.pending_migrations), []
+        ),
+    }
+    return record, {r.host for r in reports if not r.ok}
+
+
+def _gate_json(reports: list[HostReport]) -> list[dict[str, Any]]:
+    return [
+        {"host": r.host, "ok": r.ok, "error": r.error, "results": [asdict(c) for c in r.results]}
+        for r in reports
+    ]
+
+
 def _abort(plan: Plan, run: _Run) -> None:
     """Remove what the release made before it went live, on every host."""
     undo = plan.step("install")
@@ -280,7 +344,7 @@ def _abort(plan: Plan, run: _Run) -> None:
     build = plan.step("build").work[0]
     scripts[CONTROLLER] = build.undo
     run_scripts(scripts, run.transports, run.env.max_parallel)
-    run.reporter.message("aborted: removed the new release directory on every host")
+    run.reporter.message("removed the new release directory on every host")
 
 
 def _roll_back_after_failure(

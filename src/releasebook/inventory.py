@@ -104,6 +104,7 @@ class Environment:
     hooks: Mapping[tuple[str, str], tuple[str, ...]]
     max_parallel: int
     min_free_mb: int
+    gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:
@@ -274,6 +275,7 @@ _TOP_KEYS = (
     "health",
     "env",
     "hooks",
+    "gate",
     "roles",
     "hosts",
     *_LAYERED,
@@ -354,6 +356,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         hooks=hooks,
         max_parallel=r.get(data, "", "max_parallel", int, 10, _positive),
         min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _positive),
+        gate_skips=_gate_skips(r, data),
         lines=lines,
     )
 
@@ -590,6 +593,22 @@ def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:
             if not ENV_NAME.match(name):
                 raise r.error(where, f"{where}: {name!r} is not an environment variable name")
     return EnvFileSettings(required=required, values=values, generate=generate)
+
+
+def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:
+    from releasebook.checks.registry import unknown_ids
+
+    gate = r.mapping(data.get("gate"), "gate", ("skip",))
+    raw = gate.get("skip") or {}
+    if not isinstance(raw, dict):
+        raise r.error("gate.skip", "gate.skip: expected a mapping of check id to the reason")
+    for check_id, reason in raw.items():
+        where = f"gate.skip.{check_id}"
+        if unknown_ids([check_id]):
+            raise r.error(where, f"{where}: unknown readiness check id (see `inv preflight`)")
+        if not isinstance(reason, str) or not reason.strip():
+            raise r.error(where, f"{where}: expected the reason this check is skipped")
+    return dict(raw)
 
 
 def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:

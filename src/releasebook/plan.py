@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from releasebook.checks.command import GATE_SOURCE, gate_options
 from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
@@ -165,6 +166,11 @@ def _controller_values(
         "wheelhouse": _keyed(cache / "wheels", ids.requirements_hash),
         "controller_python": source.python if base is not None else ".venv/bin/python",
         "tool_source": source.tool_source if base is not None else _relative_tool(source),
+        "gate_source": (
+            GATE_SOURCE
+            if base is not None
+            else _relative_tool(source) / "src/releasebook/checks/gate.py"
+        ),
         "python_version": source.python_version if base is not None else ShellVar("PYTHON_VERSION"),
         "requirements": env.app.requirements,
         "tools_requirement": Raw(" ".join(quote(r) for r in TOOLS_REQUIREMENTS)),
@@ -310,6 +316,7 @@ def build_plan(
     release: ReleaseInfo | None,
     previous: Mapping[str, str] | None = None,
     per_host_release: Mapping[str, str] | None = None,
+    gate_skips: Sequence[str] = (),
 ) -> Plan:
     """A plan for a real run (``release`` given) or for the runbook (``release`` None).
 
@@ -333,6 +340,7 @@ def build_plan(
             ShellVar("RELEASE"), ShellVar("PREVIOUS"), ShellVar("GIT_SHA"), ShellVar("REQ_HASH")
         )
     controller = _controller_values(env, source, ids, manifest, base)
+    controller["gate_options"] = Raw(gate_options(env, [*env.gate_skips, *gate_skips]))
     planned: list[PlannedStep] = []
     for number, step in enumerate(steps, start=1):
         work: list[HostWork] = []

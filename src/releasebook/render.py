@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 
+from releasebook.checks.document import render_readiness
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
 from releasebook.plan import (
@@ -120,4 +121,10 @@ def runbook_paths(env: Environment) -> dict[str, Path]:
 
 
 def render_all(env: Environment, source: Source) -> dict[Path, str]:
-    return {path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()}
+    """Every generated document for an environment: release, rollback, readiness."""
+    documents = {
+        path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()
+    }
+    readiness = env.root / "runbooks" / env.name / "production-readiness.md"
+    documents[readiness] = render_readiness(env, env.root / "templates")
+    return documents

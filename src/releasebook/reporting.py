@@ -70,6 +70,8 @@ class ConsoleReporter:
         )
         if not outcome.ok:
             row.failed.append(outcome.target)
+            if planned.step.reports:
+                return  # the caller shows the parsed report instead of raw output
             for line in outcome.tail.splitlines():
                 self._print(f"{'':>26}| {line}")
 

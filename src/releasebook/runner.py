@@ -27,6 +27,7 @@ class Outcome:
     exited: int
     tail: str
     duration: float
+    stdout: str = ""  # the whole of it, for steps whose output is a report to parse
 
 
 def host_script(commands: tuple[str, ...]) -> str:
@@ -58,7 +59,15 @@ def _run_work(step: str, work: HostWork, transport: Transport) -> Outcome:
 
 
 def _outcome(step: str, target: str, result: Result, extra: float) -> Outcome:
-    return Outcome(step, target, result.ok, result.exited, result.tail(), result.duration + extra)
+    return Outcome(
+        step,
+        target,
+        result.ok,
+        result.exited,
+        result.tail(),
+        result.duration + extra,
+        result.stdout,
+    )
 
 
 def execute_step(

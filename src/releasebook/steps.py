@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from releasebook.checks.command import GATE_COMMAND, GATE_IN_RELEASE
+
 Where = Literal["hosts", "controller"]
 # prepare: failure aborts and removes the new release; live: failure rolls every host
 # back; finish: the release is live and verified, a failure is reported, nothing undone.
@@ -54,6 +56,7 @@ class Step:
     http_check: bool = False
     verify: tuple[Cmd, ...] = ()
     verify_text: str = ""
+    reports: bool = False  # its stdout is a report the caller parses and shows
     undo: tuple[Cmd, ...] = ()
     undo_text: str = ""
 
@@ -101,7 +104,7 @@ SETUP = Step(
 
 PREFLIGHT = Step(
     name="preflight",
-    title="Preflight: the readiness gate",
+    title="Preflight: can the hosts take a release",
     why=(
         "Refuses to start when a host cannot take the release: not enough free disk under "
         "the deploy path, no Python of the version the wheels were built for (environment "
@@ -155,6 +158,7 @@ BUILD = Step(
         _c("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
         _c("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
         _c("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
+        _c("mkdir -p {build_app}/.releasebook && cp {gate_source} {build_app}/" + GATE_IN_RELEASE),
         _c(
             "test -f {wheelhouse}/.complete || {{ rm -rf {wheelhouse} && "
             "{controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
@@ -253,6 +257,27 @@ LINK_SHARED = Step(
     verify_text="`.env` and `media` in the release are links into `shared/`.",
     undo=(_c("rm -rf {release_dir}"),),
     undo_text="Remove the release directory.",
+)
+
+GATE = Step(
+    name="gate",
+    title="Readiness gate: the production checklist",
+    why=(
+        "Runs the production-readiness checklist against the new release on every host, "
+        "with the environment's real settings and env file, before anything live changes: "
+        "required env vars, `check --deploy` findings, DEBUG, hosts, cookies, HTTPS and "
+        "HSTS, static and media, the database and its pending migrations, cache and broker, "
+        "disk, committed secrets, gunicorn's config. An error blocks the release; a warning "
+        "is reported. The table of checks is in `production-readiness.md`."
+    ),
+    commands=(_c(GATE_COMMAND),),
+    reports=True,
+    verify_text="The gate printed its table with no failed error-severity check.",
+    undo=(_c("rm -rf {release_dir}"),),
+    undo_text=(
+        "Remove the release directory; fix what the failed checks name, or skip one with "
+        "`--skip ID --reason ...` (recorded in the history)."
+    ),
 )
 
 MIGRATE = Step(
@@ -417,6 +442,7 @@ RELEASE_STEPS: tuple[Step, ...] = (
     UPLOAD,
     INSTALL,
     LINK_SHARED,
+    GATE,
     MIGRATE,
     COLLECTSTATIC,
     SWITCH,

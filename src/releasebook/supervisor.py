@@ -103,7 +103,7 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
     if "web" in roles:
         gunicorn = render_command(
             "-m gunicorn --bind fd://0 --workers {web_workers} --timeout {web_timeout} "
-            "--graceful-timeout {web_timeout} --no-control-socket --access-logfile - {wsgi}",
+            "--graceful-timeout {web_timeout} --no-control-socket {wsgi}",
             values,
         )
         bind = str(values["bind"])

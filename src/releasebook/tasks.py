@@ -22,6 +22,7 @@ from invoke.tasks import task
 
 from releasebook import deploy
 from releasebook.batches import parse_batch_size
+from releasebook.checks.command import validate_skips
 from releasebook.errors import ReleasebookError, UsageError
 from releasebook.inventory import Environment, load_environment
 from releasebook.plan import Plan
@@ -85,29 +86,69 @@ def print_plan(plan: Plan) -> None:
                 print(command)
 
 
+def _skips(skip: list[str], reason: str) -> dict[str, str]:
+    ids = validate_skips(skip)
+    if ids and not reason.strip():
+        raise UsageError("--skip needs --reason: say why, it is recorded in the history")
+    return dict.fromkeys(ids, reason.strip())
+
+
+SKIP_HELP = "readiness check id to skip (repeatable); needs --reason"
+REASON_HELP = "why the checks given with --skip are skipped (recorded with your name)"
+
+
 @task(
+    iterable=["skip"],
     help={
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
         "json": "machine-readable events, one JSON object per line",
         "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
-    }
+        "skip": SKIP_HELP,
+        "reason": REASON_HELP,
+    },
 )
 @_errors_to_exit
 def release(
-    c: Context, env: str = "", dry_run: bool = False, json: bool = False, batch_size: str = ""
+    c: Context,
+    env: str = "",
+    dry_run: bool = False,
+    json: bool = False,
+    batch_size: str = "",
+    skip: list[str] | None = None,
+    reason: str = "",
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
     environment = _load(env)
     batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+    skips = _skips(skip or [], reason)
     reporter = _reporter(json)
     if dry_run:
         print_plan(deploy.plan_only(environment, "release", reporter))
         return
-    deploy.release(environment, reporter, batch_size=batch)
+    deploy.release(environment, reporter, batch_size=batch, skips=skips)
     web = environment.hosts_with("web")
     if web and not json:
         print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
+
+
+@task(
+    iterable=["skip"],
+    help={
+        "env": "inventory to check: inventories/<env>.yml",
+        "json": "machine-readable events, one JSON object per line",
+        "skip": SKIP_HELP,
+        "reason": REASON_HELP,
+    },
+)
+@_errors_to_exit
+def preflight(
+    c: Context, env: str = "", json: bool = False, skip: list[str] | None = None, reason: str = ""
+) -> None:
+    """Run the readiness gate on every host against a candidate release, then remove it."""
+    environment = _load(env)
+    skips = _skips(skip or [], reason)
+    deploy.release(environment, _reporter(json), skips=skips, stop_after="gate")
 
 
 @task(
@@ -210,4 +251,4 @@ def _json_dumps(value: object) -> str:
     return jsonlib.dumps(value, indent=2, sort_keys=True)
 
 
-namespace = Collection(release, rollback, runbook, status)
+namespace = Collection(release, rollback, runbook, status, preflight)

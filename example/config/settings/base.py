@@ -8,6 +8,7 @@ from config.env import (
     env_list,
     env_str,
     filesystem_broker_options,
+    parse_cache_url,
     parse_database_url,
 )
 
@@ -28,11 +29,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "health",
+    "releasebook.django",
     "notes",
 ]
 
 MIDDLEWARE = [
+    # First, so every response (SSL redirects included) carries the id and is logged.
+    "releasebook.django.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +68,8 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+CACHES = {"default": parse_cache_url(env_str("CACHE_URL", "locmem://"))}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}
     for name in (
@@ -85,8 +90,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = BASE_DIR / "media"
 
-# Seconds /readyz waits for its database checks before answering 503.
-HEALTH_CHECK_TIMEOUT = 3.0
+# Seconds each /readyz and `manage.py readiness` check may take before it counts as failed.
+RELEASEBOOK_CHECK_TIMEOUT = 3.0
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -102,14 +107,21 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "releasebook.django.requestid.RequestIdFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d "
+            "request_id=%(request_id)s %(message)s"
+        },
     },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "plain",
+            "filters": ["request_id"],
         },
     },
     "root": {"handlers": ["stdout"], "level": "INFO"},

@@ -23,11 +23,15 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 # would silently start empty after every deploy.
 DATABASES = {"default": parse_database_url(require_env("DATABASE_URL"), BASE_DIR)}
 
+# Checked by `manage.py readiness` (names only, values are never printed).
+RELEASEBOOK_REQUIRED_ENV = ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL"]
+
 HTTPS = env_bool("DJANGO_HTTPS", default=True)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = HTTPS
-# Load balancers and releasebook probe the app port directly over plain http.
+# releasebook's probe sends X-Forwarded-Proto: https; load balancers that probe the app
+# port over plain http without it still get an answer instead of a redirect.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS

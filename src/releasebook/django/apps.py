@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import request_finished
 
 
 class ReleasebookConfig(AppConfig):
@@ -8,6 +9,8 @@ class ReleasebookConfig(AppConfig):
 
     def ready(self) -> None:
         from .release import current_release
+        from .requestid import clear_request_id
 
+        request_finished.connect(clear_request_id, dispatch_uid="releasebook-request-id")
         # Read the manifest at startup so a broken one stops the process right away.
         current_release()

@@ -2,6 +2,7 @@ from django.urls import path
 
 from . import views
 
+app_name = "releasebook"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -1,0 +1,74 @@
+"""Request ids and the access log. Put RequestIdMiddleware first in MIDDLEWARE so every
+response (redirects and errors included) carries the id and is logged."""
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils.encoding import escape_uri_path
+
+from .requestid import HEADER, accept_request_id, set_request_id
+
+access_logger = logging.getLogger("releasebook.access")
+
+
+class RequestIdMiddleware:
+    """Takes a valid incoming X-Request-ID or makes one, returns it on the response, and
+    logs one line per request on ``releasebook.access``: method, path (never the query
+    string, which can carry tokens), status, duration_ms, user id and request id. No
+    headers, cookies or credentials are logged."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request_id = accept_request_id(request.headers.get(HEADER))
+        set_request_id(request_id)  # cleared on request_finished, see requestid.py
+        started = time.monotonic()
+        status = 500  # if an exception escapes the handler
+        try:
+            response = self.get_response(request)
+            status = response.status_code
+            response[HEADER] = request_id
+            return response
+        finally:
+            _log_access(request, status, started, request_id)
+
+
+def _log_access(request: HttpRequest, status: int, started: float, request_id: str) -> None:
+    duration_ms = round((time.monotonic() - started) * 1000, 1)
+    # Percent-encoded, so a crafted path cannot break the line or forge another one.
+    path = escape_uri_path(request.path)[:1000]
+    method = request.method or "-"
+    user_id = _user_id(request)
+    access_logger.info(
+        "method=%s path=%s status=%d duration_ms=%.1f user_id=%s request_id=%s",
+        method,
+        path,
+        status,
+        duration_ms,
+        user_id,
+        request_id,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "user_id": user_id,
+        },
+    )
+
+
+def _user_id(request: HttpRequest) -> str:
+    user = getattr(request, "user", None)
+    try:
+        if user is not None and user.is_authenticated:
+            return str(user.pk)
+    except Exception:  # the session or user store is down; the request is logged anyway
+        return "-"
+    return "-"

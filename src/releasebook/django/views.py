@@ -1,0 +1,37 @@
+"""/healthz answers whether the process is alive; /readyz whether it should get traffic."""
+
+import logging
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from .checks import readiness_checks
+from .release import current_release
+from .runner import run_checks
+
+logger = logging.getLogger(__name__)
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok", "release": current_release().release_id})
+
+
+@never_cache
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    release = current_release()
+    results = run_checks(readiness_checks())
+    ok = all(result.ok for result in results)
+    if not ok:
+        failed = "; ".join(f"{r.name}: {r.message}" for r in results if not r.ok)
+        logger.warning("not ready: %s", failed)
+    body = {
+        "status": "ok" if ok else "fail",
+        "release": release.release_id,
+        "git_sha": release.git_sha,
+        "checks": {result.name: result.probe_body() for result in results},
+    }
+    return JsonResponse(body, status=200 if ok else 503)
