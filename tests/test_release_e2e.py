@@ -115,7 +115,7 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
         "/srv/app/.releasebook/tools/bin/supervisorctl "
         "-c /srv/app/.releasebook/supervisord.conf status",
     )
-    assert workers.stdout.count("RUNNING") == 3, workers.stdout
+    assert workers.stdout.count("RUNNING") == 4, workers.stdout  # 2 web masters, worker, beat
 
 
 def test_failed_verification_rolls_back(
@@ -211,3 +211,74 @@ def test_rollback_to_unknown_release_is_refused(project: Project, first_release:
 def test_history_file_location(fleet: SimFleet, first_release: str) -> None:
     path = Path(fleet.hosts[0].srv) / "app" / ".releasebook" / "history.jsonl"
     assert path.is_file()
+
+
+def test_failing_gate_changes_nothing_and_names_the_check(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    live = _live(project)
+    releases_dir = fleet.hosts[0].srv / "app" / "releases"
+    before = {p.name for p in releases_dir.iterdir()}
+    leaked = project.root / "example" / "notes" / "vendor_keys.py"
+    # A committed cloud key, assembled here so this test file holds none.
+    leaked.write_text('AWS_KEY = "' + "AKIA" + "Z7QX4RB2LM6TNW3K" + '"\n')
+    project.commit("a committed secret")
+    try:
+        done = project.inv("release", "--env=e2e")
+    finally:
+        leaked.unlink()
+        project.commit("secret removed")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "readiness gate failed" in done.stderr
+    assert "RB-SEC-012" in done.stdout + done.stderr
+    assert "Z7QX4RB2LM6TNW3K" not in done.stdout + done.stderr
+    assert readyz(_bind(fleet)).json()["release"] == live
+    assert {p.name for p in releases_dir.iterdir()} == before
+    last = history(fleet.hosts[0].srv)[-1]
+    assert (last["outcome"], last["step"]) == ("aborted", "gate")
+    assert last["gate"]["blocking"] == ["RB-SEC-012"]
+
+
+def test_preflight_skip_is_recorded(project: Project, fleet: SimFleet, first_release: str) -> None:
+    done = project.inv("preflight", "--env=e2e", "--skip", "RB-DB-001", "--reason", "e2e")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RB-DB-001" in done.stdout and "skip" in done.stdout
+    done = project.inv("preflight", "--env=e2e", "--skip", "RB-DB-001")
+    assert done.returncode == 2
+    assert "--reason" in done.stderr
+    done = project.inv("preflight", "--env=e2e", "--skip", "RB-NOPE-1", "--reason", "x")
+    assert done.returncode == 2
+    assert "RB-NOPE-1" in done.stderr
+
+
+def test_secrets_never_leak(project: Project, fleet: SimFleet, first_release: str) -> None:
+    srv = fleet.hosts[0].srv
+    env_file = srv / "app" / "shared" / ".env"
+    canary = "canary-" + uuid.uuid4().hex
+    env_file.write_text(env_file.read_text() + f"WEBHOOK_PROVIDER_X_SECRET={canary}\n")
+    secrets = [canary] + [
+        line.split("=", 1)[1].strip("'\"")
+        for line in env_file.read_text().splitlines()
+        if line.startswith("DJANGO_SECRET_KEY=")
+    ]
+    outputs = [
+        project.inv("release", "--env=e2e"),
+        project.inv("release", "--env=e2e", "--json"),
+        project.inv("preflight", "--env=e2e"),
+        project.inv("status", "--env=e2e"),
+        project.inv("status", "--env=e2e", "--json"),
+        project.inv("rollback", "--env=e2e"),
+        project.inv("runbook", "--render"),
+    ]
+    captured = "".join(done.stdout + done.stderr for done in outputs)
+    files = [
+        *sorted((srv / "app" / "shared" / "log").glob("*.log")),
+        srv / "app" / ".releasebook" / "history.jsonl",
+        *sorted((project.root / "runbooks").rglob("*.md")),
+    ]
+    assert len(files) > 4
+    for secret in secrets:
+        assert len(secret) > 20
+        assert secret not in captured
+        for path in files:
+            assert secret not in path.read_text(errors="replace"), path
