@@ -155,10 +155,13 @@ def test_release_and_rollback_under_load_fail_no_request(
 
     _pin_six(project, "1.17.0")
     project.commit("six 1.17.0")
+    sessions = {h.name: h.session_count() for h in fleet.hosts}
     with Load(_web_urls(fleet), HOST_HEADER, max_seconds=300) as load:
         done = project.inv("release", "--env=e2e")
     assert done.returncode == 0, done.stdout + done.stderr
     second = released_id(done)
+    used = {h.name: h.session_count() - sessions[h.name] for h in fleet.hosts}
+    assert max(used.values()) <= 8, used  # SSH sessions per host for a whole release
     assert load.report.failures == [], load.report.failures[:5]
     assert load.report.total > 100
     assert load.report.releases() <= {first_release, second}

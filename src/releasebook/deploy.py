@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from releasebook.batches import schedule
+from releasebook.batches import ROLLING, schedule
 from releasebook.checks.report import (
     GateOutputError,
     HostReport,
@@ -50,7 +50,7 @@ from releasebook.plan import (
     build_plan,
 )
 from releasebook.reporting import Reporter
-from releasebook.runner import Outcome, execute_step, run_scripts
+from releasebook.runner import Outcome, execute_group, fuse, run_scripts
 from releasebook.state import (
     HostState,
     history_commands,
@@ -190,12 +190,31 @@ class _Run:
     reporter: Reporter
     durations: dict[str, float]
 
-    def step(self, planned: PlannedStep) -> list[Outcome]:
-        started = time.monotonic()
-        outcomes = execute_step(planned, self.transports, self.reporter, self.env.max_parallel)
-        name = planned.step.name
-        self.durations[name] = round(self.durations.get(name, 0.0) + time.monotonic() - started, 3)
-        return outcomes
+    def group(self, group: list[PlannedStep]) -> list[list[Outcome]]:
+        results = execute_group(group, self.transports, self.reporter, self.env.max_parallel)
+        for planned, outcomes in zip(group, results, strict=True):
+            slowest = max((o.duration for o in outcomes), default=0.0)
+            name = planned.step.name
+            self.durations[name] = round(self.durations.get(name, 0.0) + slowest, 3)
+        return results
+
+
+def _groups(plan: Plan, batch_size: int | None) -> list[list[PlannedStep]]:
+    keep_apart = frozenset(ROLLING) if batch_size else frozenset()
+    return fuse(schedule(plan, batch_size), keep_apart=keep_apart)
+
+
+def _with_record(
+    planned: PlannedStep, env: Environment, records: Mapping[str, dict[str, Any]]
+) -> PlannedStep:
+    """The step with each host's history record appended first: no extra round trip."""
+    work = tuple(
+        replace(w, commands=history_commands(env, records[w.target]) + w.commands)
+        if w.target in records
+        else w
+        for w in planned.work
+    )
+    return replace(planned, work=work)
 
 
 def _failure_text(step: str, failed: list[Outcome]) -> str:
@@ -225,8 +244,17 @@ def release(
     with connect(env) as transports:
         states = read_states(env, transports)
         previous = {name: state.current for name, state in states.items() if state.current}
+        ready = frozenset(
+            name for name, state in states.items() if state.venv_ready(info.requirements_hash)
+        )
         plan = build_plan(
-            env, "release", source=source, release=info, previous=previous, gate_skips=list(skips)
+            env,
+            "release",
+            source=source,
+            release=info,
+            previous=previous,
+            gate_skips=list(skips),
+            ready_hosts=ready,
         )
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {})
@@ -238,63 +266,84 @@ def release(
             "at": info.created_at,
         }
         warnings: list[str] = []
-        for planned in schedule(plan, batch_size):
-            outcomes = run.step(planned)
-            failed = [o for o in outcomes if not o.ok]
-            if planned.step.name == "gate":
-                gate, blocking = _gate_result(env, outcomes, skips, reporter, info.created_by)
-                base["gate"] = gate
-                failed = [o for o in outcomes if o.target in blocking] or failed
-            if not failed and planned.step.name == stop_after:
-                _abort(plan, run)
-                reporter.finished(True, f"{stop_after} passed; the candidate release was removed")
-                return info
-            if not failed:
-                continue
-            reason = _failure_text(planned.step.name, failed)
-            if planned.step.name == "gate":
-                reason = "readiness gate failed: " + base["gate"]["summary"]
-            if planned.step.phase == "finish":
-                # The release is live and verified: report, undo nothing.
-                warnings.append(reason)
-                reporter.message(f"warning: {reason}")
-                continue
-            if planned.step.phase == "prepare":
-                _abort(plan, run)
-                _record(
-                    env,
-                    transports,
-                    {
-                        h.name: {
-                            **base,
-                            "outcome": "aborted",
-                            "step": planned.step.name,
-                            "reason": reason,
-                            "steps": run.durations,
-                        }
-                        for h in env.hosts
-                    },
-                )
-                reporter.finished(False, f"release {info.release_id} aborted before switch")
-                raise ReleaseFailed(
-                    f"{reason}\nNothing live changed: the release was removed from every host."
-                )
-            _roll_back_after_failure(env, run, info, previous, reason, base, source, batch_size)
-        duration = round(time.monotonic() - started, 3)
-        _record(
-            env,
-            transports,
-            {
-                h.name: {
-                    **base,
-                    "outcome": "released",
-                    "previous": previous.get(h.name),
-                    "duration": duration,
-                    "steps": run.durations,
+        recorded: set[str] = set()
+        for group in _groups(plan, batch_size):
+            if any(p.step.name == "cleanup" for p in group):
+                # Verified and live: the record goes in with cleanup's own script.
+                records = {
+                    h.name: {
+                        **base,
+                        "outcome": "released",
+                        "previous": previous.get(h.name),
+                        "duration": round(time.monotonic() - started, 3),
+                        "steps": dict(run.durations),
+                    }
+                    for h in env.hosts
                 }
-                for h in env.hosts
-            },
-        )
+                group = [
+                    _with_record(p, env, records) if p.step.name == "cleanup" else p for p in group
+                ]
+                recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
+            for planned, outcomes in zip(group, run.group(group), strict=True):
+                failed = [o for o in outcomes if not o.ok]
+                if planned.step.name == "gate":
+                    gate, blocking = _gate_result(env, outcomes, skips, reporter, info.created_by)
+                    base["gate"] = gate
+                    failed = [o for o in outcomes if o.target in blocking] or failed
+                if not failed and planned.step.name == stop_after:
+                    _abort(plan, run)
+                    reporter.finished(
+                        True, f"{stop_after} passed; the candidate release was removed"
+                    )
+                    return info
+                if not failed:
+                    continue
+                reason = _failure_text(planned.step.name, failed)
+                if planned.step.name == "gate":
+                    reason = "readiness gate failed: " + base["gate"]["summary"]
+                if planned.step.phase == "finish":
+                    # The release is live and verified: report, undo nothing.
+                    warnings.append(reason)
+                    reporter.message(f"warning: {reason}")
+                    continue
+                if planned.step.phase == "prepare":
+                    _abort(plan, run)
+                    _record(
+                        env,
+                        transports,
+                        {
+                            h.name: {
+                                **base,
+                                "outcome": "aborted",
+                                "step": planned.step.name,
+                                "reason": reason,
+                                "steps": run.durations,
+                            }
+                            for h in env.hosts
+                        },
+                    )
+                    reporter.finished(False, f"release {info.release_id} aborted before switch")
+                    raise ReleaseFailed(
+                        f"{reason}\nNothing live changed: the release was removed from every host."
+                    )
+                _roll_back_after_failure(env, run, info, previous, reason, base, source, batch_size)
+        unrecorded = {h.name for h in env.hosts} - recorded
+        if warnings or unrecorded:
+            _record(
+                env,
+                transports,
+                {
+                    h.name: {
+                        **base,
+                        "outcome": "released",
+                        "previous": previous.get(h.name),
+                        "steps": run.durations,
+                        "warnings": warnings,
+                    }
+                    for h in env.hosts
+                    if h.name in unrecorded or warnings
+                },
+            )
     reporter.finished(True, f"released {info.release_id} to {env.name}")
     return info
 
@@ -375,9 +424,11 @@ def _roll_back_after_failure(
     run.reporter.message("rolling every host back to the release it served before")
     plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
     rollback_failed: list[Outcome] = []
-    for planned in schedule(plan, batch_size):
-        outcomes = execute_step(planned, transports, run.reporter, env.max_parallel)
-        rollback_failed.extend(o for o in outcomes if not o.ok)
+    for group in _groups(plan, batch_size):
+        for outcomes in execute_group(group, transports, run.reporter, env.max_parallel):
+            rollback_failed.extend(o for o in outcomes if not o.ok)
+            if rollback_failed:
+                break
         if rollback_failed:
             break
     outcome = "rolled_back" if not rollback_failed else "rollback_failed"
@@ -427,8 +478,11 @@ def rollback(
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {})
         failed: list[Outcome] = []
-        for planned in schedule(plan, batch_size):
-            failed = [o for o in run.step(planned) if not o.ok]
+        for group in _groups(plan, batch_size):
+            for outcomes in run.group(group):
+                failed = [o for o in outcomes if not o.ok]
+                if failed:
+                    break
             if failed:
                 break
         record_base = {"action": "rollback", "by": info.created_by, "at": info.created_at}

@@ -317,6 +317,7 @@ def build_plan(
     previous: Mapping[str, str] | None = None,
     per_host_release: Mapping[str, str] | None = None,
     gate_skips: Sequence[str] = (),
+    ready_hosts: frozenset[str] = frozenset(),
 ) -> Plan:
     """A plan for a real run (``release`` given) or for the runbook (``release`` None).
 
@@ -378,6 +379,8 @@ def build_plan(
                             skip_if=render_command(u.skip_if, values) if u.skip_if else None,
                         )
                         for u in step.uploads
+                        # Known from the host's state: what it already has is not sent.
+                        if not (u.skip_if and host.name in ready_hosts)
                     ),
                     verify=_expand(step.verify, host, values),
                     undo=_expand(step.undo, host, values),

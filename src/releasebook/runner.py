@@ -1,22 +1,32 @@
-"""Execute one planned step: its hosts in parallel, every outcome collected, no decision.
+"""Execute planned steps: hosts in parallel, every outcome collected, no decision.
 
-A host's commands for a step go in as one script (one round trip); uploads are skipped
-where their ``skip_if`` test passes on the host. The caller decides what a failure means.
+Round trips are the cost to save, so consecutive host steps of the same phase are fused:
+each host gets one script for the whole group, with a marker line before each step on
+stdout and stderr, and the output is split back per step. A step with ``barrier`` starts
+a new group (every host finishes what came before it first), and so do controller steps,
+steps that run once, and a change of phase. Uploads go first, over one SFTP session.
+The caller decides what a failure means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from releasebook.health import wait_ready
 from releasebook.plan import HostWork, PlannedStep
+from releasebook.quoting import quote
 from releasebook.reporting import Reporter
 from releasebook.transport import Result, Transport
 
 SCRIPT_HEADER = "set -eu"
+MARK = "@@releasebook-step"
+NOT_RUN = -2
 
 
 @dataclass(frozen=True)
@@ -70,25 +80,155 @@ def _outcome(step: str, target: str, result: Result, extra: float) -> Outcome:
     )
 
 
+def fuse(
+    order: list[PlannedStep], *, keep_apart: frozenset[str] = frozenset()
+) -> list[list[PlannedStep]]:
+    """Group consecutive steps that can share one script per host."""
+    groups: list[list[PlannedStep]] = []
+    for planned in order:
+        if groups and _joins(groups[-1][-1], planned, keep_apart):
+            groups[-1].append(planned)
+        else:
+            groups.append([planned])
+    return groups
+
+
+def _joins(before: PlannedStep, step: PlannedStep, keep_apart: frozenset[str]) -> bool:
+    a, b = before.step, step.step
+    return (
+        a.where == b.where == "hosts"
+        and a.phase == b.phase
+        and not (a.once or b.once or b.barrier)
+        and not {a.name, b.name} & keep_apart
+    )
+
+
+def execute_group(
+    group: list[PlannedStep],
+    transports: Mapping[str, Transport],
+    reporter: Reporter,
+    max_parallel: int,
+) -> list[list[Outcome]]:
+    """Run a fused group; return each step's outcomes, in the group's order."""
+    for planned in group:
+        reporter.step_started(planned)
+    if len(group) == 1 and group[0].step.where == "controller":
+        name = group[0].step.name
+        per_host = _parallel(
+            [partial(_run_one, name, w, transports[w.target]) for w in group[0].work],
+            max_parallel,
+        )
+    else:
+        targets = list(dict.fromkeys(w.target for p in group for w in p.work))
+        per_host = _parallel(
+            [partial(_run_fused, group, t, transports[t]) for t in targets], max_parallel
+        )
+    results: list[list[Outcome]] = []
+    for planned in group:
+        outcomes = [o for host in per_host for o in host if o.step == planned.step.name]
+        for outcome in outcomes:
+            reporter.host_finished(planned, outcome)
+        results.append(outcomes)
+    return results
+
+
 def execute_step(
     planned: PlannedStep,
     transports: Mapping[str, Transport],
     reporter: Reporter,
     max_parallel: int,
 ) -> list[Outcome]:
-    reporter.step_started(planned)
-    work = planned.work
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(work)))) as pool:
-        futures = [
-            pool.submit(_run_work, planned.step.name, item, transports[item.target])
-            for item in work
-        ]
-        outcomes = []
-        for future in futures:
-            outcome = future.result()
-            reporter.host_finished(planned, outcome)
-            outcomes.append(outcome)
+    return execute_group([planned], transports, reporter, max_parallel)[0]
+
+
+def _parallel(jobs: list[Callable[[], list[Outcome]]], max_parallel: int) -> list[list[Outcome]]:
+    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(jobs) or 1))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+
+
+def _run_one(step: str, work: HostWork, transport: Transport) -> list[Outcome]:
+    return [_run_work(step, work, transport)]
+
+
+def _run_fused(group: list[PlannedStep], target: str, transport: Transport) -> list[Outcome]:
+    works = [(p.step.name, w) for p in group for w in p.work if w.target == target]
+    names = [name for name, _ in works]
+    started = time.monotonic()
+    try:
+        for _, work in works:
+            for upload in work.uploads:
+                if upload.skip_if is not None and transport.run(upload.skip_if).ok:
+                    continue
+                transport.put(Path(str(upload.local)), str(upload.remote))
+        parts = [(name, w.commands + w.verify) for name, w in works]
+        if not any(commands for _, commands in parts):
+            elapsed = time.monotonic() - started
+            return [Outcome(name, target, True, 0, "", elapsed) for name in names]
+        result = transport.run(_fused_script(parts))
+    except Exception as exc:  # a lost connection is a failed step on that host, not a crash
+        failed = Outcome(
+            names[0],
+            target,
+            False,
+            -1,
+            f"{type(exc).__name__}: {exc}",
+            time.monotonic() - started,
+        )
+        return [failed, *(_not_run(name, target) for name in names[1:])]
+    return _split(names, target, result)
+
+
+def _fused_script(parts: list[tuple[str, tuple[str, ...]]]) -> str:
+    lines = [SCRIPT_HEADER]
+    for name, commands in [*parts, ("", ())]:
+        marker = quote(f"{MARK} {name or '-'}")
+        lines.append(f"printf '%s %s\\n' {marker} \"$(date +%s.%N)\"; printf '%s\\n' {marker} >&2")
+        lines.extend(commands)
+    return "\n".join(lines) + "\n"
+
+
+def _sections(text: str) -> tuple[dict[str, list[str]], dict[str, float]]:
+    sections: dict[str, list[str]] = {}
+    stamps: dict[str, float] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARK + " "):
+            name, _, stamp = line[len(MARK) + 1 :].partition(" ")
+            current = sections.setdefault(name, [])
+            if stamp:
+                with contextlib.suppress(ValueError):
+                    stamps[name] = float(stamp)
+            continue
+        if current is not None:
+            current.append(line)
+    return sections, stamps
+
+
+def _split(names: list[str], target: str, result: Result) -> list[Outcome]:
+    out, stamps = _sections(result.stdout)
+    err, _ = _sections(result.stderr)
+    ran = [name for name in names if name in out]
+    outcomes: list[Outcome] = []
+    for index, name in enumerate(names):
+        if name not in out:
+            outcomes.append(_not_run(name, target))
+            continue
+        following = names[index + 1] if index + 1 < len(names) else "-"
+        end = stamps.get(following if following in stamps else "-")
+        duration = (end - stamps[name]) if end and name in stamps else result.duration
+        finished = name != ran[-1] or "-" in out
+        stdout = "\n".join(out[name]) + ("\n" if out[name] else "")
+        stderr = "\n".join(err.get(name, []))
+        section = Result(0 if finished else result.exited, stdout, stderr, duration)
+        outcomes.append(
+            Outcome(name, target, section.ok, section.exited, section.tail(), duration, stdout)
+        )
     return outcomes
+
+
+def _not_run(name: str, target: str) -> Outcome:
+    return Outcome(name, target, False, NOT_RUN, "not run: an earlier step failed here", 0.0)
 
 
 def run_scripts(

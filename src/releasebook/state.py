@@ -35,6 +35,11 @@ class HostState:
     current: str | None
     releases: tuple[str, ...]
     history: tuple[dict[str, Any], ...] = field(default=())
+    venvs: tuple[str, ...] = ()  # requirements hashes with a complete virtualenv
+    tools_ready: bool = False  # supervisord and uv are installed
+
+    def venv_ready(self, requirements_hash: str) -> bool:
+        return self.tools_ready and requirements_hash in self.venvs
 
     def bad_releases(self) -> set[str]:
         return {
@@ -64,6 +69,11 @@ def probe_commands(env: Environment) -> tuple[str, ...]:
         "if [ -d releases ]; then ls -1 releases | sed 's/^/release=/'; fi",
         "if [ -f .releasebook/history.jsonl ]; then "
         "tail -n 200 .releasebook/history.jsonl | sed 's/^/history=/'; fi",
+        "for done in venvs/*/.complete; do "
+        'if [ -e "$done" ]; then printf \'venv=%s\\n\' "$(basename "$(dirname "$done")")"; fi; '
+        "done",
+        "if [ -x .releasebook/tools/bin/supervisord ] && [ -x .releasebook/tools/bin/uv ]; then "
+        "echo tools=ready; fi",
     )
 
 
@@ -71,12 +81,18 @@ def parse_probe(host: str, output: str) -> HostState:
     current: str | None = None
     releases: list[str] = []
     history: list[dict[str, Any]] = []
+    venvs: list[str] = []
+    tools_ready = False
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "current" and value:
             current = value
         elif key == "release" and RELEASE_ID.match(value):
             releases.append(value)
+        elif key == "venv":
+            venvs.append(value)
+        elif key == "tools":
+            tools_ready = value == "ready"
         elif key == "history":
             try:
                 record = json.loads(value)
@@ -84,7 +100,9 @@ def parse_probe(host: str, output: str) -> HostState:
                 continue
             if isinstance(record, dict):
                 history.append(record)
-    return HostState(host, current, tuple(sorted(releases)), tuple(history))
+    return HostState(
+        host, current, tuple(sorted(releases)), tuple(history), tuple(venvs), tools_ready
+    )
 
 
 def history_commands(env: Environment, record: dict[str, Any]) -> tuple[str, ...]:

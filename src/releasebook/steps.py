@@ -57,6 +57,7 @@ class Step:
     verify: tuple[Cmd, ...] = ()
     verify_text: str = ""
     reports: bool = False  # its stdout is a report the caller parses and shows
+    barrier: bool = False  # every host finishes the steps before it before it starts
     undo: tuple[Cmd, ...] = ()
     undo_text: str = ""
 
@@ -283,6 +284,7 @@ GATE = Step(
 MIGRATE = Step(
     name="migrate",
     title="Apply database migrations",
+    barrier=True,
     why=(
         "Runs once, on the migrate host, before any traffic reaches the new code. The old "
         "release keeps serving meanwhile, so migrations must be backward compatible with "
@@ -325,6 +327,7 @@ COLLECTSTATIC = Step(
 SWITCH = Step(
     name="switch",
     title="Switch `current` to the release",
+    barrier=True,
     why=(
         "Makes the release live with one atomic rename: a new symlink is created beside "
         "`current` and moved over it, so there is no instant without a `current`. From "

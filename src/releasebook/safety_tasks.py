@@ -1,0 +1,140 @@
+"""Invoke tasks for the safety features: ``unlock``, ``history`` and ``hosts``.
+
+Exit codes beyond those of ``releasebook.tasks``: 1 when an unlock is declined,
+4 when the environment is locked (``lock.LockHeld``), 5 when a host key CHANGED
+(``hostkeys.HostKeyChanged``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json as jsonlib
+import socket
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from releasebook import deploy, hostkeys
+from releasebook.errors import HostUnreachable, UsageError
+from releasebook.history import format_history, read_history
+from releasebook.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
+from releasebook.lock import LockInfo, break_lock, iso, read_locks
+from releasebook.tasks import _errors_to_exit, _load
+
+
+def _ask(question: str) -> bool:
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:  # no terminal to answer from
+        print()
+        return False
+
+
+def _holder(info: LockInfo) -> dict[str, Any]:
+    return {k: v for k, v in asdict(info).items() if k != "token"}
+
+
+@task(
+    help={
+        "env": "inventory whose lock to break: inventories/<env>.yml",
+        "yes": "break it without asking (check first that its holder is gone)",
+    }
+)
+@_errors_to_exit
+def unlock(c: Context, env: str = "", yes: bool = False) -> None:
+    """Show who holds the environment lock on each host, then break it."""
+    environment = _load(env)
+    with deploy.connect(environment) as transports:
+        locks = read_locks(environment, transports)
+        now = time.time()
+        for host, info in locks.items():
+            print(f"{host}: " + (info.describe(now) if info else "not locked"))
+        if not any(locks.values()):
+            print(f"{environment.name} is not locked")
+            return
+        active = [h for h, info in locks.items() if info and not info.stale(now)]
+        if active:
+            print(
+                f"warning: the lease is active on {', '.join(active)}: that run may still be going"
+            )
+        if not yes and not _ask("Break the lock on every host?"):
+            raise Exit("releasebook: the lock was left in place", code=1)
+        broken = break_lock(environment, transports)
+        base = {
+            "action": "unlock",
+            "by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "at": iso(now),
+            "outcome": "unlocked",
+        }
+        deploy._record(
+            environment,
+            transports,
+            {host: {**base, "holder": _holder(info)} for host, info in broken.items() if info},
+        )
+    print(f"unlocked {environment.name} on " + ", ".join(h for h, i in broken.items() if i))
+
+
+@task(
+    help={
+        "env": "inventory whose history to show: inventories/<env>.yml",
+        "limit": "records read from each host (newest)",
+        "json": "print each host's records as JSON",
+    }
+)
+@_errors_to_exit
+def history(c: Context, env: str = "", limit: int = 20, json: bool = False) -> None:
+    """Show the releases, rollbacks and unlocks recorded on the hosts, newest first."""
+    if limit < 1:
+        raise UsageError("--limit: expected a positive number")
+    environment = _load(env)
+    with deploy.connect(environment) as transports:
+        histories = read_history(environment, transports, limit=limit)
+    if json:
+        sys.stdout.write(jsonlib.dumps(histories, indent=2, sort_keys=True) + "\n")
+        return
+    print(format_history(histories))
+
+
+@task(
+    help={
+        "env": "inventory whose hosts to check: inventories/<env>.yml",
+        "trust": "offer to add NEW host keys to the inventory's known_hosts file",
+        "yes": "with --trust: add every NEW key without asking (changed keys never)",
+    }
+)
+@_errors_to_exit
+def hosts(c: Context, env: str = "", trust: bool = False, yes: bool = False) -> None:
+    """Check every host's SSH key against known_hosts; with --trust, add NEW ones."""
+    if yes and not trust:
+        raise UsageError("--yes goes with --trust")
+    environment = _load(env)
+    statuses = hostkeys.scan(environment)
+    print(format_scan(statuses, environment.name))
+    if trust:
+
+        def confirm(status: KeyStatus) -> bool:
+            assert status.key is not None  # only NEW keys are offered
+            return yes or _ask(f"{status.host} ({fingerprint(status.key)}): Trust this key?")
+
+        for written in hostkeys.trust(environment, statuses, confirm=confirm):
+            print(f"added {written.host} to {written.known_hosts}")
+    elif any(s.status == "new" for s in statuses):
+        print(f"add NEW keys after checking them: inv hosts --trust --env={environment.name}")
+    _fail_on(statuses)
+
+
+def _fail_on(statuses: list[KeyStatus]) -> None:
+    changed = [s.host for s in statuses if s.status == "changed"]
+    if changed:
+        raise HostKeyChanged("host key CHANGED on " + ", ".join(changed) + "; nothing replaced")
+    unreachable = [s.host for s in statuses if s.status == "unreachable"]
+    if unreachable:
+        raise HostUnreachable("cannot fetch the host key of " + ", ".join(unreachable))
+
+
+SAFETY_TASKS = (unlock, history, hosts)
