@@ -40,6 +40,7 @@ from releasebook.errors import (
     UsageError,
 )
 from releasebook.inventory import Environment
+from releasebook.lock import LockInfo, environment_lock, release_commands
 from releasebook.plan import (
     TOOLS_REQUIREMENTS,
     Plan,
@@ -158,10 +159,11 @@ def connect(env: Environment) -> Iterator[dict[str, Transport]]:
             transport.close()
 
 
-def read_states(env: Environment, transports: Mapping[str, Transport]) -> dict[str, HostState]:
-    results = run_scripts(
-        {h.name: probe_commands(env) for h in env.hosts}, transports, env.max_parallel
-    )
+def read_states(
+    env: Environment, transports: Mapping[str, Transport], hosts: list[str] | None = None
+) -> dict[str, HostState]:
+    names = hosts if hosts is not None else [h.name for h in env.hosts]
+    results = run_scripts(dict.fromkeys(names, probe_commands(env)), transports, env.max_parallel)
     states: dict[str, HostState] = {}
     for name, result in results.items():
         if isinstance(result, Exception) or not result.ok:
@@ -169,6 +171,37 @@ def read_states(env: Environment, transports: Mapping[str, Transport]) -> dict[s
             raise HostUnreachable(f"{name}: cannot read the deploy state: {detail}")
         states[name] = parse_probe(name, result.stdout)
     return states
+
+
+@contextmanager
+def _locked(
+    env: Environment,
+    transports: Mapping[str, Transport],
+    command: str,
+    release_id: str,
+    wait: float,
+) -> Iterator[tuple[dict[str, HostState], LockInfo, set[str]]]:
+    """Hold the environment lock; the hosts' state is read in the same round trip.
+
+    Yields the states, the lock, and a set to which the caller adds the hosts whose lock
+    it released in its own last script."""
+    probed: dict[str, str] = {}
+    released: set[str] = set()
+    with environment_lock(
+        env,
+        transports,
+        command=command,
+        release_id=release_id,
+        wait=wait,
+        probe=probe_commands(env),
+        probed=probed,
+        released=released,
+    ) as lock:
+        states = {name: parse_probe(name, output) for name, output in probed.items()}
+        missing = [h.name for h in env.hosts if h.name not in states]
+        if missing:  # local hosts sharing this machine share one lock
+            states.update(read_states(env, transports, missing))
+        yield states, lock, released
 
 
 def _record(
@@ -205,11 +238,15 @@ def _groups(plan: Plan, batch_size: int | None) -> list[list[PlannedStep]]:
 
 
 def _with_record(
-    planned: PlannedStep, env: Environment, records: Mapping[str, dict[str, Any]]
+    planned: PlannedStep,
+    env: Environment,
+    records: Mapping[str, dict[str, Any]],
+    unlock: tuple[str, ...],
 ) -> PlannedStep:
-    """The step with each host's history record appended first: no extra round trip."""
+    """The last step, carrying each host's history record (first) and the lock's release
+    (last, once the step itself is done): no extra round trips."""
     work = tuple(
-        replace(w, commands=history_commands(env, records[w.target]) + w.commands)
+        replace(w, commands=history_commands(env, records[w.target]) + w.commands + unlock)
         if w.target in records
         else w
         for w in planned.work
@@ -233,6 +270,7 @@ def release(
     batch_size: int | None = None,
     skips: Mapping[str, str] | None = None,
     stop_after: str | None = None,
+    lock_wait: float = 0,
 ) -> ReleaseInfo:
     """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
     ``stop_after`` names a step before ``switch`` after which the candidate is removed
@@ -241,8 +279,11 @@ def release(
     info = new_release(env, source, reporter)
     skips = dict(skips or {})
     started = time.monotonic()
-    with connect(env) as transports:
-        states = read_states(env, transports)
+    command = "preflight" if stop_after else "release"
+    with (
+        connect(env) as transports,
+        _locked(env, transports, command, info.release_id, lock_wait) as (states, lock, released),
+    ):
         previous = {name: state.current for name, state in states.items() if state.current}
         ready = frozenset(
             name for name, state in states.items() if state.venv_ready(info.requirements_hash)
@@ -281,11 +322,16 @@ def release(
                     for h in env.hosts
                 }
                 group = [
-                    _with_record(p, env, records) if p.step.name == "cleanup" else p for p in group
+                    _with_record(p, env, records, release_commands(env, lock.token))
+                    if p.step.name == "cleanup"
+                    else p
+                    for p in group
                 ]
                 recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
             for planned, outcomes in zip(group, run.group(group), strict=True):
                 failed = [o for o in outcomes if not o.ok]
+                if planned.step.name == "cleanup":
+                    released.update(o.target for o in outcomes if o.ok)
                 if planned.step.name == "gate":
                     gate, blocking = _gate_result(env, outcomes, skips, reporter, info.created_by)
                     base["gate"] = gate
@@ -458,13 +504,16 @@ def rollback(
     to: str | None = None,
     source: Source | None = None,
     batch_size: int | None = None,
+    lock_wait: float = 0,
 ) -> str:
     if to is not None:
         validate_release_id(to)
     source = source or find_source(env)
     started = time.monotonic()
-    with connect(env) as transports:
-        states = read_states(env, transports)
+    with (
+        connect(env) as transports,
+        _locked(env, transports, "rollback", to or "", lock_wait) as (states, _, _),
+    ):
         targets = _rollback_targets(states, to)
         target_id = next(iter(set(targets.values())))
         info = ReleaseInfo(

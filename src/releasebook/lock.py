@@ -154,13 +154,17 @@ def _show_commands(env: Environment) -> tuple[str, ...]:
     )
 
 
-def _acquire_commands(env: Environment, info: LockInfo) -> tuple[str, ...]:
+def _acquire_commands(
+    env: Environment, info: LockInfo, probe: tuple[str, ...] = ()
+) -> tuple[str, ...]:
     path = quote(lock_dir(env))
     write = " && ".join(_write_info(env, info))
+    # The caller's probe runs in the same round trip, once the lock is ours.
+    then = f"( {'; '.join(probe)} ); exit 0" if probe else "exit 0"
     return (
         f"mkdir -p {quote(lock_dir(env).parent)}",
         f"if mkdir {path} 2>/dev/null; then",
-        f"  if {write}; then echo state=acquired; exit 0; fi",
+        f"  if {write}; then echo state=acquired; {then}; fi",
         f"  rm -rf {path}",
         "  echo 'cannot write the lock info' >&2; exit 1",
         "fi",
@@ -184,7 +188,8 @@ def _remove(env: Environment) -> tuple[str, ...]:
     return (f"mv {quote(lock_dir(env))} {gone}", f"rm -rf {gone}")
 
 
-def _release_commands(env: Environment, token: str) -> tuple[str, ...]:
+def release_commands(env: Environment, token: str) -> tuple[str, ...]:
+    """Release the lock if ``token`` holds it: for a caller's own last script on a host."""
     return _if_ours(env, token, _remove(env), "released")
 
 
@@ -265,7 +270,7 @@ def _release(
     problems: list[str] = []
     try:
         results = run_scripts(
-            dict.fromkeys(hosts, _release_commands(env, token)), transports, env.max_parallel
+            dict.fromkeys(hosts, release_commands(env, token)), transports, env.max_parallel
         )
     except Exception as exc:
         results = dict.fromkeys(hosts, exc)
@@ -281,12 +286,17 @@ def _release(
 
 
 def _try_acquire(
-    env: Environment, transports: Mapping[str, Transport], hosts: list[str], info: LockInfo
+    env: Environment,
+    transports: Mapping[str, Transport],
+    hosts: list[str],
+    info: LockInfo,
+    probe: tuple[str, ...] = (),
+    probed: dict[str, str] | None = None,
 ) -> dict[str, LockInfo | None]:
     """Take the lock on every host, or on none: returns the holders that refused it."""
     try:
         results = run_scripts(
-            dict.fromkeys(hosts, _acquire_commands(env, info)), transports, env.max_parallel
+            dict.fromkeys(hosts, _acquire_commands(env, info, probe)), transports, env.max_parallel
         )
     except BaseException:  # interrupted mid-way: some hosts may have it
         _release(env, transports, hosts, info.token)
@@ -301,6 +311,8 @@ def _try_acquire(
         state, holder = _parse(result)
         if state == "acquired":
             got.append(host)
+            if probed is not None:
+                probed[host] = result.stdout
         else:
             held[host] = holder
     if (held or errors) and got:
@@ -367,14 +379,22 @@ def environment_lock(
     command: str,
     release_id: str,
     wait: float = 0,
-    lease: float = 60,
-    renew_every: float = 15,
+    lease: float = 300,
+    renew_every: float = 60,
+    probe: tuple[str, ...] = (),
+    probed: dict[str, str] | None = None,
+    released: set[str] | None = None,
 ) -> Iterator[LockInfo]:
     """Hold the environment lock on every host for the block, renewing its lease.
 
     Raises :class:`LockHeld` when another run holds it on any host (after polling for up
     to ``wait`` seconds). On leaving the block, however it is left, the lock is released
     where this run still holds it; problems releasing it are logged, not raised.
+
+    To save round trips, ``probe`` commands run right after the lock is taken, in the
+    same script, their output going to ``probed`` by host; and hosts the caller added to
+    ``released`` (having run :func:`release_commands` in its own last script) are not
+    visited again. The lease outlives a typical release, so most runs never renew it.
     """
     if not 0 < renew_every < lease:
         raise ValueError(f"renew_every ({renew_every}) must be positive and below lease ({lease})")
@@ -393,7 +413,7 @@ def environment_lock(
             token=token,
             lease_until=now + lease,
         )
-        holders = _try_acquire(env, transports, hosts, info)
+        holders = _try_acquire(env, transports, hosts, info, probe, probed)
         if not holders:
             break
         remaining = deadline - time.monotonic()
@@ -406,4 +426,5 @@ def environment_lock(
         yield info
     finally:
         renewer.stop()
-        _release(env, transports, [h for h in hosts if h not in renewer.lost], token)
+        done = released or set()
+        _release(env, transports, [h for h in hosts if h not in renewer.lost | done], token)

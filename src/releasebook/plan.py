@@ -317,12 +317,14 @@ def build_plan(
     previous: Mapping[str, str] | None = None,
     per_host_release: Mapping[str, str] | None = None,
     gate_skips: Sequence[str] = (),
-    ready_hosts: frozenset[str] = frozenset(),
+    ready_hosts: frozenset[str] | None = None,
 ) -> Plan:
     """A plan for a real run (``release`` given) or for the runbook (``release`` None).
 
     For a rollback, ``release`` names the release to go back to. ``previous`` maps each
     host to the release that was live before this run (cleanup never removes it).
+    ``ready_hosts``, when the hosts' state is known, names those that already have the
+    virtualenv for these requirements: they are sent no wheels, the others are.
     """
     steps = RELEASE_STEPS if kind == "release" else ROLLBACK_STEPS
     base: Path | None
@@ -376,11 +378,15 @@ def build_plan(
                         PlannedUpload(
                             local=_plus(_path(values[u.local]), u.suffix),
                             remote=_plus(_path(values[u.remote]), u.suffix),
-                            skip_if=render_command(u.skip_if, values) if u.skip_if else None,
+                            # Decided on the host at run time only when its state is unknown.
+                            skip_if=(
+                                render_command(u.skip_if, values)
+                                if u.skip_if and ready_hosts is None
+                                else None
+                            ),
                         )
                         for u in step.uploads
-                        # Known from the host's state: what it already has is not sent.
-                        if not (u.skip_if and host.name in ready_hosts)
+                        if not (u.skip_if and ready_hosts is not None and host.name in ready_hosts)
                     ),
                     verify=_expand(step.verify, host, values),
                     undo=_expand(step.undo, host, values),

@@ -17,7 +17,7 @@ from typing import Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 from releasebook import deploy, hostkeys
 from releasebook.errors import HostUnreachable, UsageError
@@ -137,4 +137,4 @@ def _fail_on(statuses: list[KeyStatus]) -> None:
         raise HostUnreachable("cannot fetch the host key of " + ", ".join(unreachable))
 
 
-SAFETY_TASKS = (unlock, history, hosts)
+SAFETY_TASKS: tuple[Task[Any], ...] = (unlock, history, hosts)

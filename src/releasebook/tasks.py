@@ -106,6 +106,7 @@ REASON_HELP = "why the checks given with --skip are skipped (recorded with your 
         "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
+        "wait": "if another run holds the lock, wait up to this many seconds for it",
     },
 )
 @_errors_to_exit
@@ -117,6 +118,7 @@ def release(
     batch_size: str = "",
     skip: list[str] | None = None,
     reason: str = "",
+    wait: float = 0,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
     environment = _load(env)
@@ -126,7 +128,7 @@ def release(
     if dry_run:
         print_plan(deploy.plan_only(environment, "release", reporter))
         return
-    deploy.release(environment, reporter, batch_size=batch, skips=skips)
+    deploy.release(environment, reporter, batch_size=batch, skips=skips, lock_wait=wait)
     web = environment.hosts_with("web")
     if web and not json:
         print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
@@ -157,16 +159,22 @@ def preflight(
         "to": "release id to go back to (default: the newest good one before the live one)",
         "json": "machine-readable events, one JSON object per line",
         "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
+        "wait": "if another run holds the lock, wait up to this many seconds for it",
     }
 )
 @_errors_to_exit
 def rollback(
-    c: Context, env: str = "", to: str = "", json: bool = False, batch_size: str = ""
+    c: Context,
+    env: str = "",
+    to: str = "",
+    json: bool = False,
+    batch_size: str = "",
+    wait: float = 0,
 ) -> None:
     """Switch every host back to an earlier release, restart and verify."""
     environment = _load(env)
     batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
-    deploy.rollback(environment, _reporter(json), to=to or None, batch_size=batch)
+    deploy.rollback(environment, _reporter(json), to=to or None, batch_size=batch, lock_wait=wait)
 
 
 @task(
@@ -251,4 +259,7 @@ def _json_dumps(value: object) -> str:
     return jsonlib.dumps(value, indent=2, sort_keys=True)
 
 
-namespace = Collection(release, rollback, runbook, status, preflight)
+# Imported last: these tasks use the helpers above.
+from releasebook.safety_tasks import SAFETY_TASKS  # noqa: E402
+
+namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
