@@ -24,7 +24,7 @@ from releasebook.errors import HostUnreachable, UsageError
 from releasebook.history import format_history, read_history
 from releasebook.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
 from releasebook.lock import LockInfo, break_lock, iso, read_locks
-from releasebook.tasks import _errors_to_exit, _load
+from releasebook.taskkit import _errors_to_exit, _load
 
 
 def _ask(question: str) -> bool:

@@ -2,18 +2,14 @@
 
 Exit codes: 0 ok; 1 the release failed (nothing live changed, or every host was rolled
 back and verified) or a host was unreachable; 2 bad input (inventory, flags, ids);
-3 a rollback failed and hosts need attention.
+3 a rollback failed and hosts need attention; 4 the environment is locked by another
+run; 5 a host's SSH key changed.
 """
 
 from __future__ import annotations
 
-import functools
 import json as jsonlib
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -23,48 +19,12 @@ from invoke.tasks import task
 from releasebook import deploy
 from releasebook.batches import parse_batch_size
 from releasebook.checks.command import validate_skips
-from releasebook.errors import ReleasebookError, UsageError
-from releasebook.inventory import Environment, load_environment
+from releasebook.errors import UsageError
+from releasebook.inventory import load_environment
 from releasebook.plan import Plan
 from releasebook.render import render_all
-from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def project_root() -> Path:
-    """RELEASEBOOK_ROOT, else the nearest directory upwards holding ``inventories/``."""
-    configured = os.environ.get("RELEASEBOOK_ROOT")
-    if configured:
-        return Path(configured).resolve()
-    here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "inventories").is_dir():
-            return candidate
-    raise UsageError(
-        f"no inventories/ directory in {here} or above; run from a releasebook project"
-    )
-
-
-def _reporter(as_json: bool) -> Reporter:
-    return JsonReporter() if as_json else ConsoleReporter()
-
-
-def _errors_to_exit(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ReleasebookError as exc:
-            raise Exit(f"releasebook: {exc}", code=exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _load(env: str) -> Environment:
-    if not env:
-        raise UsageError("--env is required (one of the files in inventories/)")
-    return load_environment(env, project_root())
+from releasebook.safety_tasks import SAFETY_TASKS
+from releasebook.taskkit import _errors_to_exit, _load, _reporter, project_root
 
 
 def print_plan(plan: Plan) -> None:
@@ -258,8 +218,5 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
 def _json_dumps(value: object) -> str:
     return jsonlib.dumps(value, indent=2, sort_keys=True)
 
-
-# Imported last: these tasks use the helpers above.
-from releasebook.safety_tasks import SAFETY_TASKS  # noqa: E402
 
 namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
