@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,16 @@ def _deps(request):  # type: ignore[no-untyped-def]
 
 
 urlpatterns += [path("deps", _deps)]  # noqa: F821
+"""
+SLOW_TASK = """
+
+@shared_task
+def slow_note(seconds: float, text: str) -> None:
+    import time
+
+    Note.objects.create(text=text + ":started")
+    time.sleep(seconds)
+    Note.objects.create(text=text + ":finished")
 """
 
 
@@ -80,12 +91,14 @@ def project(
         fleet,
         database_url=database,
         broker_url="redis://127.0.0.1:6379/8",
-        timeout=30,
+        timeout=20,
         roles=ROLES,
     )
     project = make_project(tmp_path_factory.mktemp("fleet"), inventory)
     urls = project.root / "example" / "config" / "urls.py"
     urls.write_text(urls.read_text() + DEPS_VIEW)
+    tasks = project.root / "example" / "notes" / "tasks.py"
+    tasks.write_text(tasks.read_text() + SLOW_TASK)
     _pin_six(project, "1.16.0")
     project.commit("a view reporting a dependency's version; six 1.16.0")
     yield project
@@ -179,6 +192,39 @@ def test_release_and_rollback_under_load_fail_no_request(
     assert {v for _, v in _deps_versions(fleet)} == {"1.16.0"}
     _assert_all_processes_on(fleet, first_release)
     assert len(_beats(fleet)) == 1
+
+
+def _notes(database: str, text: str) -> int:
+    with psycopg.connect(database) as conn:
+        row = conn.execute("SELECT count(*) FROM notes_note WHERE text = %s", (text,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_running_task_finishes_across_a_worker_restart(
+    project: Project, fleet: SimFleet, database: str, first_release: str
+) -> None:
+    state = project.status()["worker1"]
+    target = max(r for r in state["releases"] if r != state["current"])
+    label = f"task-{uuid.uuid4().hex[:8]}"
+    call = fleet.run(
+        "worker1",
+        "cd /srv/app/current && /srv/app/.releasebook/with-env venv/bin/python -m celery "
+        f"-A config call notes.tasks.slow_note --args '[20, \"{label}\"]'",
+    )
+    assert call.ok, call.stderr
+    deadline = time.monotonic() + 30
+    while _notes(database, f"{label}:started") == 0:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.2)
+    done = project.inv("rollback", "--env=e2e", "--to", target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The old worker got TERM while the task slept: a warm shutdown let it finish.
+    assert _notes(database, f"{label}:finished") == 1
+    log = (fleet.host("worker1").srv / "app" / "shared" / "log" / "supervisord.log").read_text()
+    stops = [line for line in log.splitlines() if "stopped: worker" in line]
+    assert stops and "exit status 0" in stops[-1], stops[-1:]
+    assert "SIGKILL" not in stops[-1]
+    _assert_all_processes_on(fleet, target)
 
 
 def test_rolling_release_stops_after_a_failed_batch(

@@ -381,8 +381,23 @@ RESTART_WORKERS = Step(
     verify=(
         _c("{supervisorctl} status worker", "worker"),
         _c("{supervisorctl} status beat", "beat"),
+        _c(
+            "pinged=0\n"
+            "for _ in $(seq 15); do\n"
+            "  if (cd {release_dir} && {with_env} venv/bin/python -m celery -A {celery_app} "
+            'inspect ping --timeout 2 --destination "celery@$(hostname)" >/dev/null 2>&1); then\n'
+            "    pinged=1; break\n"
+            "  fi\n"
+            "done\n"
+            'test "$pinged" = 1 || {{ printf \'the Celery worker on %s does not answer inspect '
+            "ping\\n' \"$(hostname)\" >&2; exit 1; }}",
+            "worker",
+        ),
     ),
-    verify_text="`supervisorctl status` says RUNNING for each program.",
+    verify_text=(
+        "`supervisorctl status` says RUNNING for each program, and the new worker answers "
+        "`celery inspect ping`: it is connected to the broker and consuming."
+    ),
     undo_text="Switch back and restart: run the rollback runbook.",
 )
 
