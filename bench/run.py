@@ -7,7 +7,7 @@ a release with no dependency change and a rollback:
 - wall time, and the marginal cost of one more host: (T(N) - T(1)) / (N - 1)
 - SSH sessions per host (sshd's "Starting session" lines, LogLevel VERBOSE)
 - CPU seconds and peak memory of the controller (the `inv` process and its children)
-- failed requests under load (every web host's /healthz, throughout)
+- failed requests under load (every web host's /healthz at 20 requests/s, throughout)
 
 Usage:  .venv/bin/python bench/run.py [--hosts 1,5,10,20] [--out docs/performance.md]
 Needs root (mount namespaces), PostgreSQL and Redis on 127.0.0.1, like the test suite.
@@ -35,6 +35,9 @@ from load import Load  # noqa: E402
 from simhosts import SimFleet  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+# Steady load per web host. Unthrottled load would eat the two cores the simulated hosts
+# share and measure the load generator rather than the release.
+LOAD_RATE = 20.0
 
 
 @dataclass
@@ -85,7 +88,7 @@ def _roles(n: int) -> dict[str, list[str]]:
 def _measure(project: Project, fleet: SimFleet, action: str, n: int, *args: str) -> Measure:
     before = {h.name: h.session_count() for h in fleet.hosts}
     urls = [f"http://{h.address}:8000/healthz" for h in fleet.hosts]
-    with Load(urls, HOST_HEADER, threads_per_url=1, max_seconds=900) as load:
+    with Load(urls, HOST_HEADER, threads_per_url=1, max_seconds=900, rate=LOAD_RATE) as load:
         done, wall, cpu, peak = _run_inv(project, action, "--env=e2e", *args)
     if done.returncode != 0:
         raise SystemExit(f"{action} on {n} hosts failed:\n{done.stdout}\n{done.stderr}")

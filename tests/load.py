@@ -36,12 +36,15 @@ class Load:
         threads_per_url: int = 2,
         max_seconds: float = 600,
         max_requests: int = 500_000,
+        rate: float | None = None,
     ) -> None:
+        """``rate``: requests per second per thread (steady load); None: as fast as it can."""
         self._urls = urls
         self._headers = {"Host": host_header, "X-Forwarded-Proto": "https"}
         self._threads_per_url = threads_per_url
         self._deadline = time.monotonic() + max_seconds
         self._budget = max_requests
+        self._interval = 1 / rate if rate else 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -69,7 +72,11 @@ class Load:
 
     def _hammer(self, url: str) -> None:
         with httpx.Client(timeout=10, trust_env=False) as client:
-            while not self._stop.is_set() and self._take():
+            while self._take():
+                if self._interval and self._stop.wait(self._interval):
+                    break
+                if self._stop.is_set():
+                    break
                 try:
                     response = client.get(url, headers=self._headers)
                 except httpx.HTTPError as exc:
