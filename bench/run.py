@@ -22,19 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import psycopg  # noqa: E402
 from e2e_project import HOST_HEADER, WHEEL_CACHE, Project, make_project, ssh_inventory  # noqa: E402
 from load import Load  # noqa: E402
+from services import fresh_database  # noqa: E402
 from simhosts import SimFleet  # noqa: E402
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 # Steady load per web host. Unthrottled load would eat the two cores the simulated hosts
 # share and measure the load generator rather than the release.
 LOAD_RATE = 20.0
@@ -107,14 +105,13 @@ def _measure(project: Project, fleet: SimFleet, action: str, n: int, *args: str)
 
 
 def bench(n: int, base: Path) -> list[Measure]:
-    database = f"rb_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    fleet = SimFleet.start(n, base / f"fleet{n}", names=list(_roles(n)))
-    try:
+    with (
+        fresh_database("rb_bench") as database,
+        SimFleet.start(n, base / f"fleet{n}", names=list(_roles(n))) as fleet,
+    ):
         inventory = ssh_inventory(
             fleet,
-            database_url=f"{POSTGRES}/{database}",
+            database_url=database,
             broker_url="redis://127.0.0.1:6379/9",
             timeout=300,
             roles=_roles(n),
@@ -132,10 +129,6 @@ def bench(n: int, base: Path) -> list[Measure]:
         for m in measures:
             print(f"  N={n}: {m.action} {m.seconds:.1f}s", flush=True)
         return measures
-    finally:
-        fleet.stop()
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _table(measures: list[Measure]) -> str:

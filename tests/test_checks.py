@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import fresh_database
 
 from releasebook.checks import gate, registry
 from releasebook.checks.command import (
@@ -140,16 +141,8 @@ def standard_args(release: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     _need(5432, "PostgreSQL")
-    import psycopg
-
-    name = f"rb_gate_{secrets.token_hex(4)}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("rb_gate") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

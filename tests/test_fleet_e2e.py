@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from e2e_project import HOST_HEADER, Project, make_project, released_id, ssh_inventory
 from load import Load
-from simhosts import SimFleet, missing_prerequisites
+from services import fresh_database, started_fleet
+from simhosts import SimFleet
 
 pytestmark = pytest.mark.e2e
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 ROLES = {"web1": ["web", "migrate"], "web2": ["web"], "worker1": ["worker", "beat"]}
 DEPS_VIEW = """
 
@@ -53,28 +53,14 @@ def slow_note(seconds: float, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
-    problems = missing_prerequisites()
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("simulated hosts unavailable under CI: " + "; ".join(problems))
-        pytest.skip("simulated hosts unavailable: " + "; ".join(problems))
-    fleet = SimFleet.start(3, tmp_path_factory.mktemp("fleet"), names=list(ROLES))
-    try:
+    with started_fleet(tmp_path_factory.mktemp("fleet"), list(ROLES)) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"rb_fleet_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("rb_fleet") as url:
+        yield url
 
 
 def _pin_six(project: Project, version: str) -> None:

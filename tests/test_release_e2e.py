@@ -14,40 +14,24 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from e2e_project import Project, history, make_project, readyz, released_id, ssh_inventory
-from simhosts import SimFleet, missing_prerequisites
+from services import fresh_database, started_fleet
+from simhosts import SimFleet
 
 pytestmark = pytest.mark.e2e
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
-    problems = missing_prerequisites()
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("simulated hosts unavailable under CI: " + "; ".join(problems))
-        pytest.skip("simulated hosts unavailable: " + "; ".join(problems))
-    fleet = SimFleet.start(1, tmp_path_factory.mktemp("fleet"), names=["web1"])
-    try:
+    with started_fleet(tmp_path_factory.mktemp("fleet"), ["web1"]) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"rb_e2e_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("rb_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +227,10 @@ def test_preflight_skip_is_recorded(project: Project, fleet: SimFleet, first_rel
     done = project.inv("preflight", "--env=e2e", "--skip", "RB-DB-001", "--reason", "e2e")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RB-DB-001" in done.stdout and "skip" in done.stdout
+    last = history(fleet.hosts[0].srv)[-1]
+    assert (last["action"], last["outcome"]) == ("preflight", "passed")
+    skipped = last["gate"]["skipped"]["RB-DB-001"]
+    assert skipped["reason"] == "e2e" and "@" in skipped["by"]
     done = project.inv("preflight", "--env=e2e", "--skip", "RB-DB-001")
     assert done.returncode == 2
     assert "--reason" in done.stderr

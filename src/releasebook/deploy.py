@@ -300,7 +300,7 @@ def release(
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {})
         base: dict[str, Any] = {
-            "action": "release",
+            "action": command,
             "release": info.release_id,
             "git_sha": info.git_sha,
             "by": info.created_by,
@@ -338,6 +338,11 @@ def release(
                     failed = [o for o in outcomes if o.target in blocking] or failed
                 if not failed and planned.step.name == stop_after:
                     _abort(plan, run)
+                    _record(
+                        env,
+                        transports,
+                        {h.name: {**base, "outcome": "passed"} for h in env.hosts},
+                    )
                     reporter.finished(
                         True, f"{stop_after} passed; the candidate release was removed"
                     )
