@@ -91,6 +91,8 @@ def _measure(project: Project, fleet: SimFleet, action: str, n: int, *args: str)
     if done.returncode != 0:
         raise SystemExit(f"{action} on {n} hosts failed:\n{done.stdout}\n{done.stderr}")
     sessions = [h.session_count() - before[h.name] for h in fleet.hosts]
+    for failure in load.report.failures[:5]:
+        print(f"  N={n}: {action}: failed request: {failure}", flush=True)
     return Measure(
         action,
         n,
