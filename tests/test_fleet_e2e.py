@@ -77,7 +77,7 @@ def project(
         fleet,
         database_url=database,
         broker_url="redis://127.0.0.1:6379/8",
-        timeout=20,
+        timeout=15,
         roles=ROLES,
     )
     project = make_project(tmp_path_factory.mktemp("fleet"), inventory)

@@ -39,7 +39,7 @@ def project(
     fleet: SimFleet, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Project]:
     inventory = ssh_inventory(
-        fleet, database_url=database, broker_url="redis://127.0.0.1:6379/7", timeout=20
+        fleet, database_url=database, broker_url="redis://127.0.0.1:6379/7", timeout=12
     )
     yield make_project(tmp_path_factory.mktemp("e2e"), inventory)
 

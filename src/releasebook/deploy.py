@@ -308,76 +308,103 @@ def release(
         }
         warnings: list[str] = []
         recorded: set[str] = set()
-        for group in _groups(plan, batch_size):
-            if any(p.step.name == "cleanup" for p in group):
-                # Verified and live: the record goes in with cleanup's own script.
-                records = {
-                    h.name: {
-                        **base,
-                        "outcome": "released",
-                        "previous": previous.get(h.name),
-                        "duration": round(time.monotonic() - started, 3),
-                        "steps": dict(run.durations),
+        live = False  # has a step that changes live traffic started?
+        try:
+            for group in _groups(plan, batch_size):
+                live = live or any(p.step.phase != "prepare" for p in group)
+                if any(p.step.name == "cleanup" for p in group):
+                    # Verified and live: the record goes in with cleanup's own script.
+                    records = {
+                        h.name: {
+                            **base,
+                            "outcome": "released",
+                            "previous": previous.get(h.name),
+                            "duration": round(time.monotonic() - started, 3),
+                            "steps": dict(run.durations),
+                        }
+                        for h in env.hosts
                     }
-                    for h in env.hosts
-                }
-                group = [
-                    _with_record(p, env, records, release_commands(env, lock.token))
-                    if p.step.name == "cleanup"
-                    else p
-                    for p in group
-                ]
-                recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
-            for planned, outcomes in zip(group, run.group(group), strict=True):
-                failed = [o for o in outcomes if not o.ok]
-                if planned.step.name == "cleanup":
-                    released.update(o.target for o in outcomes if o.ok)
-                if planned.step.name == "gate":
-                    gate, blocking = _gate_result(env, outcomes, skips, reporter, info.created_by)
-                    base["gate"] = gate
-                    failed = [o for o in outcomes if o.target in blocking] or failed
-                if not failed and planned.step.name == stop_after:
-                    _abort(plan, run)
-                    _record(
-                        env,
-                        transports,
-                        {h.name: {**base, "outcome": "passed"} for h in env.hosts},
+                    group = [
+                        _with_record(p, env, records, release_commands(env, lock.token))
+                        if p.step.name == "cleanup"
+                        else p
+                        for p in group
+                    ]
+                    recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
+                for planned, outcomes in zip(group, run.group(group), strict=True):
+                    failed = [o for o in outcomes if not o.ok]
+                    if planned.step.name == "cleanup":
+                        released.update(o.target for o in outcomes if o.ok)
+                    if planned.step.name == "gate":
+                        gate, blocking = _gate_result(
+                            env, outcomes, skips, reporter, info.created_by
+                        )
+                        base["gate"] = gate
+                        failed = [o for o in outcomes if o.target in blocking] or failed
+                    if not failed and planned.step.name == stop_after:
+                        _abort(plan, run)
+                        _record(
+                            env,
+                            transports,
+                            {h.name: {**base, "outcome": "passed"} for h in env.hosts},
+                        )
+                        reporter.finished(
+                            True, f"{stop_after} passed; the candidate release was removed"
+                        )
+                        return info
+                    if not failed:
+                        continue
+                    reason = _failure_text(planned.step.name, failed)
+                    if planned.step.name == "gate":
+                        reason = "readiness gate failed: " + base["gate"]["summary"]
+                    if planned.step.phase == "finish":
+                        # The release is live and verified: report, undo nothing.
+                        warnings.append(reason)
+                        reporter.message(f"warning: {reason}")
+                        continue
+                    if planned.step.phase == "prepare":
+                        _abort(plan, run)
+                        _record(
+                            env,
+                            transports,
+                            {
+                                h.name: {
+                                    **base,
+                                    "outcome": "aborted",
+                                    "step": planned.step.name,
+                                    "reason": reason,
+                                    "steps": run.durations,
+                                }
+                                for h in env.hosts
+                            },
+                        )
+                        reporter.finished(False, f"release {info.release_id} aborted before switch")
+                        raise ReleaseFailed(
+                            f"{reason}\nNothing live changed: "
+                            "the release was removed from every host."
+                        )
+                    _roll_back_after_failure(
+                        env, run, info, previous, reason, base, source, batch_size
                     )
-                    reporter.finished(
-                        True, f"{stop_after} passed; the candidate release was removed"
-                    )
-                    return info
-                if not failed:
-                    continue
-                reason = _failure_text(planned.step.name, failed)
-                if planned.step.name == "gate":
-                    reason = "readiness gate failed: " + base["gate"]["summary"]
-                if planned.step.phase == "finish":
-                    # The release is live and verified: report, undo nothing.
-                    warnings.append(reason)
-                    reporter.message(f"warning: {reason}")
-                    continue
-                if planned.step.phase == "prepare":
-                    _abort(plan, run)
-                    _record(
-                        env,
-                        transports,
-                        {
-                            h.name: {
-                                **base,
-                                "outcome": "aborted",
-                                "step": planned.step.name,
-                                "reason": reason,
-                                "steps": run.durations,
-                            }
-                            for h in env.hosts
-                        },
-                    )
-                    reporter.finished(False, f"release {info.release_id} aborted before switch")
-                    raise ReleaseFailed(
-                        f"{reason}\nNothing live changed: the release was removed from every host."
-                    )
+        except KeyboardInterrupt:
+            # Remote commands under way were allowed to finish; now undo, as for a failure.
+            reason = "interrupted (Ctrl-C)"
+            if live:
                 _roll_back_after_failure(env, run, info, previous, reason, base, source, batch_size)
+            _abort(plan, run)
+            _record(
+                env,
+                transports,
+                {
+                    h.name: {**base, "outcome": "interrupted", "steps": run.durations}
+                    for h in env.hosts
+                },
+            )
+            reporter.finished(False, f"release {info.release_id} interrupted before switch")
+            raise ReleaseFailed(
+                f"{reason} before switch: the new release was removed from every host; "
+                "nothing live changed."
+            ) from None
         unrecorded = {h.name for h in env.hosts} - recorded
         if warnings or unrecorded:
             _record(

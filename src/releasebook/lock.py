@@ -380,7 +380,7 @@ def environment_lock(
     release_id: str,
     wait: float = 0,
     lease: float = 300,
-    renew_every: float = 60,
+    renew_every: float = 120,
     probe: tuple[str, ...] = (),
     probed: dict[str, str] | None = None,
     released: set[str] | None = None,

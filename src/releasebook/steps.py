@@ -160,22 +160,24 @@ BUILD = Step(
         _c("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
         _c("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
         _c("mkdir -p {build_app}/.releasebook && cp {gate_source} {build_app}/" + GATE_IN_RELEASE),
+        # One command per line: under `set -e`, a failure inside `a && b` that is not
+        # the last command is ignored, and so is the status of a group built on it.
         _c(
-            "test -f {wheelhouse}/.complete || {{ rm -rf {wheelhouse} && "
-            "{controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
-            "{tool_source} && "
-            "{controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse} "
-            "--find-links {wheelhouse} -r {build_app}/{requirements} {tools_requirement} && "
-            "touch {wheelhouse}/.complete; }}"
+            "if ! test -f {wheelhouse}/.complete; then\n"
+            "  rm -rf {wheelhouse}\n"
+            "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
+            "{tool_source}\n"
+            "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse} "
+            "--find-links {wheelhouse} -r {build_app}/{requirements} {tools_requirement}\n"
+            "  touch {wheelhouse}/.complete\n"
+            "fi"
         ),
         _c("tar -czf {artifact_local} -C {build_app} ."),
         _c(
             "test -f {wheels_local} || tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
         ),
-        _c(
-            "cd {build_out} && sha256sum {artifact_name} > {artifact_name}.sha256 && "
-            "sha256sum {wheels_name} > {wheels_name}.sha256"
-        ),
+        _c("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
+        _c("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
     ),
     verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
     undo=(_c("rm -rf {build_app}"),),
