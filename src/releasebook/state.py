@@ -37,6 +37,7 @@ class HostState:
     history: tuple[dict[str, Any], ...] = field(default=())
     venvs: tuple[str, ...] = ()  # requirements hashes with a complete virtualenv
     tools_ready: bool = False  # supervisord and uv are installed
+    lock: str | None = None  # the environment lock's info.json, when one is held
 
     def venv_ready(self, requirements_hash: str) -> bool:
         return self.tools_ready and requirements_hash in self.venvs
@@ -74,6 +75,8 @@ def probe_commands(env: Environment) -> tuple[str, ...]:
         "done",
         "if [ -x .releasebook/tools/bin/supervisord ] && [ -x .releasebook/tools/bin/uv ]; then "
         "echo tools=ready; fi",
+        "if [ -f .releasebook/lock/info.json ]; then "
+        "printf 'lock=%s\\n' \"$(tr -d '\\n' < .releasebook/lock/info.json)\"; fi",
     )
 
 
@@ -83,6 +86,7 @@ def parse_probe(host: str, output: str) -> HostState:
     history: list[dict[str, Any]] = []
     venvs: list[str] = []
     tools_ready = False
+    lock: str | None = None
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "current" and value:
@@ -93,6 +97,8 @@ def parse_probe(host: str, output: str) -> HostState:
             venvs.append(value)
         elif key == "tools":
             tools_ready = value == "ready"
+        elif key == "lock":
+            lock = value
         elif key == "history":
             try:
                 record = json.loads(value)
@@ -101,7 +107,7 @@ def parse_probe(host: str, output: str) -> HostState:
             if isinstance(record, dict):
                 history.append(record)
     return HostState(
-        host, current, tuple(sorted(releases)), tuple(history), tuple(venvs), tools_ready
+        host, current, tuple(sorted(releases)), tuple(history), tuple(venvs), tools_ready, lock
     )
 
 

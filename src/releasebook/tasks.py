@@ -21,6 +21,7 @@ from releasebook.batches import parse_batch_size
 from releasebook.checks.command import validate_skips
 from releasebook.errors import UsageError
 from releasebook.inventory import load_environment
+from releasebook.lock import LockInfo
 from releasebook.plan import Plan
 from releasebook.render import render_all
 from releasebook.safety_tasks import SAFETY_TASKS
@@ -192,13 +193,22 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
                 "current": s.current,
                 "releases": list(s.releases),
                 "last": s.history[-1] if s.history else None,
+                "lock": jsonlib.loads(s.lock) if s.lock else None,
             }
             for name, s in states.items()
         }
         sys.stdout.write(_json_dumps(payload) + "\n")
         return
+    live = {state.current for state in states.values()}
+    if len(live) > 1:
+        print(
+            "WARNING: hosts are on different releases: "
+            + ", ".join(f"{n}={s.current or 'none'}" for n, s in states.items())
+        )
     for name, state in states.items():
         print(f"{name}: current {state.current or '(none)'}")
+        if state.lock is not None:
+            print(f"  LOCKED: {LockInfo.from_json(state.lock).describe()}")
         bad = state.bad_releases()
         for release_id in reversed(state.releases):
             marks = []
