@@ -70,6 +70,10 @@ def _release_dirs(fleet: SimFleet) -> set[str]:
     return {p.name for p in (fleet.hosts[0].srv / "app" / "releases").iterdir()}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(project: Project, env: str, marker: str) -> subprocess.CompletedProcess[str]:
     """Start a release, and send Ctrl-C (SIGINT) once its output shows ``marker``."""
     environ = {
@@ -84,6 +88,9 @@ def _interrupt_when(project: Project, env: str, marker: str) -> subprocess.Compl
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A background job (as CI may run us) starts with SIGINT ignored, and children
+        # inherit that; the release must see Ctrl-C as a person's terminal delivers it.
+        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None and process.stderr is not None
     lines: list[str] = []
