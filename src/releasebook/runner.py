@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -144,7 +144,15 @@ def execute_step(
 def _parallel(jobs: list[Callable[[], list[Outcome]]], max_parallel: int) -> list[list[Outcome]]:
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(jobs) or 1))) as pool:
         futures = [pool.submit(job) for job in jobs]
-        return [future.result() for future in futures]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            # Interrupted (Ctrl-C): let the scripts already running on hosts finish, so
+            # whatever undoes them next never races with them.
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
 
 
 def _run_one(step: str, work: HostWork, transport: Transport) -> list[Outcome]:

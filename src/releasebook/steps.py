@@ -336,8 +336,8 @@ SWITCH = Step(
     ),
     phase="live",
     commands=(
-        _c("ln -sfn {release_dir} {deploy}/.current.tmp"),
-        _c("mv -T {deploy}/.current.tmp {current}"),
+        _c("ln -sfn {release_dir} {deploy}/.current-{release}"),
+        _c("mv -T {deploy}/.current-{release} {current}"),
     ),
     verify=(_c('test "$(readlink {current})" = {release_dir}'),),
     verify_text="`readlink current` names the release.",
