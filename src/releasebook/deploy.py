@@ -387,20 +387,24 @@ def release(
                         env, run, info, previous, reason, base, source, batch_size
                     )
         except KeyboardInterrupt:
-            # Remote commands under way were allowed to finish; now undo, as for a failure.
             reason = "interrupted (Ctrl-C)"
-            if live:
-                _roll_back_after_failure(env, run, info, previous, reason, base, source, batch_size)
-            _abort(plan, run)
+            outcome = "interrupted_live" if live else "interrupted"
+            if not live:
+                _abort(plan, run)
             _record(
                 env,
                 transports,
-                {
-                    h.name: {**base, "outcome": "interrupted", "steps": run.durations}
-                    for h in env.hosts
-                },
+                {h.name: {**base, "outcome": outcome, "steps": run.durations} for h in env.hosts},
             )
-            reporter.finished(False, f"release {info.release_id} interrupted before switch")
+            reporter.finished(False, f"release {info.release_id} {reason}")
+            if live:
+                # A host may still be running the interrupted switch or restart; rolling
+                # back now could race it, so a person decides with the facts in hand.
+                raise RollbackFailed(
+                    f"{reason} after the switch: hosts may be part-way through "
+                    f"{info.release_id}. Check `inv status --env={env.name}`, then "
+                    f"`inv rollback --env={env.name}` or release again."
+                ) from None
             raise ReleaseFailed(
                 f"{reason} before switch: the new release was removed from every host; "
                 "nothing live changed."
