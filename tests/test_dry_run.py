@@ -146,7 +146,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(project: Path, name: str) -
         f"mkdir -p {deploy}/releases {deploy}/venvs",
         f"mkdir {deploy}/releases/{release_id}\n",
         f"tar -xzf {deploy}/.releasebook/artifacts/{release_id}.tar.gz",
-        f"mv -T {deploy}/.current.tmp {deploy}/current\n",
+        f"mv -T {deploy}/.current-{release_id} {deploy}/current\n",
         f"git -C {project} archive --format=tar {sha}:app",
         f'"git_sha": "{sha}"',
         f"put {project}/.releasebook/build/out/{release_id}.tar.gz -> "
