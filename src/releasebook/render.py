@@ -23,6 +23,7 @@ from releasebook.plan import (
     build_plan,
 )
 from releasebook.quoting import ShellVar, quote, render_command
+from releasebook.templating import markdown_environment
 
 RUNBOOKS = ("release", "rollback")
 
@@ -89,16 +90,7 @@ def blocks(planned: PlannedStep) -> list[Block]:
 
 
 def _environment(root: Path) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root / "templates")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # markdown, not HTML  # noqa: S701
-    )
-    env.filters["blocks"] = blocks
-    return env
+    return markdown_environment(root / "templates", {"blocks": blocks})
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:

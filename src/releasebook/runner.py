@@ -132,15 +132,6 @@ def execute_group(
     return results
 
 
-def execute_step(
-    planned: PlannedStep,
-    transports: Mapping[str, Transport],
-    reporter: Reporter,
-    max_parallel: int,
-) -> list[Outcome]:
-    return execute_group([planned], transports, reporter, max_parallel)[0]
-
-
 def _parallel(jobs: list[Callable[[], list[Outcome]]], max_parallel: int) -> list[list[Outcome]]:
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(jobs) or 1))) as pool:
         futures = [pool.submit(job) for job in jobs]

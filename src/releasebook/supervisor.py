@@ -48,6 +48,18 @@ serverurl=unix://{socket}
 
 WEB_PROCESSES = ("web:web_0", "web:web_1")
 
+# TERM goes to the main process only: it drains its own children (gunicorn workers,
+# Celery's pool); signalling the whole group made Celery's warm shutdown hang.
+_SETTINGS = """autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs={stop_timeout}
+stopasgroup=false
+killasgroup=true
+redirect_stderr=true
+"""
+
 _WEB_GROUP = """
 [fcgi-program:web]
 socket={socket}
@@ -55,30 +67,14 @@ process_name=%(program_name)s_%(process_num)d
 numprocs=2
 command={command}
 directory={current}
-autostart=true
-autorestart=true
-startsecs=1
-stopsignal=TERM
-stopwaitsecs={stop_timeout}
-stopasgroup=false
-killasgroup=true
-redirect_stderr=true
-stdout_logfile={logs}/%(program_name)s_%(process_num)d.log
+{settings}stdout_logfile={logs}/%(program_name)s_%(process_num)d.log
 """
 
 _PROGRAM = """
 [program:{name}]
 command={command}
 directory={current}
-autostart=true
-autorestart=true
-startsecs=1
-stopsignal=TERM
-stopwaitsecs={stop_timeout}
-stopasgroup=false
-killasgroup=true
-redirect_stderr=true
-stdout_logfile={logs}/{name}.log
+{settings}stdout_logfile={logs}/{name}.log
 """
 
 
@@ -108,10 +104,10 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
         )
         bind = str(values["bind"])
         text += _WEB_GROUP.format(
+            settings=_SETTINGS.format(stop_timeout=int(str(values["web_timeout"])) + 10),
             socket=ini(f"unix://{bind[5:]}" if bind.startswith("unix:") else f"tcp://{bind}"),
             command=ini(f"{launch} {python} {gunicorn}"),
             current=ini(values["current"]),
-            stop_timeout=int(str(values["web_timeout"])) + 10,
             logs=ini(values["logs"]),
         )
     celery_app = values.get("celery_app")
@@ -129,10 +125,10 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
         programs.append(("beat", f"{launch} {python} {beat}", 10))
     for name, command, stop_timeout in programs:
         text += _PROGRAM.format(
+            settings=_SETTINGS.format(stop_timeout=stop_timeout),
             name=name,
             command=ini(command),
             current=ini(values["current"]),
-            stop_timeout=stop_timeout,
             logs=ini(values["logs"]),
         )
     return text.rstrip("\n")

@@ -16,6 +16,7 @@ from releasebook.checks.registry import CHECKS, SECTIONS
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment
 from releasebook.steps import RELEASE_STEPS, Step
+from releasebook.templating import markdown_environment
 
 TEMPLATE = "production-readiness.md.j2"
 
@@ -104,17 +105,7 @@ def _cell(value: object) -> str:
 
 
 def _environment(template_dir: Path) -> jinja2.Environment:
-    jinja = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # markdown, not HTML  # noqa: S701
-    )
-    jinja.filters["cell"] = _cell
-    jinja.filters["where"] = _where
-    return jinja
+    return markdown_environment(template_dir, {"cell": _cell, "where": _where})
 
 
 def render_readiness(env: Environment, template_dir: Path) -> str:
