@@ -271,7 +271,7 @@ def test_concrete_plan_uses_ids_symbolic_plan_uses_variables(release_plan: Plan)
         assert "${RELEASE}" not in text and "${GIT_SHA}" not in text
         assert f"/srv/example/releases/{RELEASE_ID}" in text
         cleanup = "\n".join(release_plan.step("cleanup").work[0].commands)
-        assert f"{RELEASE_ID}|{PREVIOUS_ID})" in cleanup  # never removes live or previous
+        assert f"{RELEASE_ID}|{PREVIOUS_ID}|" in cleanup  # never removes live or previous
         (build,) = release_plan.step("build").work
         assert any(c.startswith("git -C /repo archive") for c in build.commands)
         assert any("/cache/wheels/abcdef0123456789" in c for c in build.commands)

@@ -20,6 +20,7 @@ from releasebook.checks.command import GATE_SOURCE, gate_options
 from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
+from releasebook.state import RELEASE_ID
 from releasebook.steps import RELEASE_STEPS, ROLLBACK_STEPS, Cmd, Step
 from releasebook.supervisor import WEB_PROCESSES, launcher_text, supervisor_conf_text
 
@@ -238,6 +239,7 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         "min_free_mb": env.min_free_mb,
         "min_free_kb": env.min_free_mb * 1024,
         "keep_from": env.keep_releases + 1,
+        "release_id_pattern": RELEASE_ID.pattern,
         "venv_ready": Raw(
             f"{{ test -f {quote(_plus(venv, '/.complete'))} && "
             f"test -x {quote(tools / 'bin' / 'supervisord')} && "

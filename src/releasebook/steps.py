@@ -426,15 +426,40 @@ CLEANUP = Step(
     phase="finish",
     why=(
         "Keeps the newest releases (the inventory's `keep_releases`) and never removes the "
-        "current or the previous one, so a rollback target always exists. Virtualenvs no "
-        "release uses any more go with them."
+        "current or the previous one, so a rollback target always exists, nor one a running "
+        "process still uses: its working directory, its program, an open file or an argument "
+        "is inside the release (a long Celery task, an old shell). Only the processes the "
+        "deploy user may inspect are seen. Entries of `releases/` that are not release ids "
+        "are left alone, and switch links left behind by an interrupted run are removed. "
+        "Virtualenvs no release uses any more go with them."
     ),
     commands=(
         _c(
-            "ls -1 {releases} | sort -r | tail -n +{keep_from} | while read -r old; do\n"
-            '  case "$old" in {release}|{previous}) continue ;; esac\n'
+            "releases_physical=$(cd {releases} && pwd -P) || releases_physical={releases}\n"
+            "in_use=$(\n"
+            "  {{ readlink /proc/[0-9]*/cwd /proc/[0-9]*/exe /proc/[0-9]*/fd/*\n"
+            "    cat /proc/[0-9]*/cmdline | tr '\\0' '\\n'\n"
+            "  }} 2>/dev/null | while IFS= read -r path; do\n"
+            '    for dir in {releases} "$releases_physical"; do\n'
+            '      case "$path" in "$dir"/?*) rest=${{path#"$dir"/}}; '
+            "printf '%s\\n' \"${{rest%%/*}}\" ;; esac\n"
+            "    done\n"
+            "  done | sort -u\n"
+            ")\n"
+            "live=$(readlink {current}) || live=\n"
+            "ls -1 {releases} | grep -E {release_id_pattern} | sort -r | tail -n +{keep_from} |\n"
+            "while read -r old; do\n"
+            '  case "$old" in {release}|{previous}|"${{live##*/}}") continue ;; esac\n'
+            "  if printf '%s\\n' \"$in_use\" | grep -qx \"$old\"; then\n"
+            "    printf 'kept %s: a running process still uses it\\n' \"$old\"; continue\n"
+            "  fi\n"
             '  rm -rf {releases}/"$old" {artifacts}/"$old".tar.gz '
             '{artifacts}/"$old".tar.gz.sha256\n'
+            "done"
+        ),
+        _c(
+            "for link in {deploy}/.current-*; do\n"
+            '  if [ -L "$link" ]; then rm -f "$link"; fi\n'
             "done"
         ),
         _c(
