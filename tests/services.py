@@ -29,16 +29,19 @@ def fresh_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def started_fleet(base: Path, names: Sequence[str]) -> Iterator[SimFleet]:
+def started_fleet(
+    base: Path, names: Sequence[str], *, srv_size: str | None = None
+) -> Iterator[SimFleet]:
     """Simulated hosts with these names, stopped afterwards. Skips where the machine
-    cannot run them, except under CI, where that is a failure."""
+    cannot run them, except under CI, where that is a failure. ``srv_size``: each host's
+    /srv is a filesystem of that size."""
     problems = missing_prerequisites()
     if problems:
         reason = "simulated hosts unavailable: " + "; ".join(problems)
         if os.environ.get("CI"):
             pytest.fail(reason + " (CI is set)")
         pytest.skip(reason)
-    fleet = SimFleet.start(len(names), base, names=list(names))
+    fleet = SimFleet.start(len(names), base, names=list(names), srv_size=srv_size)
     try:
         yield fleet
     finally:

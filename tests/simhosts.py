@@ -147,6 +147,7 @@ class SimFleet:
         self.known_hosts = known_hosts
         self.ssh_config = base_dir / "ssh_config"
         self.root_shares: tuple[Path, ...] = ()
+        self.srv_mounts: tuple[Path, ...] = ()  # tmpfs mounts to unmount at stop
         self._running: dict[str, _Running] = {}
         self._stopped = False
 
@@ -163,6 +164,7 @@ class SimFleet:
         port: int = 2222,
         ready_timeout: float = READY_TIMEOUT,
         root_shares: Sequence[Path | str] | None = None,
+        srv_size: str | None = None,
     ) -> SimFleet:
         """Start ``n`` hosts under ``base_dir`` and wait until every sshd sends its banner.
 
@@ -171,6 +173,8 @@ class SimFleet:
         Names default to ``host1..hostN``. ``root_shares``: directories directly under
         ``/root`` to keep visible (read-only) in every host's clean ``/root``; default: those
         the controller's Python interpreter lives in (``default_root_shares()``).
+        ``srv_size`` (e.g. ``"512m"``): each host's /srv is a filesystem of its own of
+        that size (tmpfs), so it can fill up like a real disk.
         """
         names = [f"host{i}" for i in range(1, n + 1)] if names is None else list(names)
         if n < 1 or len(names) != n:
@@ -194,7 +198,7 @@ class SimFleet:
 
         leases = _allocate_addresses(n, first_octet, port)
         try:
-            fleet = cls._launch(base, names, leases, port, ready_timeout, shares)
+            fleet = cls._launch(base, names, leases, port, ready_timeout, shares, srv_size)
         except BaseException:
             for _, lock in leases:
                 _release_lock(lock)
@@ -210,11 +214,14 @@ class SimFleet:
         port: int,
         ready_timeout: float,
         shares: tuple[Path, ...],
+        srv_size: str | None,
     ) -> SimFleet:
         client_key = base / "client_ed25519"
         roots = [base / name for name in names]
         for root in roots:
             (root / "srv").mkdir(parents=True, exist_ok=True)
+            if srv_size is not None:
+                _mount_tmpfs(root / "srv", srv_size)
         # All key generation runs concurrently.
         _keygen([client_key, *(root / "ssh_host_ed25519_key" for root in roots)])
         client_pub = (base / "client_ed25519.pub").read_text()
@@ -240,6 +247,7 @@ class SimFleet:
         known_hosts.write_text("".join(h.host_key_line + "\n" for h in hosts))
         fleet = cls(base, tuple(hosts), client_key, known_hosts)
         fleet.root_shares = shares
+        fleet.srv_mounts = tuple(h.srv for h in hosts) if srv_size is not None else ()
         fleet.ssh_config.write_text(fleet._ssh_config_text())
         atexit.register(fleet.stop)
         try:
@@ -389,6 +397,43 @@ class SimFleet:
         ]
         return "\n".join(blocks)
 
+    # ---------------------------------------------------------------- faults
+
+    def kill_sshd(self, host: SimHost | str) -> None:
+        """SIGKILL the host's sshd, the listener and every connection's process, as a
+        crash would. What the sessions started keeps running, as on a real host."""
+        h = self._host(host)
+        run = self._running[h.name]
+        for pid in _pids_in({run.mnt_ns}):
+            if _comm(pid).startswith("sshd"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        run.proc.wait(timeout=STOP_TIMEOUT)
+
+    def start_sshd(self, host: SimHost | str, timeout: float = READY_TIMEOUT) -> None:
+        """Start the host's sshd again after :meth:`kill_sshd`, in the host's namespaces."""
+        h = self._host(host)
+        run = self._running[h.name]
+        if run.proc.poll() is None:
+            raise SimHostError(f"sshd of {h.name} is still running")
+        enter = [f"--mount=/proc/{os.getpid()}/fd/{run.ns_fd}"]
+        # The host's name lives in its UTS namespace, kept by any process still running.
+        enter += [f"--uts=/proc/{pid}/ns/uts" for pid in sorted(_pids_in({run.mnt_ns}))[:1]]
+        command = ["nsenter", *enter, str(SSHD), "-D", "-E", str(h.log_path)]
+        run.proc = subprocess.Popen(
+            [*command, "-f", str(h.root / "sshd_config")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(run.ns_fd,),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not _banner_ready(h.address, h.port, deadline):
+            if time.monotonic() >= deadline or run.proc.poll() is not None:
+                raise SimHostError(f"sshd of {h.name} did not come back:\n{h.log_tail()}")
+            time.sleep(_POLL)
+
     # ------------------------------------------------------------- stop/reset
 
     def reset(self, host: SimHost | str, *, clean_home: bool = True) -> None:
@@ -457,6 +502,8 @@ class SimFleet:
             if run.ns_fd >= 0:
                 os.close(run.ns_fd)
                 run.ns_fd = -1
+        for mount in self.srv_mounts:
+            subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
         if left:
             raise SimHostError(f"processes survived SIGKILL: {left}")
 
@@ -587,6 +634,24 @@ def _make_home(home: Path, authorized_keys: str, shares: Iterable[Path]) -> None
     auth.chmod(0o600)
     for share in shares:
         (home / share.name).mkdir(exist_ok=True)  # mount point
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SimHostError(f"cannot mount a {size} tmpfs on {path}: {done.stderr.strip()}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _empty_dir(path: Path, keep: Collection[str] = ()) -> None:

@@ -1,6 +1,7 @@
-"""Faults injected into real processes: a release interrupted with Ctrl-C during install,
-two releases at once, an unreachable host, a hanging /readyz, a
-failing collectstatic and a failing build. Each time the command exits non-zero naming
+"""Faults injected into real processes: Ctrl-C during install and during restart, sshd
+killed in the middle of a step, two releases at once, an unreachable host, a connection
+that times out, a hanging /readyz, a failing collectstatic, a failing build and a full
+deploy filesystem. Each time the command exits non-zero naming
 the step or the host, users keep being served by a healthy release, the lock is
 released, `shared/` and older releases are intact, the history says what happened, and
 a retry succeeds once the cause is gone.
@@ -8,11 +9,14 @@ a retry succeeds once the cause is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +35,8 @@ hooks:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
-    with started_fleet(tmp_path_factory.mktemp("fleet"), ["web1"]) as fleet:
+    # /srv is a filesystem of its own, so that it can fill up.
+    with started_fleet(tmp_path_factory.mktemp("fleet"), ["web1"], srv_size="2g") as fleet:
         yield fleet
 
 
@@ -73,8 +78,10 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _interrupt_when(project: Project, env: str, marker: str) -> subprocess.CompletedProcess[str]:
-    """Start a release, and send Ctrl-C (SIGINT) once its output shows ``marker``."""
+def _interrupt_when(
+    project: Project, env: str, marker: str, fault: Callable[[subprocess.Popen[str]], None]
+) -> subprocess.CompletedProcess[str]:
+    """Start a release, and inject ``fault`` once its output shows ``marker``."""
     environ = {
         **os.environ,
         "RELEASEBOOK_ROOT": str(project.root),
@@ -96,7 +103,7 @@ def _interrupt_when(project: Project, env: str, marker: str) -> subprocess.Compl
     for line in process.stdout:
         lines.append(line)
         if marker in line:
-            process.send_signal(signal.SIGINT)
+            fault(process)
             break
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(
@@ -104,17 +111,68 @@ def _interrupt_when(project: Project, env: str, marker: str) -> subprocess.Compl
     )
 
 
+def _wait_for_process(fleet: SimFleet, command: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in fleet.processes(fleet.hosts[0]):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip() == (
+                    command.encode()
+                ):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"{command!r} never ran on {fleet.hosts[0].name}")
+
+
+def _ctrl_c(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+
+
 def test_ctrl_c_during_install_changes_nothing_live(project: Project, fleet: SimFleet) -> None:
     live = _served(fleet)
     before = _release_dirs(fleet)
-    done = _interrupt_when(project, "slow", "Install the release")
+    done = _interrupt_when(project, "slow", "Install the release", _ctrl_c)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "interrupted" in done.stderr
+    assert "interrupted (Ctrl-C) during" in done.stderr
     _intact(project, fleet, live)
-    # The interrupted release never became current; a directory the host was still
-    # writing when it was removed may remain, and cleanup takes it later.
-    assert _release_dirs(fleet) >= before
+    assert _release_dirs(fleet) == before
     assert history(fleet.hosts[0].srv)[-1]["outcome"] == "interrupted"
+    retry = project.inv("release", "--env=e2e")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+
+
+def test_ctrl_c_during_restart_rolls_back(project: Project, fleet: SimFleet) -> None:
+    live = _served(fleet)
+    done = _interrupt_when(project, "e2e", "Restart the web servers", _ctrl_c)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "interrupted (Ctrl-C) during switch" in done.stderr
+    assert f"rolled back to {live} and verified" in done.stderr
+    _intact(project, fleet, live)
+    last = history(fleet.hosts[0].srv)[-1]
+    assert (last["outcome"], last["restored"]) == ("rolled_back", live)
+    retry = project.inv("release", "--env=e2e")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+
+
+def test_sshd_killed_mid_step_is_undone_once_it_is_back(project: Project, fleet: SimFleet) -> None:
+    live = _served(fleet)
+    before = _release_dirs(fleet)
+    host = fleet.hosts[0]
+
+    def crash_and_restart(_: subprocess.Popen[str]) -> None:
+        _wait_for_process(fleet, "sleep 6")  # the install step's hook is running
+        fleet.kill_sshd(host)  # the install script goes on running on the host, orphaned
+        fleet.start_sshd(host)  # as the host's service manager would
+
+    done = _interrupt_when(project, "slow", "Install the release", crash_and_restart)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step 'install' failed on web1" in done.stderr
+    assert "connection to web1 lost" in done.stderr
+    _intact(project, fleet, live)
+    # The undo waited for the orphaned install script instead of racing it.
+    assert _release_dirs(fleet) == before
+    last = history(host.srv)[-1]
+    assert (last["outcome"], last["step"]) == ("aborted", "install")
     retry = project.inv("release", "--env=e2e")
     assert retry.returncode == 0, retry.stdout + retry.stderr
 
@@ -146,6 +204,24 @@ def test_unreachable_host_changes_nothing(project: Project, fleet: SimFleet) -> 
     done = project.inv("release", "--env=ghost")
     assert done.returncode == 1
     assert "ghost" in done.stderr and "nothing was changed" in done.stderr
+    _intact(project, fleet, live)
+
+
+def test_connection_that_times_out_changes_nothing(project: Project, fleet: SimFleet) -> None:
+    live = _served(fleet)
+    port = fleet.hosts[0].port
+    inventory = (project.root / "inventories" / "e2e.yml").read_text()
+    silent = "  silent:\n    address: 127.0.0.253\n    roles: [web]\n"
+    (project.root / "inventories" / "silent.yml").write_text(
+        inventory.replace("connect_timeout: 5", "connect_timeout: 2") + silent
+    )
+    # Accepts TCP connections and never says a word, like a host whose sshd hangs.
+    with socket.create_server(("127.0.0.253", port), backlog=8) as listener:
+        done = project.inv("release", "--env=silent", timeout=120)
+        assert listener.fileno() >= 0
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "silent" in done.stderr and "nothing was changed" in done.stderr
+    assert "timeout" in done.stderr.lower() or "timed out" in done.stderr.lower()
     _intact(project, fleet, live)
 
 
@@ -217,3 +293,34 @@ def test_failing_build_touches_no_host(project: Project, fleet: SimFleet) -> Non
     assert _release_dirs(fleet) == before
     assert history(fleet.hosts[0].srv)[-1]["step"] == "build"
     assert project.inv("release", "--env=e2e").returncode == 0
+
+
+def test_full_filesystem_changes_nothing_live(project: Project, fleet: SimFleet) -> None:
+    live = _served(fleet)
+    before = _release_dirs(fleet)
+    srv = fleet.hosts[0].srv
+    inventory = (project.root / "inventories" / "e2e.yml").read_text()
+    unchecked = inventory.replace("app:\n", "disk:\n  min_free_mb: 0\napp:\n", 1)
+    (project.root / "inventories" / "nodiskcheck.yml").write_text(unchecked)
+    filler = srv / "filler"
+    stat = os.statvfs(srv)
+    with filler.open("wb") as fill:
+        # Room for the lock and the history, not for unpacking the release.
+        os.posix_fallocate(fill.fileno(), 0, stat.f_bavail * stat.f_frsize - 48 * 1024)
+    try:
+        refused = project.inv("release", "--env=e2e")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "step 'preflight' failed on web1" in refused.stderr
+        assert "MB free under /srv/app; need 500 MB" in refused.stderr
+        _intact(project, fleet, live)
+        # Without the preflight check the release runs into the full disk for real.
+        full = project.inv("release", "--env=nodiskcheck")
+        assert full.returncode == 1, full.stdout + full.stderr
+        assert "failed on web1" in full.stderr and "No space left on device" in full.stderr
+        _intact(project, fleet, live)
+        assert _release_dirs(fleet) == before
+        assert history(srv)[-1]["outcome"] == "aborted"
+    finally:
+        filler.unlink()
+    retry = project.inv("release", "--env=nodiskcheck")
+    assert retry.returncode == 0, retry.stdout + retry.stderr

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from releasebook.batches import ROLLING, schedule
 from releasebook.checks.report import (
@@ -51,9 +51,10 @@ from releasebook.plan import (
     build_plan,
 )
 from releasebook.reporting import Reporter
-from releasebook.runner import Outcome, execute_group, fuse, run_scripts
+from releasebook.runner import Guard, Outcome, execute_group, fuse, run_scripts
 from releasebook.state import (
     HostState,
+    deploy_dir,
     history_commands,
     parse_probe,
     probe_commands,
@@ -216,15 +217,25 @@ def _record(
 # --- running a plan ----------------------------------------------------------------
 
 
+def guard(env: Environment, action: str, release: str) -> Guard:
+    state = deploy_dir(env) / ".releasebook"
+    return Guard(str(state / "steps.lock"), str(state / "journal"), action, release)
+
+
 @dataclass
 class _Run:
     env: Environment
     transports: Mapping[str, Transport]
     reporter: Reporter
     durations: dict[str, float]
+    guard: Guard
+    running: tuple[str, ...] = ()  # the steps of the group now running, for messages
 
     def group(self, group: list[PlannedStep]) -> list[list[Outcome]]:
-        results = execute_group(group, self.transports, self.reporter, self.env.max_parallel)
+        self.running = tuple(p.step.name for p in group)
+        results = execute_group(
+            group, self.transports, self.reporter, self.env.max_parallel, self.guard
+        )
         for planned, outcomes in zip(group, results, strict=True):
             slowest = max((o.duration for o in outcomes), default=0.0)
             name = planned.step.name
@@ -298,7 +309,7 @@ def release(
             ready_hosts=ready,
         )
         reporter.plan_started(plan)
-        run = _Run(env, transports, reporter, {})
+        run = _Run(env, transports, reporter, {}, guard(env, command, info.release_id))
         base: dict[str, Any] = {
             "action": command,
             "release": info.release_id,
@@ -387,24 +398,27 @@ def release(
                         env, run, info, previous, reason, base, source, batch_size
                     )
         except KeyboardInterrupt:
-            reason = "interrupted (Ctrl-C)"
-            outcome = "interrupted_live" if live else "interrupted"
-            if not live:
-                _abort(plan, run)
+            # The scripts running on hosts were let finish (see runner), so what undoes
+            # them now cannot race them.
+            reason = f"interrupted (Ctrl-C) during {', '.join(run.running) or 'start-up'}"
+            if live:
+                reporter.message(f"{reason}: rolling back; Ctrl-C again to stop that too")
+                _roll_back_after_interrupt(env, run, info, previous, reason, base, source)
+            _abort(plan, run)
             _record(
                 env,
                 transports,
-                {h.name: {**base, "outcome": outcome, "steps": run.durations} for h in env.hosts},
+                {
+                    h.name: {
+                        **base,
+                        "outcome": "interrupted",
+                        "reason": reason,
+                        "steps": run.durations,
+                    }
+                    for h in env.hosts
+                },
             )
             reporter.finished(False, f"release {info.release_id} {reason}")
-            if live:
-                # A host may still be running the interrupted switch or restart; rolling
-                # back now could race it, so a person decides with the facts in hand.
-                raise RollbackFailed(
-                    f"{reason} after the switch: hosts may be part-way through "
-                    f"{info.release_id}. Check `inv status --env={env.name}`, then "
-                    f"`inv rollback --env={env.name}` or release again."
-                ) from None
             raise ReleaseFailed(
                 f"{reason} before switch: the new release was removed from every host; "
                 "nothing live changed."
@@ -474,8 +488,46 @@ def _abort(plan: Plan, run: _Run) -> None:
     scripts = {w.target: w.undo for w in undo.work if w.undo}
     build = plan.step("build").work[0]
     scripts[CONTROLLER] = build.undo
-    run_scripts(scripts, run.transports, run.env.max_parallel)
-    run.reporter.message("removed the new release directory on every host")
+    results = run_scripts(scripts, run.transports, run.env.max_parallel, run.guard)
+    left = sorted(t for t, r in results.items() if isinstance(r, Exception) or not r.ok)
+    if left:
+        run.reporter.message(
+            "warning: could not remove the new release directory on "
+            + ", ".join(left)
+            + "; it never became current, and cleanup removes it once it is older than the kept "
+            "releases"
+        )
+    else:
+        run.reporter.message("removed the new release directory on every host")
+
+
+def _roll_back_after_interrupt(
+    env: Environment,
+    run: _Run,
+    info: ReleaseInfo,
+    previous: Mapping[str, str],
+    reason: str,
+    base: dict[str, Any],
+    source: Source,
+) -> NoReturn:
+    """Ctrl-C after the switch: undo like a failure, unless Ctrl-C comes again."""
+    try:
+        _roll_back_after_failure(env, run, info, previous, reason, base, source, None)
+    except KeyboardInterrupt:
+        _record(
+            env,
+            run.transports,
+            {
+                h.name: {**base, "outcome": "rollback_interrupted", "reason": reason}
+                for h in env.hosts
+            },
+        )
+        run.reporter.finished(False, "the automatic rollback was interrupted")
+        raise RollbackFailed(
+            f"{reason}, and the automatic rollback was interrupted too: hosts may serve "
+            f"{info.release_id} or the release before it. Check `inv status "
+            f"--env={env.name}`, then `inv rollback --env={env.name}` or release again."
+        ) from None
 
 
 def _roll_back_after_failure(
@@ -487,7 +539,7 @@ def _roll_back_after_failure(
     base: dict[str, Any],
     source: Source,
     batch_size: int | None,
-) -> None:
+) -> NoReturn:
     transports = run.transports
     if not previous:
         _record(
@@ -505,9 +557,10 @@ def _roll_back_after_failure(
         )
     run.reporter.message("rolling every host back to the release it served before")
     plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
+    undo = guard(env, "rollback", ",".join(sorted(set(previous.values()))))
     rollback_failed: list[Outcome] = []
     for group in _groups(plan, batch_size):
-        for outcomes in execute_group(group, transports, run.reporter, env.max_parallel):
+        for outcomes in execute_group(group, transports, run.reporter, env.max_parallel, undo):
             rollback_failed.extend(o for o in outcomes if not o.ok)
             if rollback_failed:
                 break
@@ -561,7 +614,7 @@ def rollback(
         )
         plan = build_plan(env, "rollback", source=source, release=info, per_host_release=targets)
         reporter.plan_started(plan)
-        run = _Run(env, transports, reporter, {})
+        run = _Run(env, transports, reporter, {}, guard(env, "rollback", target_id))
         failed: list[Outcome] = []
         for group in _groups(plan, batch_size):
             for outcomes in run.group(group):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from releasebook.health import wait_ready
 from releasebook.plan import HostWork, PlannedStep
@@ -27,6 +27,49 @@ from releasebook.transport import Result, Transport
 SCRIPT_HEADER = "set -eu"
 MARK = "@@releasebook-step"
 NOT_RUN = -2
+# flock's exit status when the wait for another run's script ran out.
+BUSY = 75
+BUSY_WAIT = 300
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Where a host serialises step scripts, and journals the steps it completed.
+
+    A step script keeps running on its host when the controller loses it (a dropped
+    connection, a killed controller), so every step script and every undo takes the
+    host's step lock first: an undo waits for what it undoes instead of racing it.
+    ``flock -o`` keeps the lock out of daemons the script starts (supervisord)."""
+
+    lock: str
+    journal: str
+    action: str
+    release: str
+
+    def wrap(self, script: str) -> str:
+        state_dir = quote(str(PurePosixPath(self.lock).parent))
+        busy = quote(
+            f"another releasebook script is still running on this host; waited {BUSY_WAIT}s "
+            f"for {self.lock}"
+        )
+        return host_script(
+            (
+                "command -v flock >/dev/null || "
+                "{ echo 'flock (util-linux) is required on this host' >&2; exit 127; }",
+                f"mkdir -p {state_dir}",
+                "rc=0",
+                f"flock -o -w {BUSY_WAIT} -E {BUSY} {quote(self.lock)} bash -c {quote(script)}"
+                " || rc=$?",
+                f"if [ \"$rc\" = {BUSY} ]; then printf '%s\\n' {busy} >&2; fi",
+                'exit "$rc"',
+            )
+        )
+
+    def journal_line(self, step: str) -> str:
+        entry = quote(f"{self.action} {self.release} {step}")
+        return (
+            f"printf '%s %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {entry} >> {quote(self.journal)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,8 +151,10 @@ def execute_group(
     transports: Mapping[str, Transport],
     reporter: Reporter,
     max_parallel: int,
+    guard: Guard | None = None,
 ) -> list[list[Outcome]]:
-    """Run a fused group; return each step's outcomes, in the group's order."""
+    """Run a fused group; return each step's outcomes, in the group's order. With a
+    ``guard``, host scripts hold the host's step lock and journal each completed step."""
     for planned in group:
         reporter.step_started(planned)
     if len(group) == 1 and group[0].step.where == "controller":
@@ -121,7 +166,7 @@ def execute_group(
     else:
         targets = list(dict.fromkeys(w.target for p in group for w in p.work))
         per_host = _parallel(
-            [partial(_run_fused, group, t, transports[t]) for t in targets], max_parallel
+            [partial(_run_fused, group, t, transports[t], guard) for t in targets], max_parallel
         )
     results: list[list[Outcome]] = []
     for planned in group:
@@ -150,7 +195,9 @@ def _run_one(step: str, work: HostWork, transport: Transport) -> list[Outcome]:
     return [_run_work(step, work, transport)]
 
 
-def _run_fused(group: list[PlannedStep], target: str, transport: Transport) -> list[Outcome]:
+def _run_fused(
+    group: list[PlannedStep], target: str, transport: Transport, guard: Guard | None
+) -> list[Outcome]:
     works = [(p.step.name, w) for p in group for w in p.work if w.target == target]
     names = [name for name, _ in works]
     started = time.monotonic()
@@ -164,7 +211,7 @@ def _run_fused(group: list[PlannedStep], target: str, transport: Transport) -> l
         if not any(commands for _, commands in parts):
             elapsed = time.monotonic() - started
             return [Outcome(name, target, True, 0, "", elapsed) for name in names]
-        result = transport.run(_fused_script(parts))
+        result = transport.run(_fused_script(parts, guard))
     except Exception as exc:  # a lost connection is a failed step on that host, not a crash
         failed = Outcome(
             names[0],
@@ -178,13 +225,18 @@ def _run_fused(group: list[PlannedStep], target: str, transport: Transport) -> l
     return _split(names, target, result)
 
 
-def _fused_script(parts: list[tuple[str, tuple[str, ...]]]) -> str:
+def _fused_script(parts: list[tuple[str, tuple[str, ...]]], guard: Guard | None = None) -> str:
     lines = [SCRIPT_HEADER]
+    done: str | None = None
     for name, commands in [*parts, ("", ())]:
+        if guard is not None and done is not None:
+            lines.append(guard.journal_line(done))
         marker = quote(f"{MARK} {name or '-'}")
         lines.append(f"printf '%s %s\\n' {marker} \"$(date +%s.%N)\"; printf '%s\\n' {marker} >&2")
         lines.extend(commands)
-    return "\n".join(lines) + "\n"
+        done = name
+    script = "\n".join(lines) + "\n"
+    return guard.wrap(script) if guard is not None else script
 
 
 def _sections(text: str) -> tuple[dict[str, list[str]], dict[str, float]]:
@@ -234,11 +286,18 @@ def run_scripts(
     scripts: Mapping[str, tuple[str, ...]],
     transports: Mapping[str, Transport],
     max_parallel: int,
+    guard: Guard | None = None,
 ) -> dict[str, Result | Exception]:
-    """Run bookkeeping scripts (state probes, history) on several hosts at once."""
+    """Run bookkeeping scripts (state probes, history) on several hosts at once; undo
+    scripts pass the ``guard`` so that they wait for any step script still running."""
+
+    def script(target: str, commands: tuple[str, ...]) -> str:
+        text = host_script(commands)
+        return guard.wrap(text) if guard is not None and target != "controller" else text
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(scripts) or 1))) as pool:
         futures = {
-            target: pool.submit(transports[target].run, host_script(commands))
+            target: pool.submit(transports[target].run, script(target, commands))
             for target, commands in scripts.items()
         }
         results: dict[str, Result | Exception] = {}
