@@ -173,6 +173,11 @@ def test_sshd_killed_mid_step_is_undone_once_it_is_back(project: Project, fleet:
     assert _release_dirs(fleet) == before
     last = history(host.srv)[-1]
     assert (last["outcome"], last["step"]) == ("aborted", "install")
+    # The host's journal knows what the controller could not: the orphaned install
+    # finished (its script died at its next output), and nothing after it ran.
+    journal = project.status()["web1"]["journal"]
+    assert journal["release"] == last["release"]
+    assert journal["steps"][-2:] == ["upload", "install"]
     retry = project.inv("release", "--env=e2e")
     assert retry.returncode == 0, retry.stdout + retry.stderr
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from releasebook.history import format_history, history_file, read_history
 from releasebook.inventory import load_environment
+from releasebook.state import parse_probe
 from releasebook.transport import LocalTransport
 
 RELEASED: dict[str, Any] = {
@@ -118,3 +119,24 @@ def test_read_history_tails_each_host(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     assert read_history(env, transports, limit=3) == {"local": [FAILED, UNLOCK]}
     assert read_history(env, transports) == {"local": [RELEASED, FAILED, UNLOCK]}
+
+
+def test_journal_gives_the_steps_of_the_newest_run() -> None:
+    probe = "\n".join(
+        [
+            "current=20240501-120000-000",
+            "journal=2024-05-01T12:00:05Z release 20240501-120000-000 cleanup",
+            "journal=2024-05-02T09:00:01Z release 20240502-090000-000 setup",
+            "journal=2024-05-02T09:00:02Z release 20240502-090000-000 preflight",
+            "journal=2024-05-02T09:00:09Z release 20240502-090000-000 upload",
+            "journal=garbled",
+        ]
+    )
+    state = parse_probe("web1", probe)
+    assert state.last_steps() == {
+        "action": "release",
+        "release": "20240502-090000-000",
+        "steps": ["setup", "preflight", "upload"],
+        "at": "2024-05-02T09:00:09Z",
+    }
+    assert parse_probe("web1", "current=20240501-120000-000").last_steps() is None

@@ -1,7 +1,10 @@
 """What is on a host: the live release, the releases kept, and the history of runs.
 
 Each host keeps ``<deploy>/.releasebook/history.jsonl``: one JSON line per release or
-rollback with who, when, git sha, the outcome and why it failed.
+rollback with who, when, git sha, the outcome and why it failed; and
+``<deploy>/.releasebook/journal``: a line per step the host completed (time, action,
+release, step), written by the step script itself, so it holds even when the run that
+started the step was cut off before it could record an outcome.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.quoting import quote
+from releasebook.reporting import redact
 
 RELEASE_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}$")
 BAD_OUTCOMES = ("rolled_back", "failed_after_switch")
@@ -38,6 +42,20 @@ class HostState:
     venvs: tuple[str, ...] = ()  # requirements hashes with a complete virtualenv
     tools_ready: bool = False  # supervisord and uv are installed
     lock: str | None = None  # the environment lock's info.json, when one is held
+    journal: tuple[str, ...] = ()  # the journal's last lines
+
+    def last_steps(self) -> dict[str, Any] | None:
+        """The steps this host completed in the newest run it journaled."""
+        entries = [parts for parts in (line.split() for line in self.journal) if len(parts) == 4]
+        if not entries:
+            return None
+        at, action, release, _ = entries[-1]
+        steps: list[str] = []
+        for _, each_action, each_release, step in reversed(entries):
+            if (each_action, each_release) != (action, release):
+                break
+            steps.insert(0, step)
+        return {"action": action, "release": release, "steps": steps, "at": at}
 
     def venv_ready(self, requirements_hash: str) -> bool:
         return self.tools_ready and requirements_hash in self.venvs
@@ -75,6 +93,8 @@ def probe_commands(env: Environment) -> tuple[str, ...]:
         "done",
         "if [ -x .releasebook/tools/bin/supervisord ] && [ -x .releasebook/tools/bin/uv ]; then "
         "echo tools=ready; fi",
+        "if [ -f .releasebook/journal ]; then "
+        "tail -n 40 .releasebook/journal | sed 's/^/journal=/'; fi",
         "if [ -f .releasebook/lock/info.json ]; then "
         "printf 'lock=%s\\n' \"$(tr -d '\\n' < .releasebook/lock/info.json)\"; fi",
     )
@@ -87,6 +107,7 @@ def parse_probe(host: str, output: str) -> HostState:
     venvs: list[str] = []
     tools_ready = False
     lock: str | None = None
+    journal: list[str] = []
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "current" and value:
@@ -99,6 +120,8 @@ def parse_probe(host: str, output: str) -> HostState:
             tools_ready = value == "ready"
         elif key == "lock":
             lock = value
+        elif key == "journal":
+            journal.append(value)
         elif key == "history":
             try:
                 record = json.loads(value)
@@ -107,13 +130,20 @@ def parse_probe(host: str, output: str) -> HostState:
             if isinstance(record, dict):
                 history.append(record)
     return HostState(
-        host, current, tuple(sorted(releases)), tuple(history), tuple(venvs), tools_ready, lock
+        host,
+        current,
+        tuple(sorted(releases)),
+        tuple(history),
+        tuple(venvs),
+        tools_ready,
+        lock,
+        tuple(journal),
     )
 
 
 def history_commands(env: Environment, record: dict[str, Any]) -> tuple[str, ...]:
     state = deploy_dir(env) / ".releasebook"
-    line = json.dumps(record, sort_keys=True)
+    line = redact(json.dumps(record, sort_keys=True))
     return (
         f"mkdir -p {quote(state)}",
         f"printf '%s\\n' {quote(line)} >> {quote(state / 'history.jsonl')}",

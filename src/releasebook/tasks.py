@@ -185,7 +185,8 @@ def runbook(c: Context, render: bool = False, env: str = "", check: bool = False
 )
 @_errors_to_exit
 def status(c: Context, env: str = "", json: bool = False) -> None:
-    """Show each host's live release, the releases kept and the last outcome."""
+    """Show each host's live release, the releases kept, a held or stale lock, the last
+    outcome and the steps the last run completed; warn when hosts serve different releases."""
     states = deploy.status(_load(env))
     if json:
         payload = {
@@ -194,6 +195,7 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
                 "releases": list(s.releases),
                 "last": s.history[-1] if s.history else None,
                 "lock": jsonlib.loads(s.lock) if s.lock else None,
+                "journal": s.last_steps(),
             }
             for name, s in states.items()
         }
@@ -222,6 +224,13 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
             print(
                 f"  last: {last.get('action')} {last.get('release')} {last.get('outcome')} "
                 f"at {last.get('at')} by {last.get('by')}"
+            )
+        journaled = state.last_steps()
+        if journaled:
+            print(
+                f"  steps completed by the last {journaled['action']} "
+                f"({journaled['release']}, until {journaled['at']}): "
+                + ", ".join(journaled["steps"])
             )
 
 
