@@ -32,6 +32,7 @@ from releasebook.checks.report import (
     parse_gate_output,
     summary,
 )
+from releasebook.envsecrets import delivered
 from releasebook.errors import (
     HostUnreachable,
     ReleasebookError,
@@ -292,6 +293,7 @@ def release(
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     with (
+        delivered(env, info.release_id),  # the inventory's secrets: read before any host
         connect(env) as transports,
         _locked(env, transports, command, info.release_id, lock_wait) as (states, lock, released),
     ):

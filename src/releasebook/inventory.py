@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -84,10 +84,23 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class SecretSource:
+    """Where the controller reads a secret at each release: one of its own environment
+    variables (``env``), or a file (``file``: ``~`` or relative to the project root)."""
+
+    kind: Literal["env", "file"]
+    location: str
+
+    def describe(self) -> str:
+        return f"${self.location}" if self.kind == "env" else f"file {self.location}"
+
+
+@dataclass(frozen=True)
 class EnvFileSettings:
     required: tuple[str, ...]
     values: Mapping[str, str]
     generate: tuple[str, ...]
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,7 +154,13 @@ def _to_python(node: yaml.Node, path: str, lines: dict[str, int], where: Path) -
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader("").construct_object(node)
+    value = yaml.SafeLoader("").construct_object(node)
+    if isinstance(value, str) and "\0" in value:
+        # No shell word or file name can hold it: the value would silently change.
+        raise InventoryError(
+            f"{where}:{node.start_mark.line + 1}: {path}: contains a NUL character"
+        )
+    return value
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -310,7 +329,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
     keep = r.get(deploy, "deploy", "keep_releases", int, 5)
     if keep < 2:
         raise r.error("deploy.keep_releases", "deploy.keep_releases: expected 2 or more")
-    if not SAFE_PATH.match(deploy_path_raw) or ".." in deploy_path_raw.split("/"):
+    if not SAFE_PATH.fullmatch(deploy_path_raw) or ".." in deploy_path_raw.split("/"):
         raise r.error(
             "deploy.path",
             f"deploy.path: expected a path of letters, digits, '.', '_', '-' and '/', "
@@ -339,7 +358,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
             health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
         ),
     )
-    env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate"))
+    env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
     hooks = _hooks(r, data)
     disk = r.mapping(data.get("disk"), "disk", ("min_free_mb",))
@@ -415,7 +434,7 @@ def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
 
 def _matches(pattern: re.Pattern[str], message: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        return None if pattern.match(str(value)) else f"{message}, got {value!r}"
+        return None if pattern.fullmatch(str(value)) else f"{message}, got {value!r}"
 
     return check
 
@@ -472,7 +491,7 @@ def _hosts(
     seen_targets: dict[tuple[str, int, str], str] = {}
     for name, value in raw.items():
         path = f"hosts.{name}"
-        if not HOST_NAME.match(name):
+        if not HOST_NAME.fullmatch(name):
             raise r.error(path, f"{path}: host names are letters, digits, '.', '-' and '_'")
         section = r.mapping(value, path, _HOST_KEYS)
         roles = r.str_list(section, path, "roles")
@@ -584,15 +603,44 @@ def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise r.error(f"env.values.{key}", f"env.values.{key}: expected a string")
         values[key] = str(value)
+    secrets = _secrets(r, raw)
     for where, names in (
         ("env.required", required),
         ("env.generate", generate),
         ("env.values", values),
+        ("env.secrets", secrets),
     ):
         for name in names:
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise r.error(where, f"{where}: {name!r} is not an environment variable name")
-    return EnvFileSettings(required=required, values=values, generate=generate)
+    for name in secrets:
+        for where, names in (("env.values", values), ("env.generate", generate)):
+            if name in names:
+                raise r.error(
+                    f"env.secrets.{name}",
+                    f"env.secrets.{name}: also in {where}; give it one source",
+                )
+    return EnvFileSettings(required=required, values=values, generate=generate, secrets=secrets)
+
+
+def _secrets(r: _Reader, raw: Mapping[str, Any]) -> dict[str, SecretSource]:
+    section = r.mapping(raw.get("secrets"), "env.secrets", tuple(raw.get("secrets") or ()))
+    secrets: dict[str, SecretSource] = {}
+    for name, spec in section.items():
+        where = f"env.secrets.{name}"
+        source = r.mapping(spec, where, ("from_env", "from_file"))
+        if len(source) != 1:
+            raise r.error(where, f"{where}: expected one of from_env: VARIABLE or from_file: PATH")
+        ((key, location),) = source.items()
+        if not isinstance(location, str) or not location:
+            raise r.error(f"{where}.{key}", f"{where}.{key}: expected a string")
+        if key == "from_env" and not ENV_NAME.fullmatch(location):
+            raise r.error(
+                f"{where}.{key}",
+                f"{where}.{key}: {location!r} is not an environment variable name",
+            )
+        secrets[name] = SecretSource("env" if key == "from_env" else "file", location)
+    return secrets
 
 
 def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from releasebook.checks.command import GATE_SOURCE, gate_options
+from releasebook.envsecrets import BUILD_OUT, source_args
 from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
@@ -151,7 +152,7 @@ def _controller_values(
     """Build-side values. ``base`` None renders paths relative to the repository."""
     root = base if base is not None else Path()
     build_root = root / ".releasebook" / "build"
-    out = build_root / "out"
+    out = root / BUILD_OUT
     cache = source.cache if base is not None else Path(".releasebook/cache")
     tree: Id = (
         f"{ids.git_sha}:{source.subdir}"
@@ -179,7 +180,23 @@ def _controller_values(
         "artifact_name": _name(ids.release, ".tar.gz"),
         "wheels_local": _keyed(out, ids.requirements_hash, ".tar", "wheels-"),
         "wheels_name": _name(ids.requirements_hash, ".tar", "wheels-"),
+        "secrets_local": _keyed(out, ids.release, ".secrets"),
+        "secret_delivery": _secret_delivery(env),
     }
+
+
+def _secret_delivery(env: Environment) -> list[dict[str, object]]:
+    """One item when the inventory declares secrets, so the commands that carry them
+    (``each="secret_delivery"``) appear once, or not at all."""
+    secrets = env.env_file.secrets
+    if not secrets:
+        return []
+    return [
+        {
+            "secret_sources": Raw(" ".join(quote(arg) for arg in source_args(secrets))),
+            "secret_names_pattern": "^(" + "|".join(secrets) + ")=",
+        }
+    ]
 
 
 def _relative_tool(source: Source) -> Path | ShellVar:
@@ -226,6 +243,8 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         "artifact": _keyed(artifacts, ids.release, ".tar.gz"),
         "wheels": _keyed(artifacts, ids.requirements_hash, ".tar", "wheels-"),
         "wheel_dir": _keyed(state / "wheels", ids.requirements_hash),
+        "secrets_dir": state / "secrets",
+        "secrets_upload": _keyed(state / "secrets", ids.release, ".env"),
         "venv": venv,
         "python": env.app.python,
         "settings_module": env.app.settings_module,
@@ -258,7 +277,12 @@ def _host_values(env: Environment, host: Host, ids: _Ids, base: Path | None) -> 
         ],
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
         "web_processes": [{"process": name} for name in WEB_PROCESSES],
-        "env_required": [{"pattern": f"^{n}=.", "name": n} for n in env.env_file.required],
+        # The inventory's secrets are checked on the controller and arrive after preflight.
+        "env_required": [
+            {"pattern": f"^{n}=.", "name": n}
+            for n in env.env_file.required
+            if n not in env.env_file.secrets
+        ],
     }
     values["with_env_text"] = _heredoc_body(launcher_text(values).rstrip("\n"))
     values["supervisor_conf_text"] = _heredoc_body(supervisor_conf_text(values, host.roles))
@@ -389,6 +413,7 @@ def build_plan(
                         )
                         for u in step.uploads
                         if not (u.skip_if and ready_hosts is not None and host.name in ready_hosts)
+                        and (u.when is None or values[u.when])
                     ),
                     verify=_expand(step.verify, host, values),
                     undo=_expand(step.undo, host, values),

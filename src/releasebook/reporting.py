@@ -1,16 +1,38 @@
-"""Progress for people (live lines and a summary table) and for machines (JSON lines)."""
+"""Progress for people (live lines and a summary table) and for machines (JSON lines).
+
+Both mask every secret value the inventory declared (:func:`hide_secrets`): whatever a
+command printed, those values never reach the terminal, a JSON consumer or the history.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
     from releasebook.plan import Plan, PlannedStep
     from releasebook.runner import Outcome
+
+
+MASK = "***"
+_hidden: set[str] = set()
+
+
+def hide_secrets(values: Iterable[str]) -> None:
+    """From now on, mask these values in everything releasebook prints or records."""
+    _hidden.update(value for value in values if value)
+
+
+def redact(text: str) -> str:
+    """``text`` with each hidden value, as is or JSON-escaped, replaced by ``***``."""
+    for secret in sorted(_hidden, key=len, reverse=True):
+        for form in (secret, json.dumps(secret)[1:-1]):
+            text = text.replace(form, MASK)
+    return text
 
 
 class Reporter(Protocol):
@@ -42,7 +64,7 @@ class ConsoleReporter:
         self._rows: dict[str, _Row] = {}
 
     def _print(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        print(redact(text), file=self._out, flush=True)
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._started:6.1f}s"
@@ -100,7 +122,7 @@ class JsonReporter:
 
     def _emit(self, event: str, **data: Any) -> None:
         record = {"event": event, "elapsed": round(time.monotonic() - self._started, 3), **data}
-        print(json.dumps(record, sort_keys=True), file=self._out, flush=True)
+        print(redact(json.dumps(record, sort_keys=True)), file=self._out, flush=True)
 
     def plan_started(self, plan: Plan) -> None:
         self._emit(

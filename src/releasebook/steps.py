@@ -40,6 +40,7 @@ class Upload:
     remote: str
     suffix: str = ""
     skip_if: str | None = None  # a test command template; when it succeeds, skip
+    when: str | None = None  # a plan variable: planned only when it is not empty
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,16 @@ SETUP = Step(
     title="Prepare the host layout",
     why=(
         "Creates the directories every later step relies on (`releases/`, `shared/`, "
-        "`venvs/` and releasebook's own state), seeds the env file with the non-secret "
+        "`venvs/` and releasebook's own state, with a directory only the deploy user can "
+        "enter for the inventory's secrets, when it declares some), seeds the env file "
+        "(mode 0600) with the non-secret "
         "values the inventory declares and with generated secrets that never leave the "
         "host, and writes the process manager's configuration. Safe to repeat: existing "
         "values in the env file are never overwritten."
     ),
     commands=(
         _c("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
+        _c("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", each="secret_delivery"),
         _c("touch {env_file} && chmod 600 {env_file}"),
         _c(
             "grep -q {pattern} {env_file} || printf '%s\\n' {line} >> {env_file}",
@@ -110,8 +114,9 @@ PREFLIGHT = Step(
         "Refuses to start when a host cannot take the release: not enough free disk under "
         "the deploy path, no Python of the version the wheels were built for (environment "
         "markers can depend on it), or a required environment variable missing from the "
-        "env file (names only; values are never read into the output). Nothing live has "
-        "changed yet."
+        "env file (names only; values are never read into the output; the inventory's "
+        "secrets were checked on the controller and arrive with the upload). Nothing live "
+        "has changed yet."
     ),
     commands=(
         _c(
@@ -151,7 +156,10 @@ BUILD = Step(
         "source at the deployed git revision with its manifest (`release.json`), and a "
         "wheelhouse of its locked requirements so hosts install offline; releasebook's own "
         "wheel is in it, for apps that use `releasebook[django]`. The wheelhouse is cached "
-        "by the hash of the requirements, releasebook's version and the Python version."
+        "by the hash of the requirements, releasebook's version and the Python version. "
+        "Secrets the inventory declares (`env.secrets`) are read here, from the "
+        "controller's environment or files, into a file only its owner can read: the "
+        "command names where each value comes from, never the value."
     ),
     where="controller",
     once=True,
@@ -178,6 +186,10 @@ BUILD = Step(
         ),
         _c("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
         _c("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
+        _c(
+            "{controller_python} -m releasebook.envsecrets {secrets_local} {secret_sources}",
+            each="secret_delivery",
+        ),
     ),
     verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
     undo=(_c("rm -rf {build_app}"),),
@@ -190,20 +202,38 @@ UPLOAD = Step(
     why=(
         "Copies the artifact to every host and checks its SHA-256 there, so a truncated or "
         "altered upload never gets installed. The wheel archive is skipped on hosts that "
-        "already have a virtualenv for these exact requirements."
+        "already have a virtualenv for these exact requirements. The inventory's secrets "
+        "travel as a file into the private directory, replace their lines in the env file "
+        "(which stays mode 0600) and the copy is removed, so their values are never part "
+        "of a command; the controller's copy is removed when the run ends."
     ),
     uploads=(
         Upload("artifact_local", "artifact"),
         Upload("artifact_local", "artifact", ".sha256"),
         Upload("wheels_local", "wheels", skip_if="{venv_ready}"),
         Upload("wheels_local", "wheels", ".sha256", skip_if="{venv_ready}"),
+        Upload("secrets_local", "secrets_upload", when="secret_delivery"),
+    ),
+    commands=(
+        _c(
+            "secrets_new=$(mktemp {env_file}.XXXXXX)\n"
+            '{{ grep -v -E {secret_names_pattern} {env_file} || test "$?" = 1; }} '
+            '> "$secrets_new"\n'
+            'cat {secrets_upload} >> "$secrets_new"\n'
+            'mv "$secrets_new" {env_file}\n'
+            "rm -f {secrets_upload}",
+            each="secret_delivery",
+        ),
     ),
     verify=(
         _c("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
         _c("{venv_ready} || {{ cd {artifacts} && sha256sum --quiet -c {wheels_name}.sha256; }}"),
     ),
     verify_text="`sha256sum -c` accepts the uploaded files.",
-    undo=(_c("rm -f {artifact} {artifact}.sha256"),),
+    undo=(
+        _c("rm -f {artifact} {artifact}.sha256"),
+        _c("rm -f {secrets_upload}", each="secret_delivery"),
+    ),
     undo_text="Remove the uploaded artifact.",
 )
 
@@ -450,7 +480,7 @@ CLEANUP = Step(
             "ls -1 {releases} | grep -E {release_id_pattern} | sort -r | tail -n +{keep_from} |\n"
             "while read -r old; do\n"
             '  case "$old" in {release}|{previous}|"${{live##*/}}") continue ;; esac\n'
-            "  if printf '%s\\n' \"$in_use\" | grep -qx \"$old\"; then\n"
+            '  if printf \'%s\\n\' "$in_use" | grep -qx "$old"; then\n'
             "    printf 'kept %s: a running process still uses it\\n' \"$old\"; continue\n"
             "  fi\n"
             '  rm -rf {releases}/"$old" {artifacts}/"$old".tar.gz '
@@ -458,9 +488,7 @@ CLEANUP = Step(
             "done"
         ),
         _c(
-            "for link in {deploy}/.current-*; do\n"
-            '  if [ -L "$link" ]; then rm -f "$link"; fi\n'
-            "done"
+            'for link in {deploy}/.current-*; do\n  if [ -L "$link" ]; then rm -f "$link"; fi\ndone'
         ),
         _c(
             "for venv in {venvs}/*; do\n"

@@ -13,7 +13,7 @@ from invoke.exceptions import Exit
 
 from releasebook.errors import ReleasebookError, UsageError
 from releasebook.inventory import Environment, load_environment
-from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter
+from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +42,7 @@ def _errors_to_exit(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ReleasebookError as exc:
-            raise Exit(f"releasebook: {exc}", code=exc.exit_code) from None
+            raise Exit(f"releasebook: {redact(str(exc))}", code=exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -72,6 +72,9 @@ class VariableDoc:
 def _variable(env: Environment, name: str) -> VariableDoc:
     if name in env.env_file.generate:
         source = "generated on each host at first setup; never leaves it"
+    elif name in env.env_file.secrets:
+        origin = env.env_file.secrets[name].describe()
+        source = f"inventory `env.secrets`: the controller's {origin}, at each release"
     elif name in env.env_file.values:
         source = "inventory `env.values`, written once to `shared/.env`"
     else:
@@ -86,7 +89,10 @@ def _variable(env: Environment, name: str) -> VariableDoc:
 
 def variables(env: Environment) -> list[VariableDoc]:
     """Required names first (in inventory order), then the optional ones."""
-    names = dict.fromkeys([*env.env_file.required, *env.env_file.values, *env.env_file.generate])
+    env_file = env.env_file
+    names = dict.fromkeys(
+        [*env_file.required, *env_file.values, *env_file.generate, *env_file.secrets]
+    )
     docs = [_variable(env, name) for name in names]
     return [d for d in docs if d.required] + [d for d in docs if not d.required]
 
