@@ -296,6 +296,31 @@ BAD: dict[str, Bad] = {
         "unknown key; expected one of before, after",
         "during:",
     ),
+    "gateway-with-a-space": Bad(
+        add_to_web1("    ssh:\n      gateway: 'bastion host'\n"),
+        "hosts.web1.ssh.gateway",
+        "expected [user@]host[:port], got 'bastion host' (a ~/.ssh/config alias, "
+        "comma-separated hops, or none)",
+        "gateway: 'bastion host'",
+    ),
+    "gateway-port-out-of-range-in-role": Bad(
+        GOOD + "roles:\n  web:\n    ssh:\n      gateway: deploy@bastion:99999\n",
+        "roles.web.ssh.gateway",
+        "expected a port number between 1 and 65535 in 'deploy@bastion:99999'",
+        "gateway: deploy@bastion:99999",
+    ),
+    "gateway-not-a-string": Bad(
+        edit(GOOD, "ssh:\n", "ssh:\n  gateway: [bastion]\n"),
+        "ssh.gateway",
+        "expected a string, got a list",
+        "gateway: [bastion]",
+    ),
+    "gateway-shell-metacharacters": Bad(
+        add_to_web1("    ssh:\n      gateway: 'bastion;reboot'\n"),
+        "hosts.web1.ssh.gateway",
+        "expected [user@]host[:port], got 'bastion;reboot'",
+        "gateway: 'bastion;reboot'",
+    ),
 }
 
 
@@ -502,6 +527,24 @@ def test_layering_defaults_environment_roles_host(project: Path) -> None:
     assert web1.bind == "10.0.0.1:8000"
     assert web2.bind == "10.0.0.2:9000"
     assert worker2.bind == "0.0.0.0:7000"
+
+
+def test_ssh_gateway_layers_and_explicit_settings_are_recorded(project: Path) -> None:
+    text = edit(GOOD, "ssh:\n", "ssh:\n  gateway: deploy@bastion.example.com:2200\n")
+    text += "  web2:\n    address: db-alias\n    roles: [web]\n"
+    text += "    ssh:\n      gateway: none\n      user: root\n"
+    text += "  web3:\n    address: 10.0.0.3\n    roles: [web]\n"
+    text += "    ssh:\n      gateway: outer,jump@[fd00::1]:22\n"
+    env = load_inventory(write_inventory(project, text), root=project)
+    web1, web2, web3 = env.hosts
+    assert web1.ssh.gateway == "deploy@bastion.example.com:2200"
+    assert web2.ssh.gateway == "none"
+    assert web3.ssh.gateway == "outer,jump@[fd00::1]:22"
+    # defaults are not "set": ~/.ssh/config may still supply user and port
+    assert web1.ssh.explicit == {"known_hosts", "gateway"}
+    assert (web1.ssh.user, web1.ssh.port, web1.ssh.connect_timeout) == ("deploy", 22, 10)
+    assert web2.ssh.explicit == {"known_hosts", "gateway", "user"}
+    assert web2.ssh.user == "root"
 
 
 def test_same_address_on_another_port_is_not_a_duplicate(project: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from releasebook.errors import InventoryError
+from releasebook.sshconfig import parse_hops
 
 ROLES = ("web", "worker", "beat", "migrate")
 TRANSPORTS = ("ssh", "local")
@@ -35,6 +36,9 @@ class SshSettings:
     identity_file: Path | None
     known_hosts: Path
     connect_timeout: float
+    gateway: str | None = None  # "[user@]host[:port]", comma-separated hops, or "none"
+    # Keys the inventory set (any layer): these beat ~/.ssh/config, defaults do not.
+    explicit: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -280,7 +284,7 @@ def _port(value: Any) -> str | None:
 
 # --- the inventory ----------------------------------------------------------------
 
-_SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout")
+_SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "gateway")
 _WEB_KEYS = ("port", "workers", "timeout")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
@@ -300,8 +304,9 @@ _TOP_KEYS = (
     *_LAYERED,
 )
 
+_SSH_DEFAULTS: dict[str, Any] = {"user": "deploy", "port": 22, "connect_timeout": 10}
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "ssh": {"user": "deploy", "port": 22, "connect_timeout": 10},
+    "ssh": {},  # applied in _ssh, under what the inventory sets and ~/.ssh/config
     "web": {"port": 8000, "workers": 2, "timeout": 30},
     "worker": {"concurrency": 2, "stop_timeout": 60},
 }
@@ -452,6 +457,14 @@ def _roles(r: _Reader, data: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
     return out
 
 
+def _gateway(value: Any) -> str | None:
+    try:
+        parse_hops(str(value))
+    except ValueError as exc:
+        return f"{exc} (a ~/.ssh/config alias, comma-separated hops, or none)"
+    return None
+
+
 _LAYER_TYPES: dict[
     str, dict[str, tuple[type | tuple[type, ...], Callable[[Any], str | None] | None]]
 ] = {
@@ -461,6 +474,7 @@ _LAYER_TYPES: dict[
         "identity_file": (str, None),
         "known_hosts": (str, None),
         "connect_timeout": ((int, float), _positive),
+        "gateway": (str, _gateway),
     },
     "web": {"port": (int, _port), "workers": (int, _positive), "timeout": (int, _positive)},
     "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
@@ -578,14 +592,24 @@ def _ssh(
                 "host's key (see `inv hosts --trust`)",
             )
         known_hosts = "/dev/null"
+    defaults = _SSH_DEFAULTS
     return SshSettings(
-        user=r.get(values, where, "user", str),
-        port=r.get(values, where, "port", int, check=_port),
+        user=r.get(values, where, "user", str, defaults["user"]),
+        port=r.get(values, where, "port", int, defaults["port"], _port),
         identity_file=_resolve(identity, root) if identity else None,
         known_hosts=_resolve(known_hosts, root),
         connect_timeout=float(
-            r.get(values, where, "connect_timeout", (int, float), check=_positive)
+            r.get(
+                values,
+                where,
+                "connect_timeout",
+                (int, float),
+                defaults["connect_timeout"],
+                _positive,
+            )
         ),
+        gateway=r.get(values, where, "gateway", str, None, _gateway),
+        explicit=frozenset(k for k, v in values.items() if v is not None),
     )
 
 

@@ -2,25 +2,52 @@
 
 Transports know nothing of steps. One SSH connection per host is opened once and reused
 for the whole run. Host keys are checked against the inventory's known_hosts file and an
-unknown or changed key is refused: Fabric's default of accepting any key is switched off.
+unknown or changed key is refused: Fabric's default of accepting any key is switched off,
+for gateways too (Fabric's own ProxyJump connections would accept any key, so gateways are
+built here). ``~/.ssh/config`` is applied by :mod:`releasebook.sshconfig`.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
 from invoke.context import Context
 
 from releasebook.errors import HostUnreachable
 from releasebook.inventory import Host
+from releasebook.sshconfig import (
+    Endpoint,
+    SshConfigError,
+    SshConfigFiles,
+    known_hosts_name,
+    resolve,
+)
+
+# The name of the variable that unlocks encrypted identity files, not a secret.
+PASSPHRASE_ENV = "RELEASEBOOK_SSH_PASSPHRASE"  # noqa: S105
+_KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
+# paramiko logs failures (with tracebacks) that the errors below already report.
+_PARAMIKO_LOG = "releasebook.transport.paramiko"
+logging.getLogger(_PARAMIKO_LOG).addHandler(logging.NullHandler())
 
 TAIL_LINES = 20
+RECONNECT_FOR = 30.0
+# How paramiko says that a server accepted TCP but never completed the SSH handshake.
+_NO_GREETING = ("protocol banner", "No existing session", "EOF during negotiation")
+
+
+class _CannotConnect(HostUnreachable):
+    """The host did not answer (as opposed to answering with a wrong key)."""
 
 
 @dataclass(frozen=True)
@@ -86,60 +113,222 @@ class SshTransport:
     def __init__(self, host: Host) -> None:
         self.name = host.name
         self._host = host
+        self._gave_up = False
         settings = host.ssh
-        connect_kwargs: dict[str, object] = {"look_for_keys": settings.identity_file is None}
-        if settings.identity_file is not None:
-            connect_kwargs["key_filename"] = str(settings.identity_file)
-        self._connection = Connection(
-            host.address,
-            user=settings.user,
-            port=settings.port,
-            connect_timeout=int(settings.connect_timeout),
-            connect_kwargs=connect_kwargs,
-        )
-        client = self._connection.client
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         if not settings.known_hosts.is_file():
             raise HostUnreachable(
                 f"{host.name}: known_hosts file {settings.known_hosts} not found; "
                 "it must hold this host's key"
             )
-        client.load_host_keys(str(settings.known_hosts))
+        try:
+            self._route = resolve(host.address, settings, SshConfigFiles.load())
+        except SshConfigError as exc:
+            raise HostUnreachable(f"{host.name}: {exc}") from None
+        known = paramiko.HostKeys(str(settings.known_hosts))
+        self._skipped: dict[Endpoint, list[Path]] = {}  # encrypted keys left to the agent
+        gateway: Connection | str | bool = self._route.proxy_command or False
+        self._gateways: list[Connection] = []
+        for hop in self._route.gateways:
+            gateway = self._connection_to(hop, known, gateway, f"gateway {hop.label}: ")
+            self._gateways.append(gateway)
+        self._connection = self._connection_to(self._route.target, known, gateway, "")
+
+    def _connection_to(
+        self,
+        endpoint: Endpoint,
+        known: paramiko.HostKeys,
+        gateway: Connection | str | bool,
+        role: str,
+    ) -> Connection:
+        connection = Connection(
+            endpoint.hostname,
+            user=endpoint.user,
+            port=endpoint.port,
+            config=Config(ssh_config=paramiko.SSHConfig()),  # resolve() applied the files
+            gateway=gateway,
+            connect_timeout=math.ceil(self._route.connect_timeout),
+            connect_kwargs=self._auth(endpoint, role),
+        )
+        client = connection.client
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_log_channel(_PARAMIKO_LOG)
+        _pin(client.get_host_keys(), known, endpoint)
+        return connection
+
+    def _auth(self, endpoint: Endpoint, role: str) -> dict[str, object]:
+        passphrase = os.environ.get(PASSPHRASE_ENV) or None
+        agent = endpoint.use_agent and bool(os.environ.get("SSH_AUTH_SOCK"))
+        keys: list[str] = []
+        for path in endpoint.identity_files:
+            problem = _read_key(path, passphrase)
+            if problem is None:
+                keys.append(str(path))
+            elif path == self._host.ssh.identity_file and not (problem == "encrypted" and agent):
+                raise HostUnreachable(f"{self.name}: {role}{_key_problem(path, problem)}")
+            elif problem == "encrypted":  # the agent may hold it, or another key may do
+                self._skipped.setdefault(endpoint, []).append(path)
+            # else: ~/.ssh/config names a file that is not there, as OpenSSH, go on
+        timeout = self._route.connect_timeout
+        kwargs: dict[str, object] = {
+            "allow_agent": endpoint.use_agent,
+            # OpenSSH tries ~/.ssh/id_* only when no identity file is named.
+            "look_for_keys": not endpoint.identity_files,
+            # A host that accepts TCP but never speaks SSH times out like one that never
+            # answers, instead of after paramiko's own 15 s default.
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+        }
+        if keys:
+            kwargs["key_filename"] = keys
+        if passphrase is not None:
+            kwargs["passphrase"] = passphrase
+        return kwargs
+
+    def _where(self) -> str:
+        via = f" via {self._route.via}" if self._route.via else ""
+        return f"{self.name} ({self._route.target.label}{via})"
 
     def open(self) -> None:
-        settings = self._host.ssh
-        where = f"{self.name} ({settings.user}@{self._host.address}:{settings.port})"
+        host = f"{self.name} ({self._route.target.label})"
+        for hop, connection in zip(self._route.gateways, self._gateways, strict=True):
+            self._open(connection, hop, f"{host}: gateway {hop.label}")
+        self._open(self._connection, self._route.target, self._where())
+
+    def _open(self, connection: Connection, endpoint: Endpoint, where: str) -> None:
+        known_hosts = self._host.ssh.known_hosts
         try:
-            self._connection.open()
+            connection.open()
         except paramiko.BadHostKeyException as exc:
             raise HostUnreachable(
-                f"{where}: host key CHANGED. known_hosts {settings.known_hosts} has "
+                f"{where}: host key CHANGED. known_hosts {known_hosts} has "
                 f"{_fingerprint(exc.expected_key)}, the host offered "
                 f"{_fingerprint(exc.key)}. Refusing to connect."
+            ) from None
+        except paramiko.ChannelException as exc:
+            target = self._route.target
+            raise _CannotConnect(
+                f"{where}: the gateway could not open a connection to "
+                f"{target.hostname}:{target.port} ({exc.text})"
             ) from None
         except paramiko.SSHException as exc:
             message = str(exc)
             if "not found in known_hosts" in message:
                 message = (
-                    f"host key not in {settings.known_hosts}; add it after checking its "
-                    "fingerprint (ssh-keyscan, or `inv hosts --trust`)"
+                    f"host key of {endpoint.key_name} not in {known_hosts}; add it after "
+                    "checking its fingerprint (ssh-keyscan, or `inv hosts --trust`)"
                 )
+            elif "timeout" in message.lower():
+                pass  # paramiko's "Authentication timeout." is not a refusal
+            elif isinstance(exc, paramiko.AuthenticationException) or "authentication" in message:
+                message = self._auth_failed(endpoint, connection.connect_kwargs)
+            elif any(sign in message for sign in _NO_GREETING):
+                raise _CannotConnect(
+                    f"{where}: timed out: no SSH greeting within "
+                    f"{self._route.connect_timeout:g}s (is sshd hung, or is something "
+                    "else listening on that port?)"
+                ) from None
             raise HostUnreachable(f"{where}: {message}") from None
         except (OSError, EOFError) as exc:
-            raise HostUnreachable(f"{where}: cannot connect: {exc}") from None
+            raise _CannotConnect(f"{where}: cannot connect: {exc}") from None
+
+    def _auth_failed(self, endpoint: Endpoint, kwargs: Mapping[str, Any]) -> str:
+        """Why no key was accepted; ``kwargs``: what paramiko was given to try."""
+        tried = [f"key file {path}" for path in kwargs.get("key_filename", [])]
+        notes: list[str] = []
+        if endpoint.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            tried.append("the SSH agent's keys")
+        elif endpoint.use_agent:
+            notes.append("no SSH agent: SSH_AUTH_SOCK is not set")
+        if kwargs.get("look_for_keys"):
+            tried.append("~/.ssh/id_*")
+        notes += [
+            f"key file {path} is encrypted and {PASSPHRASE_ENV} is not set"
+            for path in self._skipped.get(endpoint, [])
+        ]
+        return (
+            f"authentication as {endpoint.user} failed "
+            f"(tried {', '.join(tried) or 'no key'}{''.join('; ' + n for n in notes)}). "
+            "Set ssh.identity_file, or add the key to the agent (ssh-add)."
+        )
+
+    def _reopen(self) -> None:
+        """After a dropped connection, connect again (sshd may be restarting) for up to
+        RECONNECT_FOR seconds, so undoing and unlocking still reach the host. Once that
+        failed, later scripts try once: the run is ending and should say so promptly."""
+        if self._connection.is_connected:
+            return
+        deadline = time.monotonic() + (0 if self._gave_up else RECONNECT_FOR)
+        while True:
+            try:
+                self.open()
+                return
+            except _CannotConnect as exc:
+                if time.monotonic() >= deadline:
+                    self._gave_up = True
+                    raise HostUnreachable(
+                        f"{exc} (the connection was lost; retried for {RECONNECT_FOR:.0f}s)"
+                    ) from None
+            time.sleep(1.0)
 
     def run(self, script: str, *, timeout: float | None = None) -> Result:
+        self._reopen()
         started = time.monotonic()
         result = self._connection.run(
             script, hide=True, warn=True, in_stream=False, timeout=timeout
         )
-        return Result(result.exited, result.stdout, result.stderr, time.monotonic() - started)
+        stderr = result.stderr
+        if result.exited == -1 and not self._connection.is_connected:
+            stderr += f"\nconnection to {self.name} lost before the script finished\n"
+        return Result(result.exited, result.stdout, stderr, time.monotonic() - started)
 
     def put(self, local: Path, remote: str) -> None:
+        self._reopen()
         self._connection.put(str(local), remote=remote)
 
     def close(self) -> None:
         self._connection.close()
+        for gateway in reversed(self._gateways):
+            gateway.close()
+
+
+def _pin(pinned: paramiko.HostKeys, known: paramiko.HostKeys, endpoint: Endpoint) -> None:
+    """Trust, for this one connection, exactly the keys known_hosts holds under the name
+    OpenSSH would look up (HostKeyAlias, or HostName and port). paramiko looks the host
+    up by the name it connects to; nothing is ever written back."""
+    entry = known.lookup(endpoint.key_name)
+    name = known_hosts_name(endpoint.hostname, endpoint.port)
+    for key_type, key in (entry or {}).items():
+        pinned.add(name, key_type, key)
+
+
+def _read_key(path: Path, passphrase: str | None) -> str | None:
+    """None if paramiko can use the key file, else why not: missing, encrypted, unreadable."""
+    encrypted = False
+    for key_type in _KEY_TYPES:
+        try:
+            key_type.from_private_key_file(str(path), passphrase)
+        except paramiko.PasswordRequiredException:
+            encrypted = True
+        except paramiko.SSHException:
+            continue
+        except OSError:
+            return "missing"
+        else:
+            return None
+    return "encrypted" if encrypted else "unreadable"
+
+
+def _key_problem(path: Path, problem: str) -> str:
+    if problem == "missing":
+        return f"identity file {path} not found"
+    if problem == "encrypted":
+        return (
+            f"key file {path} is encrypted: load it into the SSH agent (ssh-add {path}) "
+            f"or set {PASSPHRASE_ENV}"
+        )
+    if os.environ.get(PASSPHRASE_ENV):
+        return f"cannot read key file {path} with the passphrase in {PASSPHRASE_ENV}"
+    return f"cannot read key file {path}: not a private key paramiko understands"
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
