@@ -278,6 +278,10 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a positive number"
 
 
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 else "expected 0 or a positive number"
+
+
 def _port(value: Any) -> str | None:
     return None if 0 < value < 65536 else "expected a port number between 1 and 65535"
 
@@ -379,7 +383,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         env_file=env_file,
         hooks=hooks,
         max_parallel=r.get(data, "", "max_parallel", int, 10, _positive),
-        min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _positive),
+        min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _not_negative),
         gate_skips=_gate_skips(r, data),
         lines=lines,
     )
