@@ -137,8 +137,12 @@ def new_release(env: Environment, source: Source, reporter: Reporter) -> Release
 
 
 @contextmanager
-def connect(env: Environment) -> Iterator[dict[str, Transport]]:
-    """Open one transport per host (concurrently, capped) plus the controller."""
+def connect(
+    env: Environment, attempt_record: dict[str, Any] | None = None
+) -> Iterator[dict[str, Transport]]:
+    """Open one transport per host (concurrently, capped) plus the controller. When a
+    host cannot be reached, the hosts that could be get ``attempt_record`` in their
+    history, so that the next operator sees the attempt and why it never started."""
     transports: dict[str, Transport] = {CONTROLLER: LocalTransport(CONTROLLER, env.root)}
     errors: list[str] = []
 
@@ -152,13 +156,27 @@ def connect(env: Environment) -> Iterator[dict[str, Transport]]:
         with ThreadPoolExecutor(max_workers=max(1, min(env.max_parallel, len(env.hosts)))) as pool:
             list(pool.map(attempt, [h.name for h in env.hosts]))
         if errors:
-            raise HostUnreachable(
-                "cannot reach every host; nothing was changed:\n  " + "\n  ".join(sorted(errors))
+            reason = "cannot reach every host; nothing was changed:\n  " + "\n  ".join(
+                sorted(errors)
             )
+            if attempt_record is not None:
+                record = {**attempt_record, "outcome": "not_started", "reason": reason}
+                reached = [h.name for h in env.hosts if h.name in transports]
+                _record(env, transports, dict.fromkeys(reached, record))
+            raise HostUnreachable(reason)
         yield transports
     finally:
         for transport in transports.values():
             transport.close()
+
+
+def _attempt(action: str, release: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "release": release,
+        "by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def read_states(
@@ -294,7 +312,7 @@ def release(
     command = "preflight" if stop_after else "release"
     with (
         delivered(env, info.release_id),  # the inventory's secrets: read before any host
-        connect(env) as transports,
+        connect(env, _attempt(command, info.release_id)) as transports,
         _locked(env, transports, command, info.release_id, lock_wait) as (states, lock, released),
     ):
         previous = {name: state.current for name, state in states.items() if state.current}
@@ -602,7 +620,7 @@ def rollback(
     source = source or find_source(env)
     started = time.monotonic()
     with (
-        connect(env) as transports,
+        connect(env, _attempt("rollback", to or "")) as transports,
         _locked(env, transports, "rollback", to or "", lock_wait) as (states, _, _),
     ):
         targets = _rollback_targets(states, to)
