@@ -25,7 +25,7 @@ BAD_OUTCOMES = ("rolled_back", "failed_after_switch")
 
 
 def validate_release_id(value: str) -> str:
-    if not RELEASE_ID.match(value):
+    if not RELEASE_ID.fullmatch(value):
         raise UsageError(
             f"release id {value!r}: expected the form YYYYMMDD-HHMMSS-mmm "
             "(see `inv status` for the ids on each host)"
