@@ -191,7 +191,7 @@ def _inventory(deploy: Path) -> dict[str, Any]:
 
 STUBS = """\
 command_not_found_handle() {
-  builtin printf '%s\\0' "$@" >> "$RB_LOG"; builtin printf '\\n\\0' >> "$RB_LOG"
+  builtin printf '%s\\0' "$@" >> "$RB_LOG"
   return "$RB_STUB_STATUS"
 }
 printf() { command_not_found_handle printf "$@"; }
@@ -235,9 +235,9 @@ class Sandbox:
         )
 
     def arguments(self) -> Iterator[str]:
-        for call in self.log.read_bytes().split(b"\n\0"):
-            for argument in call.split(b"\0"):
-                yield argument.decode("utf-8", "replace")
+        """Every argument of every stubbed call (each ends with a NUL, which none holds)."""
+        for argument in self.log.read_bytes().split(b"\0"):
+            yield argument.decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")
