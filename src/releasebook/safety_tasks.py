@@ -113,26 +113,31 @@ def hosts(c: Context, env: str = "", trust: bool = False, yes: bool = False) -> 
     if yes and not trust:
         raise UsageError("--yes goes with --trust")
     environment = _load(env)
-    statuses = hostkeys.scan(environment)
-    print(format_scan(statuses, environment.name))
-    if trust:
 
-        def confirm(status: KeyStatus) -> bool:
-            assert status.key is not None  # only NEW keys are offered
-            return yes or _ask(f"{status.host} ({fingerprint(status.key)}): Trust this key?")
+    def confirm(status: KeyStatus) -> bool:
+        assert status.key is not None  # only NEW keys are offered
+        return yes or _ask(f"{status.label} ({fingerprint(status.key)}): Trust this key?")
 
-        for written in hostkeys.trust(environment, statuses, confirm=confirm):
-            print(f"added {written.host} to {written.known_hosts}")
-    elif any(s.status == "new" for s in statuses):
+    def review(statuses: list[KeyStatus]) -> None:
+        # A round: the hosts and first gateways, then what lies behind gateways trusted.
+        print(format_scan(statuses, environment.name))
+        if trust:
+            for written in hostkeys.trust(environment, statuses, confirm=confirm):
+                print(f"added {written.label} ({written.name}) to {written.known_hosts}")
+
+    statuses = hostkeys.scan(environment, review=review)
+    if not statuses:
+        print(format_scan(statuses, environment.name))
+    if not trust and any(s.status == "new" for s in statuses):
         print(f"add NEW keys after checking them: inv hosts --trust --env={environment.name}")
     _fail_on(statuses)
 
 
 def _fail_on(statuses: list[KeyStatus]) -> None:
-    changed = [s.host for s in statuses if s.status == "changed"]
+    changed = [s.label for s in statuses if s.status == "changed"]
     if changed:
         raise HostKeyChanged("host key CHANGED on " + ", ".join(changed) + "; nothing replaced")
-    unreachable = [s.host for s in statuses if s.status == "unreachable"]
+    unreachable = [s.label for s in statuses if s.status == "unreachable"]
     if unreachable:
         raise HostUnreachable("cannot fetch the host key of " + ", ".join(unreachable))
 

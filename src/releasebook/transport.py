@@ -189,10 +189,46 @@ class SshTransport:
         return f"{self.name} ({self._route.target.label}{via})"
 
     def open(self) -> None:
-        host = f"{self.name} ({self._route.target.label})"
-        for hop, connection in zip(self._route.gateways, self._gateways, strict=True):
-            self._open(connection, hop, f"{host}: gateway {hop.label}")
+        self._open_gateways(len(self._gateways))
         self._open(self._connection, self._route.target, self._where())
+
+    def _open_gateways(self, count: int) -> None:
+        """Open the first ``count`` gateways, outermost first."""
+        for hop, connection in zip(
+            self._route.gateways[:count], self._gateways[:count], strict=True
+        ):
+            self._open(connection, hop, self._gateway_where(hop))
+
+    def _gateway_where(self, hop: Endpoint) -> str:
+        return f"{self.name} ({self._route.target.label}): gateway {hop.label}"
+
+    def tunnel(self, hop: int) -> paramiko.Channel:
+        """A ``direct-tcpip`` channel to the SSH port of gateway number ``hop`` (the host
+        itself when ``hop`` is the number of gateways), opened by the gateway before it;
+        that gateway and those before it are connected to (keys checked, authenticated),
+        the one at the far end is not: ``inv hosts`` fetches its key through the channel.
+        ``close()`` closes the gateways."""
+        endpoints = (*self._route.gateways, self._route.target)
+        if not 0 < hop < len(endpoints):
+            raise ValueError(f"{self.name}: no gateway before hop {hop}")
+        self._open_gateways(hop)
+        far = endpoints[hop]
+        where = self._where() if hop == len(self._gateways) else self._gateway_where(far)
+        try:
+            channel: paramiko.Channel = self._gateways[hop - 1].transport.open_channel(
+                "direct-tcpip",
+                (far.hostname, far.port),
+                ("", 0),
+                timeout=self._route.connect_timeout,
+            )
+        except paramiko.ChannelException as exc:
+            raise _CannotConnect(
+                f"{where}: the gateway could not open a connection to "
+                f"{far.hostname}:{far.port} ({exc.text})"
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise _CannotConnect(f"{where}: the gateway did not open a channel: {exc}") from None
+        return channel
 
     def _open(self, connection: Connection, endpoint: Endpoint, where: str) -> None:
         known_hosts = self._host.ssh.known_hosts
