@@ -9,13 +9,23 @@ fails is rolled back automatically; a failing migration changes nothing live.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_project import Project, history, make_project, readyz, released_id, ssh_inventory
+from e2e_project import (
+    REPO,
+    Project,
+    history,
+    make_project,
+    readyz,
+    released_id,
+    ssh_inventory,
+)
 from services import fresh_database, started_fleet
 from simhosts import SimFleet
 
@@ -239,29 +249,75 @@ def test_preflight_skip_is_recorded(project: Project, fleet: SimFleet, first_rel
     assert "RB-NOPE-1" in done.stderr
 
 
-def test_secrets_never_leak(project: Project, fleet: SimFleet, first_release: str) -> None:
+# Secrets declared in the inventory, by where the controller reads them; and a hook that
+# prints them (sourcing the env file) and fails, so the release fails after they arrived.
+DECLARED_SECRETS = """  secrets:
+    RB_DECLARED_TOKEN: {from_env: RB_E2E_DECLARED}
+    RB_FILE_TOKEN: {from_file: secret-token}
+"""
+LEAKING_HOOK = (
+    "hooks:\n  after:\n    link_shared:\n"
+    '      - \'set -a; . ./.env; printf "the hook saw %s and %s\\n" '
+    '"$RB_DECLARED_TOKEN" "$RB_FILE_TOKEN"; exit 3\'\n'
+)
+
+
+def _secretive_inventories(project: Project) -> None:
+    text = (project.root / "inventories" / "e2e.yml").read_text()
+    declaring = text.replace("env:\n", "env:\n" + DECLARED_SECRETS, 1)
+    (project.root / "inventories" / "secretive.yml").write_text(declaring)
+    failing = declaring.replace("\nhosts:\n", "\n" + LEAKING_HOOK + "hosts:\n", 1)
+    (project.root / "inventories" / "secretive-fail.yml").write_text(failing)
+
+
+def _sourced(env_file: Path, name: str) -> str:
+    done = subprocess.run(
+        ["sh", "-c", f'. "$1"; printf %s "${name}"', "sh", str(env_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_secrets_never_leak(
+    project: Project, fleet: SimFleet, first_release: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     srv = fleet.hosts[0].srv
     env_file = srv / "app" / "shared" / ".env"
     canary = "canary-" + uuid.uuid4().hex
     env_file.write_text(env_file.read_text() + f"WEBHOOK_PROVIDER_X_SECRET={canary}\n")
-    secrets = [canary] + [
+    declared = f'declared-{uuid.uuid4().hex} it\'s "quoted" $HOME'
+    from_file = "filed-" + uuid.uuid4().hex
+    monkeypatch.setenv("RB_E2E_DECLARED", declared)
+    (project.root / "secret-token").write_text(from_file + "\n")
+    _secretive_inventories(project)
+    shutil.copytree(REPO / "templates", project.root / "templates", dirs_exist_ok=True)
+    secrets = [canary, declared, from_file] + [
         line.split("=", 1)[1].strip("'\"")
         for line in env_file.read_text().splitlines()
         if line.startswith("DJANGO_SECRET_KEY=")
     ]
-    outputs = [
-        project.inv("release", "--env=e2e"),
-        project.inv("release", "--env=e2e", "--json"),
-        project.inv("preflight", "--env=e2e"),
-        project.inv("status", "--env=e2e"),
-        project.inv("status", "--env=e2e", "--json"),
-        project.inv("rollback", "--env=e2e"),
-        project.inv("runbook", "--render"),
-    ]
-    captured = "".join(done.stdout + done.stderr for done in outputs)
+    outputs = {
+        "release": project.inv("release", "--env=secretive"),
+        "release --json": project.inv("release", "--env=secretive", "--json"),
+        "failing release": project.inv("release", "--env=secretive-fail", "--json"),
+        "dry run": project.inv("release", "--env=secretive", "--dry-run"),
+        "preflight": project.inv("preflight", "--env=secretive"),
+        "status": project.inv("status", "--env=secretive"),
+        "status --json": project.inv("status", "--env=secretive", "--json"),
+        "history --json": project.inv("history", "--env=secretive", "--json"),
+        "rollback": project.inv("rollback", "--env=secretive"),
+        "runbook": project.inv("runbook", "--render"),
+    }
+    for name, done in outputs.items():
+        expected = 1 if name == "failing release" else 0
+        assert done.returncode == expected, name + ":\n" + done.stdout + done.stderr
+    captured = "".join(done.stdout + done.stderr for done in outputs.values())
     files = [
         *sorted((srv / "app" / "shared" / "log").glob("*.log")),
         srv / "app" / ".releasebook" / "history.jsonl",
+        srv / "app" / ".releasebook" / "journal",
         *sorted((project.root / "runbooks").rglob("*.md")),
     ]
     assert len(files) > 4
@@ -270,3 +326,22 @@ def test_secrets_never_leak(project: Project, fleet: SimFleet, first_release: st
         assert secret not in captured
         for path in files:
             assert secret not in path.read_text(errors="replace"), path
+    # The failing hook printed both declared values: masked in its output and history.
+    failing = outputs["failing release"]
+    assert "the hook saw *** and ***" in failing.stdout
+    assert "the hook saw *** and ***" in failing.stderr
+    aborted = [r for r in history(srv) if r.get("outcome") == "aborted"]
+    assert "the hook saw *** and ***" in aborted[-1]["reason"]
+    # The plan and the runbook name where each value comes from, never the value.
+    assert "RB_DECLARED_TOKEN=env:RB_E2E_DECLARED" in outputs["dry run"].stdout
+    runbook = (project.root / "runbooks" / "secretive" / "release.md").read_text()
+    assert "RB_FILE_TOKEN=file:secret-token" in runbook
+    # Delivered literally into the env file, which stays 0600; no copy is left anywhere.
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert _sourced(env_file, "RB_DECLARED_TOKEN") == declared
+    assert _sourced(env_file, "RB_FILE_TOKEN") == from_file
+    assert _sourced(env_file, "WEBHOOK_PROVIDER_X_SECRET") == canary
+    uploads = srv / "app" / ".releasebook" / "secrets"
+    assert stat.S_IMODE(uploads.stat().st_mode) == 0o700
+    assert list(uploads.iterdir()) == []
+    assert list((project.root / ".releasebook" / "build" / "out").glob("*.secrets")) == []
