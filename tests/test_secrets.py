@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from releasebook.envsecrets import env_file_text, read_secrets
+from releasebook.envsecrets import env_file_text, hide_readable, read_secrets
 from releasebook.errors import InventoryError, ReleaseFailed, UsageError
 from releasebook.inventory import Environment, SecretSource, load_environment, load_inventory
 from releasebook.plan import Plan, ReleaseInfo, Source, build_plan
@@ -261,6 +261,18 @@ def test_known_secrets_are_masked_everywhere_releasebook_writes() -> None:
     with pytest.raises(BaseException) as caught:
         failing()
     assert secret not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_commands_that_deliver_no_secrets_mask_those_they_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _load(tmp_path)  # SIGNING_KEY's file does not exist: skipped, no error
+    token = "rollback-" + uuid.uuid4().hex
+    monkeypatch.setenv("RB_TEST_API_TOKEN", token)
+    hide_readable(env)
+    console = StringIO()
+    ConsoleReporter(console).message(f"restart printed {token}")
+    assert console.getvalue().endswith("restart printed ***\n")
 
 
 def _any_env() -> Environment:

@@ -88,6 +88,15 @@ def write_private(path: Path, text: str) -> None:
         file.write(text)
 
 
+def hide_readable(env: Environment) -> None:
+    """Mask the declared values that can be read now, for commands that deliver none."""
+    for name, source in env.env_file.secrets.items():
+        try:
+            hide_secrets([read_value(name, source, env.root)])
+        except UsageError:
+            continue
+
+
 @contextmanager
 def delivered(env: Environment, release_id: str) -> Iterator[None]:
     """Around a release: its secrets are readable (or UsageError before anything is

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
+from releasebook.envsecrets import hide_readable
 from releasebook.errors import ReleasebookError, UsageError
 from releasebook.inventory import Environment, load_environment
 from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter, redact
@@ -50,4 +51,6 @@ def _errors_to_exit(func: F) -> F:
 def _load(env: str) -> Environment:
     if not env:
         raise UsageError("--env is required (one of the files in inventories/)")
-    return load_environment(env, project_root())
+    environment = load_environment(env, project_root())
+    hide_readable(environment)  # a release reads them all; others mask what they can
+    return environment
