@@ -253,7 +253,7 @@ def test_hanging_readyz_is_rolled_back(project: Project, fleet: SimFleet) -> Non
         "\nimport time as _time  # noqa: E402\n"
         "from django.http import HttpResponse as _Late  # noqa: E402\n"
         "urlpatterns.insert(  # noqa: F821\n"
-        "    0, path('readyz', lambda r: (_time.sleep(20), _Late())[1])  # noqa: F821\n"
+        "    0, path('readyz', lambda r: (_time.sleep(12), _Late())[1])  # noqa: F821\n"
         ")\n"
     )
     done = _release_with(project, urls, hang, "readyz hangs")
