@@ -25,6 +25,7 @@ from releasebook.lock import LockInfo
 from releasebook.plan import Plan
 from releasebook.render import render_all
 from releasebook.safety_tasks import SAFETY_TASKS
+from releasebook.source import find_source
 from releasebook.taskkit import _errors_to_exit, _load, _reporter, project_root
 
 
@@ -155,8 +156,8 @@ def runbook(c: Context, render: bool = False, env: str = "", check: bool = False
     stale: list[str] = []
     for name in names:
         environment = load_environment(name, root)
-        source = deploy.find_source(environment)
-        for path, text in render_all(environment, source).items():
+        app_source = find_source(environment)
+        for path, text in render_all(environment, app_source).items():
             current = path.read_text(encoding="utf-8") if path.is_file() else None
             if current == text:
                 continue
