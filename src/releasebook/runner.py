@@ -30,6 +30,8 @@ NOT_RUN = -2
 # flock's exit status when the wait for another run's script ran out.
 BUSY = 75
 BUSY_WAIT = 300
+# A guard's fence found that this run no longer holds the environment lock.
+LOCK_LOST = 76
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,13 @@ class Guard:
     journal: str
     action: str
     release: str
+    # Run once the step lock is held, before the script: a check that stops it (exit
+    # ``LOCK_LOST``) when this run no longer holds the environment lock.
+    fence: tuple[str, ...] = ()
 
     def wrap(self, script: str) -> str:
+        if self.fence:
+            script = host_script(self.fence) + script
         state_dir = quote(str(PurePosixPath(self.lock).parent))
         busy = quote(
             f"another releasebook script is still running on this host; waited {BUSY_WAIT}s "
@@ -260,6 +267,11 @@ def _split(names: list[str], target: str, result: Result) -> list[Outcome]:
     out, stamps = _sections(result.stdout)
     err, _ = _sections(result.stderr)
     ran = [name for name in names if name in out]
+    if not ran and not result.ok:
+        # Stopped before its first step (the step lock's wait ran out, a fence, a
+        # missing flock): the first step carries why.
+        first = _outcome(names[0], target, result, 0.0)
+        return [first, *(_not_run(name, target) for name in names[1:])]
     outcomes: list[Outcome] = []
     for index, name in enumerate(names):
         if name not in out:
