@@ -25,20 +25,29 @@ RELEASE = "20240501-120000-000"
 ENV = "lk"
 
 
-def write_env(tmp: Path, fleet: SimFleet, *, known_hosts: Path | None = None) -> Environment:
+def write_env(
+    tmp: Path,
+    fleet: SimFleet,
+    *,
+    known_hosts: Path | None = None,
+    name: str = ENV,
+    reverse: bool = False,
+) -> Environment:
     """An inventory for the fleet (first host web+migrate, the others web) in a throwaway
-    project; the app is a stub, as nothing here builds it."""
+    project; the app is a stub, as nothing here builds it. ``reverse``: the hosts are
+    listed last first."""
     root = tmp / "project"
-    (root / "app").mkdir(parents=True)
+    (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "manage.py").write_text("")
     (root / "app" / "requirements.txt").write_text("")
-    (root / "inventories").mkdir()
+    (root / "inventories").mkdir(exist_ok=True)
     roles = ["web, migrate"] + ["web"] * (len(fleet.hosts) - 1)
+    listed = list(zip(fleet.hosts, roles, strict=True))
     hosts = "".join(
         f"  {h.name}:\n    address: {h.address}\n    roles: [{r}]\n"
-        for h, r in zip(fleet.hosts, roles, strict=True)
+        for h, r in (reversed(listed) if reverse else listed)
     )
-    (root / "inventories" / f"{ENV}.yml").write_text(
+    (root / "inventories" / f"{name}.yml").write_text(
         f"""
 app: {{source: app, settings: config.settings, wsgi: "config.wsgi:application"}}
 deploy: {{path: /srv/app}}
@@ -52,7 +61,7 @@ health: {{host_header: app.test}}
 hosts:
 {hosts}"""
     )
-    return load_environment(ENV, root)
+    return load_environment(name, root)
 
 
 def lock_path(fleet: SimFleet, host: str) -> Path:
@@ -69,13 +78,26 @@ def plant_lock(fleet: SimFleet, host: str, *, lease_until: float, token: str = "
     (path / "info.json").write_text(json.dumps(data) + "\n")
 
 
-def test_one_of_two_concurrent_attempts_wins(sim_host: SimFleet, tmp_path: Path) -> None:
-    env = write_env(tmp_path, sim_host)
+def test_one_of_two_concurrent_attempts_wins(
+    sim_fleet_factory: SimFleetFactory, tmp_path: Path
+) -> None:
+    fleet = sim_fleet_factory(3)
+    # The two runs list the hosts in opposite orders: they still take the locks in one.
+    envs = {
+        "release": write_env(tmp_path, fleet),
+        "rollback": write_env(tmp_path, fleet, name="backwards", reverse=True),
+    }
+    for _ in range(4):  # taken host by host in parallel, both runs often lost
+        _race(fleet, envs)
+
+
+def _race(fleet: SimFleet, envs: dict[str, Environment]) -> None:
     start = threading.Barrier(2)
     loser_done = threading.Event()
     outcomes: dict[str, str | LockHeld] = {}
 
     def attempt(command: str) -> None:
+        env = envs[command]
         with connect(env) as transports:
             start.wait(10)
             try:
@@ -108,7 +130,8 @@ def test_one_of_two_concurrent_attempts_wins(sim_host: SimFleet, tmp_path: Path)
     ):
         assert expected in message, message
     assert losers[0].exit_code == 4
-    assert not lock_path(sim_host, "host1").exists()
+    for host in fleet.hosts:
+        assert not lock_path(fleet, host.name).exists(), host.name
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])

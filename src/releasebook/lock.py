@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from pathlib import Path
 from releasebook.errors import HostUnreachable, ReleasebookError
 from releasebook.inventory import Environment
 from releasebook.quoting import quote
-from releasebook.runner import run_scripts
+from releasebook.runner import LOCK_LOST, run_scripts
 from releasebook.state import deploy_dir
 from releasebook.transport import Result, Transport
 
@@ -193,6 +193,21 @@ def release_commands(env: Environment, token: str) -> tuple[str, ...]:
     return _if_ours(env, token, _remove(env), "released")
 
 
+def fence_commands(env: Environment, token: str) -> tuple[str, ...]:
+    """Stop a step script (exit ``LOCK_LOST``) unless ``token`` still holds the lock on
+    its host: once ``inv unlock`` broke a lock, its run changes nothing more there."""
+    info = quote(lock_dir(env) / "info.json")
+    lost = quote(
+        "the environment lock on this host is no longer this run's: it was broken "
+        "(inv unlock) or taken over by another run; stopping before any change"
+    )
+    return (
+        f"if ! grep -qF {quote(_token_mark(token))} {info} 2>/dev/null; then",
+        f"  printf '%s\\n' {lost} >&2; exit {LOCK_LOST}",
+        "fi",
+    )
+
+
 def _renew_commands(env: Environment, info: LockInfo) -> tuple[str, ...]:
     return _if_ours(env, info.token, _write_info(env, info), "renewed")
 
@@ -224,10 +239,11 @@ def _detail(result: Result | Exception) -> str:
 
 
 def lock_hosts(env: Environment) -> list[str]:
-    """Every host of the environment; local hosts share this machine, so one of them."""
+    """Every host of the environment (local hosts share this machine, so one of them),
+    in the order every run takes their locks: by address, whatever the inventory's."""
     names: list[str] = []
     local = False
-    for host in env.hosts:
+    for host in sorted(env.hosts, key=lambda h: (h.address, h.ssh.port, h.name)):
         if host.transport == "local":
             if local:
                 continue
@@ -237,9 +253,14 @@ def lock_hosts(env: Environment) -> list[str]:
 
 
 def _each_host(
-    env: Environment, transports: Mapping[str, Transport], commands: tuple[str, ...], what: str
+    env: Environment,
+    transports: Mapping[str, Transport],
+    commands: tuple[str, ...],
+    what: str,
+    hosts: list[str] | None = None,
 ) -> dict[str, LockInfo | None]:
-    results = run_scripts(dict.fromkeys(lock_hosts(env), commands), transports, env.max_parallel)
+    names = lock_hosts(env) if hosts is None else hosts
+    results = run_scripts(dict.fromkeys(names, commands), transports, env.max_parallel)
     found: dict[str, LockInfo | None] = {}
     for host, result in results.items():
         if isinstance(result, Exception) or not result.ok:
@@ -293,13 +314,34 @@ def _try_acquire(
     probe: tuple[str, ...] = (),
     probed: dict[str, str] | None = None,
 ) -> dict[str, LockInfo | None]:
-    """Take the lock on every host, or on none: returns the holders that refused it."""
+    """Take the lock on every host, or on none: returns the holders that refused it.
+
+    The first host goes first, alone: of two runs started at once, the one that gets it
+    goes on to the others, and the other stops there. Taken all at once, each could win
+    some hosts and both would give up."""
+    first, others = hosts[:1], hosts[1:]
+    held = _try_acquire_on(env, transports, first, [], info, probe, probed)
+    if held or not others:
+        return held
+    return _try_acquire_on(env, transports, others, first, info, probe, probed)
+
+
+def _try_acquire_on(
+    env: Environment,
+    transports: Mapping[str, Transport],
+    hosts: list[str],
+    already: list[str],
+    info: LockInfo,
+    probe: tuple[str, ...],
+    probed: dict[str, str] | None,
+) -> dict[str, LockInfo | None]:
+    """Take the lock on ``hosts``; when any refuses, release it there and on ``already``."""
     try:
         results = run_scripts(
             dict.fromkeys(hosts, _acquire_commands(env, info, probe)), transports, env.max_parallel
         )
     except BaseException:  # interrupted mid-way: some hosts may have it
-        _release(env, transports, hosts, info.token)
+        _release(env, transports, already + hosts, info.token)
         raise
     got: list[str] = []
     held: dict[str, LockInfo | None] = {}
@@ -315,11 +357,25 @@ def _try_acquire(
                 probed[host] = result.stdout
         else:
             held[host] = holder
-    if (held or errors) and got:
-        _release(env, transports, got, info.token)
+    if (held or errors) and (got or already):
+        _release(env, transports, already + got, info.token)
     if errors:
         raise HostUnreachable("\n".join(errors))
     return held
+
+
+def _with_others(
+    env: Environment, transports: Mapping[str, Transport], holders: dict[str, LockInfo | None]
+) -> dict[str, LockInfo | None]:
+    """``holders``, and who holds the lock on the hosts not asked (refused on the first
+    host, a run asks no other), for the message; best effort."""
+    unasked = [h for h in lock_hosts(env) if h not in holders]
+    if not unasked:
+        return holders
+    with suppress(ReleasebookError):
+        found = _each_host(env, transports, _show_commands(env), "read", unasked)
+        return {**{h: info for h, info in found.items() if info is not None}, **holders}
+    return holders
 
 
 class _Renewer:
@@ -418,7 +474,7 @@ def environment_lock(
             break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise LockHeld(env.name, holders, waited=wait)
+            raise LockHeld(env.name, _with_others(env, transports, holders), waited=wait)
         time.sleep(min(POLL_INTERVAL, remaining))
     renewer = _Renewer(env, transports, hosts, info, lease, renew_every)
     try:
