@@ -35,7 +35,7 @@ from releasebook.errors import (
     UsageError,
 )
 from releasebook.inventory import Environment
-from releasebook.lock import LockInfo, environment_lock, release_commands
+from releasebook.lock import LockInfo, environment_lock, fence_commands, release_commands
 from releasebook.plan import (
     Plan,
     PlanKind,
@@ -45,7 +45,7 @@ from releasebook.plan import (
     build_plan,
 )
 from releasebook.reporting import Reporter
-from releasebook.runner import Guard, Outcome, execute_group, fuse, run_scripts
+from releasebook.runner import LOCK_LOST, Guard, Outcome, execute_group, fuse, run_scripts
 from releasebook.source import find_source, new_release
 from releasebook.state import (
     HostState,
@@ -81,8 +81,9 @@ def connect(
         with ThreadPoolExecutor(max_workers=max(1, min(env.max_parallel, len(env.hosts)))) as pool:
             list(pool.map(attempt, [h.name for h in env.hosts]))
         if errors:
-            reason = "cannot reach every host; nothing was changed:\n  " + "\n  ".join(
-                sorted(errors)
+            unreachable = "\n  ".join(sorted(errors))
+            reason = (
+                f"cannot reach every host, so no step ran and nothing was changed:\n  {unreachable}"
             )
             if attempt_record is not None:
                 record = {**attempt_record, "outcome": "not_started", "reason": reason}
@@ -161,9 +162,17 @@ def _record(
 # --- running a plan ----------------------------------------------------------------
 
 
-def guard(env: Environment, action: str, release: str) -> Guard:
+def guard(env: Environment, action: str, release: str, lock: LockInfo) -> Guard:
+    """Step scripts of a run holding ``lock``: serialised on each host, journaled, and
+    fenced, so that they stop on a host where the lock is no longer the run's."""
     state = deploy_dir(env) / ".releasebook"
-    return Guard(str(state / "steps.lock"), str(state / "journal"), action, release)
+    return Guard(
+        str(state / "steps.lock"),
+        str(state / "journal"),
+        action,
+        release,
+        fence_commands(env, lock.token),
+    )
 
 
 @dataclass
@@ -173,10 +182,12 @@ class _Run:
     reporter: Reporter
     durations: dict[str, float]
     guard: Guard
-    running: tuple[str, ...] = ()  # the steps of the group now running, for messages
+    running: str = "start-up"  # the group now running, for messages
 
     def group(self, group: list[PlannedStep]) -> list[list[Outcome]]:
-        self.running = tuple(p.step.name for p in group)
+        steps = ", ".join(p.step.name for p in group)
+        targets = ", ".join(dict.fromkeys(w.target for p in group for w in p.work))
+        self.running = f"{steps} on {targets}"
         results = execute_group(
             group, self.transports, self.reporter, self.env.max_parallel, self.guard
         )
@@ -254,7 +265,7 @@ def release(
             ready_hosts=ready,
         )
         reporter.plan_started(plan)
-        run = _Run(env, transports, reporter, {}, guard(env, command, info.release_id))
+        run = _Run(env, transports, reporter, {}, guard(env, command, info.release_id, lock))
         base: dict[str, Any] = {
             "action": command,
             "release": info.release_id,
@@ -310,6 +321,8 @@ def release(
                         return info
                     if not failed:
                         continue
+                    if any(o.exited == LOCK_LOST for o in failed):
+                        _stop_lock_lost(plan, run, info, base, planned.step.name, failed, live)
                     reason = _failure_text(planned.step.name, failed)
                     if planned.step.name == "gate":
                         reason = "readiness gate failed: " + base["gate"]["summary"]
@@ -345,7 +358,7 @@ def release(
         except KeyboardInterrupt:
             # The scripts running on hosts were let finish (see runner), so what undoes
             # them now cannot race them.
-            reason = f"interrupted (Ctrl-C) during {', '.join(run.running) or 'start-up'}"
+            reason = f"interrupted (Ctrl-C) during {run.running}"
             if live:
                 reporter.message(f"{reason}: rolling back; Ctrl-C again to stop that too")
                 _roll_back_after_interrupt(env, run, info, previous, reason, base, source)
@@ -428,12 +441,14 @@ def _gate_json(reports: list[HostReport]) -> list[dict[str, Any]]:
 
 
 def _abort(plan: Plan, run: _Run) -> None:
-    """Remove what the release made before it went live, on every host."""
+    """Remove what the release made before it went live, on every host. Not fenced: the
+    directory is this run's own, whoever holds the lock now."""
     undo = plan.step("install")
     scripts = {w.target: w.undo for w in undo.work if w.undo}
     build = plan.step("build").work[0]
     scripts[CONTROLLER] = build.undo
-    results = run_scripts(scripts, run.transports, run.env.max_parallel, run.guard)
+    unfenced = replace(run.guard, fence=())
+    results = run_scripts(scripts, run.transports, run.env.max_parallel, unfenced)
     left = sorted(t for t, r in results.items() if isinstance(r, Exception) or not r.ok)
     if left:
         run.reporter.message(
@@ -444,6 +459,43 @@ def _abort(plan: Plan, run: _Run) -> None:
         )
     else:
         run.reporter.message("removed the new release directory on every host")
+
+
+def _stop_lock_lost(
+    plan: Plan,
+    run: _Run,
+    info: ReleaseInfo,
+    base: dict[str, Any],
+    step: str,
+    failed: list[Outcome],
+    live: bool,
+) -> NoReturn:
+    """Someone broke the lock (``inv unlock``) while this run held it: another run may
+    be under way, so change nothing more, not even by rolling back."""
+    hosts = ", ".join(o.target for o in failed if o.exited == LOCK_LOST)
+    reason = (
+        f"step {step!r} refused on {hosts}: the environment lock was broken (inv unlock) "
+        "or taken over while this run held it; the run stopped there"
+    )
+    if not live:
+        _abort(plan, run)
+    _record(
+        run.env,
+        run.transports,
+        {
+            h.name: {**base, "outcome": "lock_lost", "step": step, "reason": reason}
+            for h in run.env.hosts
+        },
+    )
+    run.reporter.finished(False, f"release {info.release_id} stopped: lock lost")
+    if not live:
+        raise ReleaseFailed(
+            f"{reason}.\nNothing live changed: the new release was removed from every host."
+        )
+    raise RollbackFailed(
+        f"{reason}, after the switch, so it did not roll back either: hosts may serve "
+        f"{info.release_id} or the release before it. Check `inv status --env={run.env.name}`."
+    )
 
 
 def _roll_back_after_interrupt(
@@ -502,7 +554,7 @@ def _roll_back_after_failure(
         )
     run.reporter.message("rolling every host back to the release it served before")
     plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
-    undo = guard(env, "rollback", ",".join(sorted(set(previous.values()))))
+    undo = replace(run.guard, action="rollback", release=",".join(sorted(set(previous.values()))))
     rollback_failed: list[Outcome] = []
     for group in _groups(plan, batch_size):
         for outcomes in execute_group(group, transports, run.reporter, env.max_parallel, undo):
@@ -546,7 +598,7 @@ def rollback(
     started = time.monotonic()
     with (
         connect(env, _attempt("rollback", to or "")) as transports,
-        _locked(env, transports, "rollback", to or "", lock_wait) as (states, _, _),
+        _locked(env, transports, "rollback", to or "", lock_wait) as (states, lock, _),
     ):
         targets = _rollback_targets(states, to)
         target_id = next(iter(set(targets.values())))
@@ -559,7 +611,7 @@ def rollback(
         )
         plan = build_plan(env, "rollback", source=source, release=info, per_host_release=targets)
         reporter.plan_started(plan)
-        run = _Run(env, transports, reporter, {}, guard(env, "rollback", target_id))
+        run = _Run(env, transports, reporter, {}, guard(env, "rollback", target_id, lock))
         failed: list[Outcome] = []
         for group in _groups(plan, batch_size):
             for outcomes in run.group(group):
