@@ -95,6 +95,16 @@ def test_per_host_tables() -> None:
     assert format_history({"web1": []}) == "no history yet"
 
 
+def test_every_step_in_the_runbook_order() -> None:
+    assert "steps:" not in format_history(HISTORIES)
+    lines = format_history(HISTORIES, steps=True).splitlines()
+    released = lines.index(next(line for line in lines if line.startswith("2024-05-01")))
+    assert lines[released + 1] == (
+        "    steps: build 1m01s, upload 3.5s, migrate 12.2s, switch 0.1s, verify 4.0s"
+    )
+    assert not any("steps:" in line for line in lines if "unlock" in line)
+
+
 def test_read_history_tails_each_host(tmp_path: Path) -> None:
     root = tmp_path / "project"
     (root / "app").mkdir(parents=True)

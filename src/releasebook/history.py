@@ -17,6 +17,7 @@ from releasebook.inventory import Environment
 from releasebook.quoting import quote
 from releasebook.runner import run_scripts
 from releasebook.state import deploy_dir
+from releasebook.steps import RELEASE_STEP_NAMES
 from releasebook.transport import Transport
 
 Record = dict[str, Any]
@@ -79,8 +80,20 @@ def slowest_steps(record: Mapping[str, Any], count: int = 3) -> str:
     return ", ".join(f"{name} {_seconds(s)}" for name, s in timed[:count])
 
 
-def _notes(record: Mapping[str, Any]) -> list[str]:
+def every_step(record: Mapping[str, Any]) -> str:
+    """Each step's duration, in the runbook's order (records keep them sorted by name)."""
+    steps = record.get("steps")
+    if not isinstance(steps, dict):
+        return ""
+    order = {name: index for index, name in enumerate(RELEASE_STEP_NAMES)}
+    names = sorted(steps, key=lambda name: (order.get(name, len(order)), name))
+    return ", ".join(f"{name} {_seconds(steps[name])}" for name in names)
+
+
+def _notes(record: Mapping[str, Any], steps: bool) -> list[str]:
     notes = []
+    if steps and every_step(record):
+        notes.append("steps: " + every_step(record))
     reason = str(record.get("reason") or "").strip()
     if reason:
         notes.append("reason: " + reason.splitlines()[0])
@@ -130,16 +143,21 @@ def _newest_first(records: Sequence[Record]) -> list[Record]:
 
 
 def format_history(
-    histories: Mapping[str, Sequence[Record]], *, merged: bool = True, slowest: int = 3
+    histories: Mapping[str, Sequence[Record]],
+    *,
+    merged: bool = True,
+    slowest: int = 3,
+    steps: bool = False,
 ) -> str:
-    """A table, newest first: one row per run (``merged``), or a table per host."""
+    """A table, newest first: one row per run (``merged``), or a table per host. With
+    ``steps``, each run's line is followed by every step's duration."""
     if not any(histories.values()):
         return "no history yet"
     if not merged:
         sections = []
         for host, records in histories.items():
             rows = [
-                (_row(r, str(r.get("outcome") or "-"), slowest), _notes(r))
+                (_row(r, str(r.get("outcome") or "-"), slowest), _notes(r, steps))
                 for r in _newest_first(records)
             ]
             sections.append(f"{host}:\n" + (_table(rows, HEADER) if rows else "no history yet"))
@@ -159,5 +177,5 @@ def format_history(
             result = ", ".join(f"{h} {r.get('outcome') or '-'}" for h, r in members)
         hosts = "all" if len(members) == len(histories) else ",".join(h for h, _ in members)
         first = members[0][1]
-        rows.append(([*_row(first, result, slowest), hosts], _notes(first)))
+        rows.append(([*_row(first, result, slowest), hosts], _notes(first, steps)))
     return _table(rows, [*HEADER, "hosts"])

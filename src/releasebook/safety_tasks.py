@@ -83,11 +83,14 @@ def unlock(c: Context, env: str = "", yes: bool = False) -> None:
     help={
         "env": "inventory whose history to show: inventories/<env>.yml",
         "limit": "records read from each host (newest)",
+        "steps": "show every step's duration under each run, not only the slowest",
         "json": "print each host's records as JSON",
     }
 )
 @_errors_to_exit
-def history(c: Context, env: str = "", limit: int = 20, json: bool = False) -> None:
+def history(
+    c: Context, env: str = "", limit: int = 20, steps: bool = False, json: bool = False
+) -> None:
     """Show the releases, rollbacks and unlocks recorded on the hosts, newest first."""
     if limit < 1:
         raise UsageError("--limit: expected a positive number")
@@ -97,7 +100,7 @@ def history(c: Context, env: str = "", limit: int = 20, json: bool = False) -> N
     if json:
         sys.stdout.write(jsonlib.dumps(histories, indent=2, sort_keys=True) + "\n")
         return
-    print(format_history(histories))
+    print(format_history(histories, steps=steps))
 
 
 @task(
