@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ from paramiko.hostkeys import HostKeyEntry
 
 from releasebook.errors import HostUnreachable, ReleasebookError
 from releasebook.inventory import Environment, Host
+from releasebook.parallel import run_parallel
 from releasebook.quoting import quote
 from releasebook.sshconfig import (
     Endpoint,
@@ -237,10 +237,8 @@ def scan(
             checks[ident].walks.append(walk)
         if not rounds:
             return found
-        with ThreadPoolExecutor(max_workers=max(1, min(env.max_parallel, len(checks)))) as pool:
-            fetched = dict(
-                zip(checks.values(), pool.map(_Check.status, checks.values()), strict=True)
-            )
+        jobs = [check.status for check in checks.values()]
+        fetched = dict(zip(checks.values(), run_parallel(jobs, env.max_parallel), strict=True))
         statuses = [fetched[r] if isinstance(r, _Check) else r for r in rounds]
         if review is not None:
             review(statuses)

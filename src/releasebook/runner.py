@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
 from releasebook.health import wait_ready
+from releasebook.parallel import run_parallel
 from releasebook.plan import HostWork, PlannedStep
 from releasebook.quoting import quote
 from releasebook.reporting import Reporter
@@ -166,13 +166,13 @@ def execute_group(
         reporter.step_started(planned)
     if len(group) == 1 and group[0].step.where == "controller":
         name = group[0].step.name
-        per_host = _parallel(
+        per_host = run_parallel(
             [partial(_run_one, name, w, transports[w.target]) for w in group[0].work],
             max_parallel,
         )
     else:
         targets = list(dict.fromkeys(w.target for p in group for w in p.work))
-        per_host = _parallel(
+        per_host = run_parallel(
             [partial(_run_fused, group, t, transports[t], guard) for t in targets], max_parallel
         )
     results: list[list[Outcome]] = []
@@ -182,20 +182,6 @@ def execute_group(
             reporter.host_finished(planned, outcome)
         results.append(outcomes)
     return results
-
-
-def _parallel(jobs: list[Callable[[], list[Outcome]]], max_parallel: int) -> list[list[Outcome]]:
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(jobs) or 1))) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            # Interrupted (Ctrl-C): let the scripts already running on hosts finish, so
-            # whatever undoes them next never races with them.
-            for future in futures:
-                future.cancel()
-            wait(futures)
-            raise
 
 
 def _run_one(step: str, work: HostWork, transport: Transport) -> list[Outcome]:
@@ -307,15 +293,11 @@ def run_scripts(
         text = host_script(commands)
         return guard.wrap(text) if guard is not None and target != "controller" else text
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(scripts) or 1))) as pool:
-        futures = {
-            target: pool.submit(transports[target].run, script(target, commands))
-            for target, commands in scripts.items()
-        }
-        results: dict[str, Result | Exception] = {}
-        for target, future in futures.items():
-            try:
-                results[target] = future.result()
-            except Exception as exc:
-                results[target] = exc
-        return results
+    def run(target: str, commands: tuple[str, ...]) -> Result | Exception:
+        try:
+            return transports[target].run(script(target, commands))
+        except Exception as exc:  # a host's failure is its result, not the others'
+            return exc
+
+    jobs = [partial(run, target, commands) for target, commands in scripts.items()]
+    return dict(zip(scripts, run_parallel(jobs, max_parallel), strict=True))
