@@ -15,7 +15,7 @@ import pytest
 from invoke.context import Context
 from simhosts import SimFleet, SimFleetFactory
 
-from releasebook.deploy import connect
+from releasebook.connection import connect
 from releasebook.history import read_history
 from releasebook.inventory import Environment, load_environment
 from releasebook.lock import LockHeld, LockInfo, break_lock, environment_lock, read_locks

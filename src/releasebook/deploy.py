@@ -10,12 +10,10 @@ from __future__ import annotations
 import getpass
 import socket
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from releasebook.batches import ROLLING, schedule
 from releasebook.checks.report import (
@@ -26,138 +24,25 @@ from releasebook.checks.report import (
     parse_gate_output,
     summary,
 )
+from releasebook.connection import (
+    CONTROLLER,
+    attempt,
+    connect,
+    locked,
+    read_states,
+    record,
+    record_everywhere,
+)
 from releasebook.envsecrets import delivered
-from releasebook.errors import (
-    HostUnreachable,
-    ReleasebookError,
-    ReleaseFailed,
-    RollbackFailed,
-    UsageError,
-)
+from releasebook.errors import ReleasebookError, ReleaseFailed, RollbackFailed, UsageError
 from releasebook.inventory import Environment
-from releasebook.lock import LockInfo, environment_lock, fence_commands, release_commands
-from releasebook.plan import (
-    Plan,
-    PlanKind,
-    PlannedStep,
-    ReleaseInfo,
-    Source,
-    build_plan,
-)
+from releasebook.lock import LockInfo, fence_commands, release_commands
+from releasebook.plan import Plan, PlanKind, PlannedStep, ReleaseInfo, Source, build_plan
 from releasebook.reporting import Reporter
 from releasebook.runner import LOCK_LOST, Guard, Outcome, execute_group, fuse, run_scripts
 from releasebook.source import find_source, new_release
-from releasebook.state import (
-    HostState,
-    deploy_dir,
-    history_commands,
-    parse_probe,
-    probe_commands,
-    validate_release_id,
-)
-from releasebook.transport import LocalTransport, Transport, open_transport
-
-CONTROLLER = "controller"
-# --- connections -----------------------------------------------------------------
-
-
-@contextmanager
-def connect(
-    env: Environment, attempt_record: dict[str, Any] | None = None
-) -> Iterator[dict[str, Transport]]:
-    """Open one transport per host (concurrently, capped) plus the controller. When a
-    host cannot be reached, the hosts that could be get ``attempt_record`` in their
-    history, so that the next operator sees the attempt and why it never started."""
-    transports: dict[str, Transport] = {CONTROLLER: LocalTransport(CONTROLLER, env.root)}
-    errors: list[str] = []
-
-    def attempt(host_name: str) -> None:
-        try:
-            transports[host_name] = open_transport(env.host(host_name), env.root)
-        except HostUnreachable as exc:
-            errors.append(str(exc))
-
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(env.max_parallel, len(env.hosts)))) as pool:
-            list(pool.map(attempt, [h.name for h in env.hosts]))
-        if errors:
-            unreachable = "\n  ".join(sorted(errors))
-            reason = (
-                f"cannot reach every host, so no step ran and nothing was changed:\n  {unreachable}"
-            )
-            if attempt_record is not None:
-                record = {**attempt_record, "outcome": "not_started", "reason": reason}
-                reached = [h.name for h in env.hosts if h.name in transports]
-                _record(env, transports, dict.fromkeys(reached, record))
-            raise HostUnreachable(reason)
-        yield transports
-    finally:
-        for transport in transports.values():
-            transport.close()
-
-
-def _attempt(action: str, release: str) -> dict[str, Any]:
-    return {
-        "action": action,
-        "release": release,
-        "by": f"{getpass.getuser()}@{socket.gethostname()}",
-        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def read_states(
-    env: Environment, transports: Mapping[str, Transport], hosts: list[str] | None = None
-) -> dict[str, HostState]:
-    names = hosts if hosts is not None else [h.name for h in env.hosts]
-    results = run_scripts(dict.fromkeys(names, probe_commands(env)), transports, env.max_parallel)
-    states: dict[str, HostState] = {}
-    for name, result in results.items():
-        if isinstance(result, Exception) or not result.ok:
-            detail = result if isinstance(result, Exception) else result.tail()
-            raise HostUnreachable(f"{name}: cannot read the deploy state: {detail}")
-        states[name] = parse_probe(name, result.stdout)
-    return states
-
-
-@contextmanager
-def _locked(
-    env: Environment,
-    transports: Mapping[str, Transport],
-    command: str,
-    release_id: str,
-    wait: float,
-) -> Iterator[tuple[dict[str, HostState], LockInfo, set[str]]]:
-    """Hold the environment lock; the hosts' state is read in the same round trip.
-
-    Yields the states, the lock, and a set to which the caller adds the hosts whose lock
-    it released in its own last script."""
-    probed: dict[str, str] = {}
-    released: set[str] = set()
-    with environment_lock(
-        env,
-        transports,
-        command=command,
-        release_id=release_id,
-        wait=wait,
-        probe=probe_commands(env),
-        probed=probed,
-        released=released,
-    ) as lock:
-        states = {name: parse_probe(name, output) for name, output in probed.items()}
-        missing = [h.name for h in env.hosts if h.name not in states]
-        if missing:  # local hosts sharing this machine share one lock
-            states.update(read_states(env, transports, missing))
-        yield states, lock, released
-
-
-def _record(
-    env: Environment,
-    transports: Mapping[str, Transport],
-    records: Mapping[str, dict[str, Any]],
-) -> None:
-    scripts = {host: history_commands(env, record) for host, record in records.items()}
-    run_scripts(scripts, transports, env.max_parallel)
-
+from releasebook.state import HostState, deploy_dir, history_commands, validate_release_id
+from releasebook.transport import Transport
 
 # --- running a plan ----------------------------------------------------------------
 
@@ -243,13 +128,12 @@ def release(
     again (``inv preflight``); a ``ReleaseFailed`` is raised if anything failed."""
     source = source or find_source(env)
     info = new_release(env, source, reporter)
-    skips = dict(skips or {})
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     with (
         delivered(env, info.release_id),  # the inventory's secrets: read before any host
-        connect(env, _attempt(command, info.release_id)) as transports,
-        _locked(env, transports, command, info.release_id, lock_wait) as (states, lock, released),
+        connect(env, attempt(command, info.release_id)) as transports,
+        locked(env, transports, command, info.release_id, lock_wait) as (states, lock, released),
     ):
         previous = {name: state.current for name, state in states.items() if state.current}
         ready = frozenset(
@@ -261,145 +145,276 @@ def release(
             source=source,
             release=info,
             previous=previous,
-            gate_skips=list(skips),
+            gate_skips=list(skips or {}),
             ready_hosts=ready,
         )
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {}, guard(env, command, info.release_id, lock))
-        base: dict[str, Any] = {
-            "action": command,
-            "release": info.release_id,
-            "git_sha": info.git_sha,
-            "by": info.created_by,
-            "at": info.created_at,
-        }
-        warnings: list[str] = []
-        recorded: set[str] = set()
-        live = False  # has a step that changes live traffic started?
+        going = _Release(
+            plan=plan,
+            run=run,
+            info=info,
+            source=source,
+            previous=previous,
+            skips=dict(skips or {}),
+            batch_size=batch_size,
+            stop_after=stop_after,
+            lock=lock,
+            released=released,
+            started=started,
+            base={
+                "action": command,
+                "release": info.release_id,
+                "git_sha": info.git_sha,
+                "by": info.created_by,
+                "at": info.created_at,
+            },
+        )
         try:
-            for group in _groups(plan, batch_size):
-                live = live or any(p.step.phase != "prepare" for p in group)
-                if any(p.step.name == "cleanup" for p in group):
-                    # Verified and live: the record goes in with cleanup's own script.
-                    records = {
-                        h.name: {
-                            **base,
-                            "outcome": "released",
-                            "previous": previous.get(h.name),
-                            "duration": round(time.monotonic() - started, 3),
-                            "steps": dict(run.durations),
-                        }
-                        for h in env.hosts
-                    }
-                    group = [
-                        _with_record(p, env, records, release_commands(env, lock.token))
-                        if p.step.name == "cleanup"
-                        else p
-                        for p in group
-                    ]
-                    recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
-                for planned, outcomes in zip(group, run.group(group), strict=True):
-                    failed = [o for o in outcomes if not o.ok]
-                    if planned.step.name == "cleanup":
-                        released.update(o.target for o in outcomes if o.ok)
-                    if planned.step.name == "gate":
-                        gate, blocking = _gate_result(
-                            env, outcomes, skips, reporter, info.created_by
-                        )
-                        base["gate"] = gate
-                        failed = [o for o in outcomes if o.target in blocking] or failed
-                    if not failed and planned.step.name == stop_after:
-                        _abort(plan, run)
-                        _record(
-                            env,
-                            transports,
-                            {h.name: {**base, "outcome": "passed"} for h in env.hosts},
-                        )
-                        reporter.finished(
-                            True, f"{stop_after} passed; the candidate release was removed"
-                        )
-                        return info
-                    if not failed:
-                        continue
-                    if any(o.exited == LOCK_LOST for o in failed):
-                        _stop_lock_lost(plan, run, info, base, planned.step.name, failed, live)
-                    reason = _failure_text(planned.step.name, failed)
-                    if planned.step.name == "gate":
-                        reason = "readiness gate failed: " + base["gate"]["summary"]
-                    if planned.step.phase == "finish":
-                        # The release is live and verified: report, undo nothing.
-                        warnings.append(reason)
-                        reporter.message(f"warning: {reason}")
-                        continue
-                    if planned.step.phase == "prepare":
-                        _abort(plan, run)
-                        _record(
-                            env,
-                            transports,
-                            {
-                                h.name: {
-                                    **base,
-                                    "outcome": "aborted",
-                                    "step": planned.step.name,
-                                    "reason": reason,
-                                    "steps": run.durations,
-                                }
-                                for h in env.hosts
-                            },
-                        )
-                        reporter.finished(False, f"release {info.release_id} aborted before switch")
-                        raise ReleaseFailed(
-                            f"{reason}\nNothing live changed: "
-                            "the release was removed from every host."
-                        )
-                    _roll_back_after_failure(
-                        env, run, info, previous, reason, base, source, batch_size
-                    )
+            passed = going.execute()
         except KeyboardInterrupt:
-            # The scripts running on hosts were let finish (see runner), so what undoes
-            # them now cannot race them.
-            reason = f"interrupted (Ctrl-C) during {run.running}"
-            if live:
-                reporter.message(f"{reason}: rolling back; Ctrl-C again to stop that too")
-                _roll_back_after_interrupt(env, run, info, previous, reason, base, source)
-            _abort(plan, run)
-            _record(
-                env,
-                transports,
-                {
-                    h.name: {
-                        **base,
-                        "outcome": "interrupted",
-                        "reason": reason,
-                        "steps": run.durations,
-                    }
-                    for h in env.hosts
-                },
-            )
-            reporter.finished(False, f"release {info.release_id} {reason}")
-            raise ReleaseFailed(
-                f"{reason} before switch: the new release was removed from every host; "
-                "nothing live changed."
-            ) from None
-        unrecorded = {h.name for h in env.hosts} - recorded
-        if warnings or unrecorded:
-            _record(
-                env,
-                transports,
-                {
-                    h.name: {
-                        **base,
-                        "outcome": "released",
-                        "previous": previous.get(h.name),
-                        "steps": run.durations,
-                        "warnings": warnings,
-                    }
-                    for h in env.hosts
-                    if h.name in unrecorded or warnings
-                },
-            )
+            raise going.interrupted() from None
+        if passed:
+            reporter.finished(True, f"{stop_after} passed; the candidate release was removed")
+            return info
+        going.record_unrecorded()
     reporter.finished(True, f"released {info.release_id} to {env.name}")
     return info
+
+
+@dataclass
+class _Release:
+    """A release (or preflight) under way: its plan, what it records on the hosts, and
+    the one decision taken when a step fails or the run is interrupted.
+
+    Before ``switch`` a failure aborts (the new release directory is removed); at or
+    after it every host is rolled back to what it served; in ``cleanup`` (live and
+    verified) it is only a warning."""
+
+    plan: Plan
+    run: _Run
+    info: ReleaseInfo
+    source: Source
+    previous: dict[str, str]  # by host: the release it served before
+    skips: dict[str, str]
+    batch_size: int | None
+    stop_after: str | None
+    lock: LockInfo
+    released: set[str]  # hosts whose lock cleanup's own script released
+    started: float
+    base: dict[str, Any]  # what every history record of this run holds
+    warnings: list[str] = field(default_factory=list)
+    recorded: set[str] = field(default_factory=set)  # hosts given the success record
+    live: bool = False  # has a step that changes live traffic started?
+
+    @property
+    def env(self) -> Environment:
+        return self.run.env
+
+    def execute(self) -> bool:
+        """Run every group of steps; True when ``stop_after`` passed (preflight)."""
+        for group in _groups(self.plan, self.batch_size):
+            self.live = self.live or any(p.step.phase != "prepare" for p in group)
+            group = self._with_success_record(group)
+            for planned, outcomes in zip(group, self.run.group(group), strict=True):
+                if self._decide(planned, outcomes):
+                    return True
+        return False
+
+    def _with_success_record(self, group: list[PlannedStep]) -> list[PlannedStep]:
+        """Verified and live by cleanup: its own script carries each host's record (first)
+        and the lock's release (last), so neither costs a round trip."""
+        if not any(p.step.name == "cleanup" for p in group):
+            return group
+        records = {
+            h.name: {
+                **self.base,
+                "outcome": "released",
+                "previous": self.previous.get(h.name),
+                "duration": round(time.monotonic() - self.started, 3),
+                "steps": dict(self.run.durations),
+            }
+            for h in self.env.hosts
+        }
+        unlock = release_commands(self.env, self.lock.token)
+        group = [
+            _with_record(p, self.env, records, unlock) if p.step.name == "cleanup" else p
+            for p in group
+        ]
+        self.recorded = {w.target for p in group if p.step.name == "cleanup" for w in p.work}
+        return group
+
+    def _decide(self, planned: PlannedStep, outcomes: list[Outcome]) -> bool:
+        """One step's outcomes: True when the run is done early (preflight passed);
+        raises when the release failed."""
+        name = planned.step.name
+        failed = [o for o in outcomes if not o.ok]
+        if name == "cleanup":
+            self.released.update(o.target for o in outcomes if o.ok)
+        if name == "gate":
+            gate, blocking = _gate_result(
+                self.env, outcomes, self.skips, self.run.reporter, self.info.created_by
+            )
+            self.base["gate"] = gate
+            failed = [o for o in outcomes if o.target in blocking] or failed
+        if not failed:
+            if name == self.stop_after:
+                _abort(self.plan, self.run)
+                self._record_everywhere("passed")
+                return True
+            return False
+        if any(o.exited == LOCK_LOST for o in failed):
+            raise self._lock_lost(name, failed)
+        if name == "gate":
+            reason = "readiness gate failed: " + self.base["gate"]["summary"]
+        else:
+            reason = _failure_text(name, failed)
+        if planned.step.phase == "finish":
+            # The release is live and verified: report, undo nothing.
+            self.warnings.append(reason)
+            self.run.reporter.message(f"warning: {reason}")
+            return False
+        if planned.step.phase == "prepare":
+            raise self._aborted(name, reason)
+        raise self._rolled_back(reason, self.batch_size)
+
+    def _record_everywhere(self, outcome: str, **details: Any) -> None:
+        entry = {**self.base, "outcome": outcome, **details}
+        record_everywhere(self.env, self.run.transports, entry)
+
+    # Each of these undoes what it must, records and reports it, and returns the error
+    # the release ends with.
+
+    def _aborted(self, step: str, reason: str) -> ReleasebookError:
+        _abort(self.plan, self.run)
+        self._record_everywhere("aborted", step=step, reason=reason, steps=self.run.durations)
+        self.run.reporter.finished(False, f"release {self.info.release_id} aborted before switch")
+        return ReleaseFailed(
+            f"{reason}\nNothing live changed: the release was removed from every host."
+        )
+
+    def _lock_lost(self, step: str, failed: list[Outcome]) -> ReleasebookError:
+        """Someone broke the lock (``inv unlock``) while this run held it: another run
+        may be under way, so change nothing more, not even by rolling back."""
+        hosts = ", ".join(o.target for o in failed if o.exited == LOCK_LOST)
+        reason = (
+            f"step {step!r} refused on {hosts}: the environment lock was broken (inv unlock) "
+            "or taken over while this run held it; the run stopped there"
+        )
+        if not self.live:
+            _abort(self.plan, self.run)
+        self._record_everywhere("lock_lost", step=step, reason=reason)
+        self.run.reporter.finished(False, f"release {self.info.release_id} stopped: lock lost")
+        if not self.live:
+            return ReleaseFailed(
+                f"{reason}.\nNothing live changed: the new release was removed from every host."
+            )
+        return RollbackFailed(
+            f"{reason}, after the switch, so it did not roll back either: hosts may serve "
+            f"{self.info.release_id} or the release before it. "
+            f"Check `inv status --env={self.env.name}`."
+        )
+
+    def interrupted(self) -> ReleasebookError:
+        """Ctrl-C. The scripts running on hosts were let finish (see runner), so what
+        undoes them now cannot race them."""
+        reason = f"interrupted (Ctrl-C) during {self.run.running}"
+        if self.live:
+            self.run.reporter.message(f"{reason}: rolling back; Ctrl-C again to stop that too")
+            try:
+                error = self._rolled_back(reason, None)
+            except KeyboardInterrupt:
+                self._record_everywhere("rollback_interrupted", reason=reason)
+                self.run.reporter.finished(False, "the automatic rollback was interrupted")
+                return RollbackFailed(
+                    f"{reason}, and the automatic rollback was interrupted too: hosts may "
+                    f"serve {self.info.release_id} or the release before it. Check `inv "
+                    f"status --env={self.env.name}`, then `inv rollback --env={self.env.name}` "
+                    "or release again."
+                )
+            return error
+        _abort(self.plan, self.run)
+        self._record_everywhere("interrupted", reason=reason, steps=self.run.durations)
+        self.run.reporter.finished(False, f"release {self.info.release_id} {reason}")
+        return ReleaseFailed(
+            f"{reason} before switch: the new release was removed from every host; "
+            "nothing live changed."
+        )
+
+    def _rolled_back(self, reason: str, batch_size: int | None) -> ReleasebookError:
+        """Switch every host back to the release it served before, and verify it."""
+        env, run, previous = self.env, self.run, self.previous
+        if not previous:
+            self._record_everywhere("failed_after_switch", reason=reason)
+            run.reporter.finished(False, "first release failed; nothing to roll back to")
+            return ReleaseFailed(
+                f"{reason}\nThis was the first release on these hosts: there is no previous "
+                f"release to roll back to. {self.info.release_id} stays current; fix and "
+                "release again."
+            )
+        run.reporter.message("rolling every host back to the release it served before")
+        plan = build_plan(
+            env, "rollback", source=self.source, release=self.info, per_host_release=previous
+        )
+        targets = sorted(set(previous.values()))
+        undo = replace(run.guard, action="rollback", release=",".join(targets))
+        undo_run = _Run(env, run.transports, run.reporter, {}, undo)
+        rollback_failed = _run_until_failure(plan, undo_run, batch_size)
+        outcome = "rolled_back" if not rollback_failed else "rollback_failed"
+        record(
+            env,
+            run.transports,
+            {
+                h.name: {
+                    **self.base,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "restored": previous.get(h.name),
+                }
+                for h in env.hosts
+            },
+        )
+        if rollback_failed:
+            run.reporter.finished(False, "release failed and the automatic rollback failed too")
+            return RollbackFailed(
+                f"{reason}\nThe automatic rollback failed as well:\n"
+                + _failure_text(rollback_failed[0].step, rollback_failed)
+            )
+        restored = ", ".join(targets)
+        run.reporter.finished(False, f"release {self.info.release_id} failed; restored {restored}")
+        return ReleaseFailed(f"{reason}\nEvery host was rolled back to {restored} and verified.")
+
+    def record_unrecorded(self) -> None:
+        """The success record where cleanup's script did not carry it, and a failed
+        cleanup's warnings on every host."""
+        unrecorded = {h.name for h in self.env.hosts} - self.recorded
+        if not (self.warnings or unrecorded):
+            return
+        record(
+            self.env,
+            self.run.transports,
+            {
+                h.name: {
+                    **self.base,
+                    "outcome": "released",
+                    "previous": self.previous.get(h.name),
+                    "steps": self.run.durations,
+                    "warnings": self.warnings,
+                }
+                for h in self.env.hosts
+                if h.name in unrecorded or self.warnings
+            },
+        )
+
+
+def _run_until_failure(plan: Plan, run: _Run, batch_size: int | None) -> list[Outcome]:
+    """Run the plan's groups until a step fails somewhere: that step's failed outcomes."""
+    for group in _groups(plan, batch_size):
+        for outcomes in run.group(group):
+            failed = [o for o in outcomes if not o.ok]
+            if failed:
+                return failed
+    return []
 
 
 def _gate_result(
@@ -461,128 +476,6 @@ def _abort(plan: Plan, run: _Run) -> None:
         run.reporter.message("removed the new release directory on every host")
 
 
-def _stop_lock_lost(
-    plan: Plan,
-    run: _Run,
-    info: ReleaseInfo,
-    base: dict[str, Any],
-    step: str,
-    failed: list[Outcome],
-    live: bool,
-) -> NoReturn:
-    """Someone broke the lock (``inv unlock``) while this run held it: another run may
-    be under way, so change nothing more, not even by rolling back."""
-    hosts = ", ".join(o.target for o in failed if o.exited == LOCK_LOST)
-    reason = (
-        f"step {step!r} refused on {hosts}: the environment lock was broken (inv unlock) "
-        "or taken over while this run held it; the run stopped there"
-    )
-    if not live:
-        _abort(plan, run)
-    _record(
-        run.env,
-        run.transports,
-        {
-            h.name: {**base, "outcome": "lock_lost", "step": step, "reason": reason}
-            for h in run.env.hosts
-        },
-    )
-    run.reporter.finished(False, f"release {info.release_id} stopped: lock lost")
-    if not live:
-        raise ReleaseFailed(
-            f"{reason}.\nNothing live changed: the new release was removed from every host."
-        )
-    raise RollbackFailed(
-        f"{reason}, after the switch, so it did not roll back either: hosts may serve "
-        f"{info.release_id} or the release before it. Check `inv status --env={run.env.name}`."
-    )
-
-
-def _roll_back_after_interrupt(
-    env: Environment,
-    run: _Run,
-    info: ReleaseInfo,
-    previous: Mapping[str, str],
-    reason: str,
-    base: dict[str, Any],
-    source: Source,
-) -> NoReturn:
-    """Ctrl-C after the switch: undo like a failure, unless Ctrl-C comes again."""
-    try:
-        _roll_back_after_failure(env, run, info, previous, reason, base, source, None)
-    except KeyboardInterrupt:
-        _record(
-            env,
-            run.transports,
-            {
-                h.name: {**base, "outcome": "rollback_interrupted", "reason": reason}
-                for h in env.hosts
-            },
-        )
-        run.reporter.finished(False, "the automatic rollback was interrupted")
-        raise RollbackFailed(
-            f"{reason}, and the automatic rollback was interrupted too: hosts may serve "
-            f"{info.release_id} or the release before it. Check `inv status "
-            f"--env={env.name}`, then `inv rollback --env={env.name}` or release again."
-        ) from None
-
-
-def _roll_back_after_failure(
-    env: Environment,
-    run: _Run,
-    info: ReleaseInfo,
-    previous: Mapping[str, str],
-    reason: str,
-    base: dict[str, Any],
-    source: Source,
-    batch_size: int | None,
-) -> NoReturn:
-    transports = run.transports
-    if not previous:
-        _record(
-            env,
-            transports,
-            {
-                h.name: {**base, "outcome": "failed_after_switch", "reason": reason}
-                for h in env.hosts
-            },
-        )
-        run.reporter.finished(False, "first release failed; nothing to roll back to")
-        raise ReleaseFailed(
-            f"{reason}\nThis was the first release on these hosts: there is no previous "
-            f"release to roll back to. {info.release_id} stays current; fix and release again."
-        )
-    run.reporter.message("rolling every host back to the release it served before")
-    plan = build_plan(env, "rollback", source=source, release=info, per_host_release=dict(previous))
-    undo = replace(run.guard, action="rollback", release=",".join(sorted(set(previous.values()))))
-    rollback_failed: list[Outcome] = []
-    for group in _groups(plan, batch_size):
-        for outcomes in execute_group(group, transports, run.reporter, env.max_parallel, undo):
-            rollback_failed.extend(o for o in outcomes if not o.ok)
-            if rollback_failed:
-                break
-        if rollback_failed:
-            break
-    outcome = "rolled_back" if not rollback_failed else "rollback_failed"
-    _record(
-        env,
-        transports,
-        {
-            h.name: {**base, "outcome": outcome, "reason": reason, "restored": previous.get(h.name)}
-            for h in env.hosts
-        },
-    )
-    if rollback_failed:
-        run.reporter.finished(False, "release failed and the automatic rollback failed too")
-        raise RollbackFailed(
-            f"{reason}\nThe automatic rollback failed as well:\n"
-            + _failure_text(rollback_failed[0].step, rollback_failed)
-        )
-    restored = ", ".join(sorted(set(previous.values())))
-    run.reporter.finished(False, f"release {info.release_id} failed; restored {restored}")
-    raise ReleaseFailed(f"{reason}\nEvery host was rolled back to {restored} and verified.")
-
-
 def rollback(
     env: Environment,
     reporter: Reporter,
@@ -597,8 +490,8 @@ def rollback(
     source = source or find_source(env)
     started = time.monotonic()
     with (
-        connect(env, _attempt("rollback", to or "")) as transports,
-        _locked(env, transports, "rollback", to or "", lock_wait) as (states, lock, _),
+        connect(env, attempt("rollback", to or "")) as transports,
+        locked(env, transports, "rollback", to or "", lock_wait) as (states, lock, _),
     ):
         targets = _rollback_targets(states, to)
         target_id = next(iter(set(targets.values())))
@@ -612,16 +505,9 @@ def rollback(
         plan = build_plan(env, "rollback", source=source, release=info, per_host_release=targets)
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {}, guard(env, "rollback", target_id, lock))
-        failed: list[Outcome] = []
-        for group in _groups(plan, batch_size):
-            for outcomes in run.group(group):
-                failed = [o for o in outcomes if not o.ok]
-                if failed:
-                    break
-            if failed:
-                break
+        failed = _run_until_failure(plan, run, batch_size)
         record_base = {"action": "rollback", "by": info.created_by, "at": info.created_at}
-        _record(
+        record(
             env,
             transports,
             {
@@ -672,6 +558,7 @@ def _rollback_targets(states: Mapping[str, HostState], to: str | None) -> dict[s
 
 
 def status(env: Environment) -> dict[str, HostState]:
+    """Each host's state, read without the lock (a run may be under way)."""
     with connect(env) as transports:
         return read_states(env, transports)
 

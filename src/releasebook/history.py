@@ -1,6 +1,6 @@
 """Read and show each host's ``<deploy>/.releasebook/history.jsonl``.
 
-Lines are appended by releases, rollbacks and unlocks (``deploy._record``). Shown newest
+Lines are appended by releases, rollbacks and unlocks (``connection.record``). Shown newest
 first, either per host or merged: one row per run, which wrote the same record (same
 ``at``, action and release) on every host it touched.
 """

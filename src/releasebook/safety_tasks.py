@@ -19,7 +19,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from releasebook import deploy, hostkeys
+from releasebook import hostkeys
+from releasebook.connection import connect, record
 from releasebook.errors import HostUnreachable, UsageError
 from releasebook.history import format_history, read_history
 from releasebook.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
@@ -49,7 +50,7 @@ def _holder(info: LockInfo) -> dict[str, Any]:
 def unlock(c: Context, env: str = "", yes: bool = False) -> None:
     """Show who holds the environment lock on each host, then break it."""
     environment = _load(env)
-    with deploy.connect(environment) as transports:
+    with connect(environment) as transports:
         locks = read_locks(environment, transports)
         now = time.time()
         for host, info in locks.items():
@@ -71,7 +72,7 @@ def unlock(c: Context, env: str = "", yes: bool = False) -> None:
             "at": iso(now),
             "outcome": "unlocked",
         }
-        deploy._record(
+        record(
             environment,
             transports,
             {host: {**base, "holder": _holder(info)} for host, info in broken.items() if info},
@@ -95,7 +96,7 @@ def history(
     if limit < 1:
         raise UsageError("--limit: expected a positive number")
     environment = _load(env)
-    with deploy.connect(environment) as transports:
+    with connect(environment) as transports:
         histories = read_history(environment, transports, limit=limit)
     if json:
         sys.stdout.write(jsonlib.dumps(histories, indent=2, sort_keys=True) + "\n")
