@@ -185,3 +185,10 @@ def test_dry_run_of_a_bad_inventory_builds_nothing(project: Path) -> None:
         f"releasebook: {project / 'inventories' / 'missing.yml'}: inventory file not found"
     )
     assert snapshot(project.parent) == before
+
+
+@pytest.mark.parametrize("task", ["release", "rollback", "preflight"])
+def test_a_negative_wait_is_refused_before_any_connection(project: Path, task: str) -> None:
+    done = run_inv(project, task, "--env=ssh", "--wait=-5")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == "releasebook: --wait -5: expected seconds to wait, 0 or more"

@@ -55,7 +55,14 @@ def _skips(skip: list[str], reason: str) -> dict[str, str]:
     return dict.fromkeys(ids, reason.strip())
 
 
+def _lock_wait(seconds: float) -> float:
+    if seconds < 0:
+        raise UsageError(f"--wait {seconds:g}: expected seconds to wait, 0 or more")
+    return seconds
+
+
 SKIP_HELP = "readiness check id to skip (repeatable); needs --reason"
+WAIT_HELP = "if another run holds the lock, wait up to this many seconds for it"
 REASON_HELP = "why the checks given with --skip are skipped (recorded with your name)"
 
 
@@ -68,7 +75,7 @@ REASON_HELP = "why the checks given with --skip are skipped (recorded with your 
         "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
-        "wait": "if another run holds the lock, wait up to this many seconds for it",
+        "wait": WAIT_HELP,
     },
 )
 @_errors_to_exit
@@ -90,7 +97,8 @@ def release(
     if dry_run:
         print_plan(deploy.plan_only(environment, "release", reporter))
         return
-    deploy.release(environment, reporter, batch_size=batch, skips=skips, lock_wait=wait)
+    lock_wait = _lock_wait(wait)
+    deploy.release(environment, reporter, batch_size=batch, skips=skips, lock_wait=lock_wait)
     web = environment.hosts_with("web")
     if web and not json:
         print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
@@ -103,16 +111,25 @@ def release(
         "json": "machine-readable events, one JSON object per line",
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
+        "wait": WAIT_HELP,
     },
 )
 @_errors_to_exit
 def preflight(
-    c: Context, env: str = "", json: bool = False, skip: list[str] | None = None, reason: str = ""
+    c: Context,
+    env: str = "",
+    json: bool = False,
+    skip: list[str] | None = None,
+    reason: str = "",
+    wait: float = 0,
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
     environment = _load(env)
     skips = _skips(skip or [], reason)
-    deploy.release(environment, _reporter(json), skips=skips, stop_after="gate")
+    lock_wait = _lock_wait(wait)
+    deploy.release(
+        environment, _reporter(json), skips=skips, stop_after="gate", lock_wait=lock_wait
+    )
 
 
 @task(
@@ -121,7 +138,7 @@ def preflight(
         "to": "release id to go back to (default: the newest good one before the live one)",
         "json": "machine-readable events, one JSON object per line",
         "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
-        "wait": "if another run holds the lock, wait up to this many seconds for it",
+        "wait": WAIT_HELP,
     }
 )
 @_errors_to_exit
@@ -136,7 +153,10 @@ def rollback(
     """Switch every host back to an earlier release, restart and verify."""
     environment = _load(env)
     batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
-    deploy.rollback(environment, _reporter(json), to=to or None, batch_size=batch, lock_wait=wait)
+    lock_wait = _lock_wait(wait)
+    deploy.rollback(
+        environment, _reporter(json), to=to or None, batch_size=batch, lock_wait=lock_wait
+    )
 
 
 @task(
