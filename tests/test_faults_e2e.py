@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,30 @@ def _never_started(
     _survived(fleet, before, users)
     for host_record in _last(fleet, before).values():
         assert host_record["outcome"] == "not_started" and unreachable in host_record["reason"]
+    _retry_succeeds(project, fleet, before)
+
+
+def _rolled_back_after_switch(
+    project: Project,
+    fleet: SimFleet,
+    before: Before,
+    users: LoadReport,
+    done: subprocess.CompletedProcess[str],
+) -> None:
+    """The release went live, failed, and every host was rolled back to the release it
+    served and verified, as every host's history says. Users were served by one of the
+    two; the failed release stays on the hosts (marked bad, never a rollback target);
+    nothing else changed, and a retry works."""
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"rolled back to {before.live} and verified" in done.stderr
+    last = _last(fleet, before)
+    assert {(r["outcome"], r["restored"]) for r in last.values()} == {("rolled_back", before.live)}
+    (failed,) = {str(r["release"]) for r in last.values()}
+    assert users.releases() <= {before.live, failed}
+    for host in fleet.hosts:
+        assert failed in _release_dirs(host), f"{failed} missing on {host.name}"
+    kept = {name: releases | {failed} for name, releases in before.releases.items()}
+    _survived(fleet, replace(before, releases=kept), users)
     _retry_succeeds(project, fleet, before)
 
 
@@ -392,14 +416,6 @@ def test_failing_collectstatic_changes_nothing_live(project: Project, fleet: Sim
     _aborted_before_switch(project, fleet, before, users, done, failed)
 
 
-def _rolled_back(fleet: SimFleet, before: Before) -> str:
-    """Every host recorded the release as rolled back to the live one; its id."""
-    last = _last(fleet, before)
-    assert {(r["outcome"], r["restored"]) for r in last.values()} == {("rolled_back", before.live)}
-    (failed,) = {r["release"] for r in last.values()}
-    return str(failed)
-
-
 def test_readyz_answering_500_is_rolled_back(project: Project, fleet: SimFleet) -> None:
     before = _before(fleet)
     urls = project.root / "example" / "config" / "urls.py"
@@ -409,23 +425,8 @@ def test_readyz_answering_500_is_rolled_back(project: Project, fleet: SimFleet) 
     )
     with _users(fleet) as users:
         done = _release_with(project, urls, fail, "readyz answers 500")
-    assert done.returncode == 1, done.stdout + done.stderr
     assert "step 'verify' failed on web1, web2" in done.stderr and "HTTP 500" in done.stderr
-    assert f"rolled back to {before.live} and verified" in done.stderr
-    # The failed release stays on the hosts (it is marked bad, never a rollback target).
-    failed = _rolled_back(fleet, before)
-    before = _with_kept(before, fleet, failed)
-    _survived(fleet, before, users)
-    assert users.releases() <= {before.live, failed}
-    _retry_succeeds(project, fleet, before)
-
-
-def _with_kept(before: Before, fleet: SimFleet, release: str) -> Before:
-    """``before``, expecting ``release`` to be kept on every host from now on."""
-    for host in fleet.hosts:
-        assert release in _release_dirs(host), f"{release} missing on {host.name}"
-    releases = {name: kept | {release} for name, kept in before.releases.items()}
-    return Before(before.live, releases, before.env_files, before.records)
+    _rolled_back_after_switch(project, fleet, before, users, done)
 
 
 def test_hanging_readyz_is_rolled_back(project: Project, fleet: SimFleet) -> None:
@@ -440,13 +441,8 @@ def test_hanging_readyz_is_rolled_back(project: Project, fleet: SimFleet) -> Non
     )
     with _users(fleet) as users:
         done = _release_with(project, urls, hang, "readyz hangs")
-    assert done.returncode == 1, done.stdout + done.stderr
     assert "step 'verify' failed on web1, web2" in done.stderr
-    assert f"rolled back to {before.live} and verified" in done.stderr
-    failed = _rolled_back(fleet, before)
-    before = _with_kept(before, fleet, failed)
-    _survived(fleet, before, users)
-    _retry_succeeds(project, fleet, before)
+    _rolled_back_after_switch(project, fleet, before, users, done)
 
 
 def test_full_filesystem_on_one_host_changes_nothing_live(
@@ -504,14 +500,8 @@ def test_ctrl_c_during_restart_rolls_back(project: Project, fleet: SimFleet) -> 
     before = _before(fleet)
     with _users(fleet) as users:
         done = _inject_when(project, "e2e", "Restart the web servers", _ctrl_c)
-    assert done.returncode == 1, done.stdout + done.stderr
     assert "interrupted (Ctrl-C) during switch" in done.stderr and "on web1, web2" in done.stderr
-    assert f"rolled back to {before.live} and verified" in done.stderr
-    failed = _rolled_back(fleet, before)
-    before = _with_kept(before, fleet, failed)
-    _survived(fleet, before, users)
-    assert users.releases() <= {before.live, failed}
-    _retry_succeeds(project, fleet, before)
+    _rolled_back_after_switch(project, fleet, before, users, done)
 
 
 def test_two_releases_at_once_one_waits_its_turn(project: Project, fleet: SimFleet) -> None:
