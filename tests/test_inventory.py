@@ -287,8 +287,15 @@ BAD: dict[str, Bad] = {
     "hook-for-unknown-step": Bad(
         GOOD + "hooks:\n  after:\n    deploy: [echo hi]\n",
         "hooks.after.deploy",
-        "unknown key; expected one of setup, preflight, build",
+        "unknown key; expected one of setup, preflight, upload, install",
         "deploy: [echo hi]",
+    ),
+    "hook-for-a-controller-step": Bad(
+        GOOD + "hooks:\n  after:\n    verify: [echo released]\n",
+        "hooks.after.verify",
+        "verify runs on the controller, where hooks do not run; hooks run on the hosts, "
+        "in the steps setup, preflight, upload",
+        "verify: [echo released]",
     ),
     "hook-at-unknown-time": Bad(
         GOOD + "hooks:\n  during: {migrate: [echo hi]}\n",

@@ -688,12 +688,23 @@ def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
-    from releasebook.steps import RELEASE_STEP_NAMES  # steps import nothing from here
+    from releasebook.steps import RELEASE_STEPS  # steps import nothing from here
 
+    # Hooks run in a host's step script; build and verify run on the controller.
+    host_steps = tuple(s.name for s in RELEASE_STEPS if s.where == "hosts")
+    controller_steps = {s.name for s in RELEASE_STEPS if s.where != "hosts"}
     raw = r.mapping(data.get("hooks"), "hooks", ("before", "after"))
     hooks: dict[tuple[str, str], tuple[str, ...]] = {}
     for when, steps in raw.items():
-        section = r.mapping(steps, f"hooks.{when}", RELEASE_STEP_NAMES)
+        if isinstance(steps, dict):
+            for step in steps:
+                if step in controller_steps:
+                    raise r.error(
+                        f"hooks.{when}.{step}",
+                        f"hooks.{when}.{step}: {step} runs on the controller, where hooks do "
+                        "not run; hooks run on the hosts, in the steps " + ", ".join(host_steps),
+                    )
+        section = r.mapping(steps, f"hooks.{when}", host_steps)
         for step in section:
             hooks[(when, step)] = r.str_list(section, f"hooks.{when}", step)
     return hooks
