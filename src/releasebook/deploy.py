@@ -7,12 +7,9 @@ back to the release it served before, verifies that, and then reports the failur
 
 from __future__ import annotations
 
-import getpass
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from releasebook.batches import ROLLING, schedule
@@ -495,18 +492,18 @@ def rollback(
     ):
         targets = _rollback_targets(states, to)
         target_id = next(iter(set(targets.values())))
+        record_base = attempt("rollback", target_id)
         info = ReleaseInfo(
             release_id=target_id,
             git_sha="",
             requirements_hash="",
-            created_by=f"{getpass.getuser()}@{socket.gethostname()}",
-            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created_by=record_base["by"],
+            created_at=record_base["at"],
         )
         plan = build_plan(env, "rollback", source=source, release=info, per_host_release=targets)
         reporter.plan_started(plan)
         run = _Run(env, transports, reporter, {}, guard(env, "rollback", target_id, lock))
         failed = _run_until_failure(plan, run, batch_size)
-        record_base = {"action": "rollback", "by": info.created_by, "at": info.created_at}
         record(
             env,
             transports,

@@ -92,8 +92,8 @@ def every_step(record: Mapping[str, Any]) -> str:
 
 def _notes(record: Mapping[str, Any], steps: bool) -> list[str]:
     notes = []
-    if steps and every_step(record):
-        notes.append("steps: " + every_step(record))
+    if steps and (durations := every_step(record)):
+        notes.append("steps: " + durations)
     reason = str(record.get("reason") or "").strip()
     if reason:
         notes.append("reason: " + reason.splitlines()[0])

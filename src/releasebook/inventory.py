@@ -696,14 +696,13 @@ def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[s
     raw = r.mapping(data.get("hooks"), "hooks", ("before", "after"))
     hooks: dict[tuple[str, str], tuple[str, ...]] = {}
     for when, steps in raw.items():
-        if isinstance(steps, dict):
-            for step in steps:
-                if step in controller_steps:
-                    raise r.error(
-                        f"hooks.{when}.{step}",
-                        f"hooks.{when}.{step}: {step} runs on the controller, where hooks do "
-                        "not run; hooks run on the hosts, in the steps " + ", ".join(host_steps),
-                    )
+        named = steps if isinstance(steps, dict) else {}
+        for step in controller_steps.intersection(named):
+            raise r.error(
+                f"hooks.{when}.{step}",
+                f"hooks.{when}.{step}: {step} runs on the controller, where hooks do "
+                "not run; hooks run on the hosts, in the steps " + ", ".join(host_steps),
+            )
         section = r.mapping(steps, f"hooks.{when}", host_steps)
         for step in section:
             hooks[(when, step)] = r.str_list(section, f"hooks.{when}", step)
