@@ -1,5 +1,5 @@
 """`inv` entry point: releasebook's task collection (see `inv --list`)."""
 
-from releasebook.tasks import namespace
+from releasebook.cli import namespace
 
 __all__ = ["namespace"]

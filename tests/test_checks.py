@@ -25,17 +25,15 @@ from typing import Any
 import pytest
 from services import fresh_database
 
-from releasebook.checks import gate, registry
-from releasebook.checks.command import (
+from releasebook.errors import UsageError
+from releasebook.gate import gate, registry
+from releasebook.gate.command import (
     GATE_COMMAND,
     GATE_IN_RELEASE,
     GATE_SOURCE,
-    gate_argv,
-    gate_options,
     validate_skips,
 )
-from releasebook.checks.document import render_readiness
-from releasebook.checks.report import (
+from releasebook.gate.report import (
     GateOutputError,
     format_table,
     gate_passed,
@@ -43,10 +41,11 @@ from releasebook.checks.report import (
     parse_gate_output,
     summary,
 )
-from releasebook.errors import UsageError
 from releasebook.inventory import load_inventory
+from releasebook.plan import gate_argv, gate_options
 from releasebook.quoting import Raw, render_command
-from releasebook.steps import RELEASE_STEPS
+from releasebook.render.readiness import render_readiness
+from releasebook.runbooks.release import RELEASE_STEPS
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from releasebook.steps import RELEASE_STEPS
+from releasebook.runbooks.release import RELEASE_STEPS
 
 MAIN = Path(__file__).resolve().parents[1]
 INV = Path(sys.executable).parent / "inv"

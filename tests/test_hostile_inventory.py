@@ -41,8 +41,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from releasebook.batches import parse_batch_size
-from releasebook.checks.command import validate_skips
 from releasebook.errors import InventoryError, ReleasebookError
+from releasebook.gate.command import validate_skips
 from releasebook.inventory import load_environment, load_inventory
 from releasebook.plan import Plan, ReleaseInfo, Source, build_plan
 from releasebook.state import validate_release_id

@@ -20,9 +20,9 @@ from test_ssh_access import ENV as SA_ENV
 from test_ssh_access import HIDDEN, accepted, exercise, hide_behind, write_ssh_config
 from test_ssh_access import write_env as write_sa_env
 
-from releasebook.hostkeys import KeyStatus, fingerprint, format_scan, scan, trust
+from releasebook.cli.safety import hosts
 from releasebook.inventory import Environment
-from releasebook.safety_tasks import hosts
+from releasebook.transport.hostkeys import KeyStatus, fingerprint, format_scan, scan, trust
 
 
 def test_fleet_keys_are_trusted(sim_fleet_factory: SimFleetFactory, tmp_path: Path) -> None:

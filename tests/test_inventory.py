@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import releasebook.inventory as inventory_module
+import releasebook.inventory.load as inventory_module
 from releasebook.errors import InventoryError
 from releasebook.inventory import load_environment, load_inventory
 

@@ -15,11 +15,11 @@ import pytest
 from invoke.context import Context
 from simhosts import SimFleet, SimFleetFactory
 
+from releasebook.cli.safety import unlock
 from releasebook.connection import connect
 from releasebook.history import read_history
 from releasebook.inventory import Environment, load_environment
 from releasebook.lock import LockHeld, LockInfo, break_lock, environment_lock, read_locks
-from releasebook.safety_tasks import unlock
 
 RELEASE = "20240501-120000-000"
 ENV = "lk"

@@ -31,8 +31,8 @@ import pytest
 from releasebook.errors import InventoryError
 from releasebook.inventory import Environment, load_environment, load_inventory
 from releasebook.plan import HostWork, Plan, PlanKind, ReleaseInfo, Source, build_plan
+from releasebook.runbooks.release import RELEASE_STEP_NAMES
 from releasebook.runner import host_script
-from releasebook.steps import RELEASE_STEP_NAMES
 
 MAIN = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from releasebook.plan import HostWork, PlannedStep
+from releasebook.runbooks.model import Step
 from releasebook.runner import LOCK_LOST, NOT_RUN, Guard, Outcome, execute_group
-from releasebook.steps import Step
 from releasebook.transport import LocalTransport, Transport
 
 TARGET = "controller"  # a HostWork without a host; runs through the local transport

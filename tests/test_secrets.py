@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from releasebook.cli.kit import _errors_to_exit
 from releasebook.envsecrets import env_file_text, hide_readable, read_secrets
 from releasebook.errors import InventoryError, ReleaseFailed, UsageError
 from releasebook.inventory import Environment, SecretSource, load_environment, load_inventory
@@ -28,7 +29,6 @@ from releasebook.plan import Plan, ReleaseInfo, Source, build_plan
 from releasebook.reporting import ConsoleReporter, JsonReporter, hide_secrets
 from releasebook.runner import host_script
 from releasebook.state import history_commands
-from releasebook.taskkit import _errors_to_exit
 
 MAIN = Path(__file__).resolve().parents[1]
 INV = Path(sys.executable).with_name("inv")

@@ -22,8 +22,8 @@ from simhosts import SimFleet, SimFleetFactory, SimHost
 
 from releasebook.errors import HostUnreachable
 from releasebook.inventory import Environment, SshSettings, load_environment
-from releasebook.sshconfig import SshConfigFiles, resolve
 from releasebook.transport import PASSPHRASE_ENV, open_transport
+from releasebook.transport.sshconfig import SshConfigFiles, resolve
 
 ENV = "sa"
 HIDDEN = "app.invalid"  # the target's name, known only to the gateway

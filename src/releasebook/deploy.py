@@ -13,14 +13,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from releasebook.batches import ROLLING, schedule
-from releasebook.checks.report import (
-    GateOutputError,
-    HostReport,
-    format_table,
-    host_failed,
-    parse_gate_output,
-    summary,
-)
 from releasebook.connection import (
     CONTROLLER,
     attempt,
@@ -32,6 +24,14 @@ from releasebook.connection import (
 )
 from releasebook.envsecrets import delivered
 from releasebook.errors import ReleasebookError, ReleaseFailed, RollbackFailed, UsageError
+from releasebook.gate.report import (
+    GateOutputError,
+    HostReport,
+    format_table,
+    host_failed,
+    parse_gate_output,
+    summary,
+)
 from releasebook.inventory import Environment
 from releasebook.lock import LockInfo, fence_commands, release_commands
 from releasebook.plan import Plan, PlanKind, PlannedStep, ReleaseInfo, Source, build_plan

@@ -15,9 +15,9 @@ from typing import Any
 from releasebook.errors import HostUnreachable
 from releasebook.inventory import Environment
 from releasebook.quoting import quote
+from releasebook.runbooks.release import RELEASE_STEP_NAMES
 from releasebook.runner import run_scripts
 from releasebook.state import deploy_dir
-from releasebook.steps import RELEASE_STEP_NAMES
 from releasebook.transport import Transport
 
 Record = dict[str, Any]

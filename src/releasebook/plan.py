@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from releasebook.checks.command import GATE_SOURCE, gate_options
 from releasebook.envsecrets import BUILD_OUT, source_args
 from releasebook.errors import InventoryError
+from releasebook.gate.command import GATE_IN_RELEASE, GATE_SOURCE, validate_skips
 from releasebook.inventory import Environment, Host
 from releasebook.quoting import Raw, ShellVar, quote, render_command
+from releasebook.runbooks.model import Cmd, Step
+from releasebook.runbooks.release import RELEASE_STEPS, ROLLBACK_STEPS
 from releasebook.state import RELEASE_ID
-from releasebook.steps import RELEASE_STEPS, ROLLBACK_STEPS, Cmd, Step
 from releasebook.supervisor import WEB_PROCESSES, launcher_text, supervisor_conf_text
 
 # Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
@@ -171,7 +172,7 @@ def _controller_values(
         "gate_source": (
             GATE_SOURCE
             if base is not None
-            else _relative_tool(source) / "src/releasebook/checks/gate.py"
+            else _relative_tool(source) / "src/releasebook/gate/gate.py"
         ),
         "python_version": source.python_version if base is not None else ShellVar("PYTHON_VERSION"),
         "requirements": env.app.requirements,
@@ -437,3 +438,44 @@ def _probe(env: Environment, host: Host, release: Id) -> HttpProbe:
         expect_release=str(release),
         deadline=env.health.timeout,
     )
+
+
+# --- the gate's command line ------------------------------------------------------
+
+
+def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
+    """`` --require NAME ... --skip ID ...``, shell-quoted, for a ``Raw`` plan value."""
+    words: list[str] = []
+    for name in env.env_file.required:
+        words += ["--require", quote(name)]
+    for check_id in validate_skips(skip):
+        words += ["--skip", quote(check_id)]
+    return "".join(f" {word}" for word in words)
+
+
+def gate_argv(
+    env: Environment,
+    deploy_path: Path,
+    *,
+    skip: Iterable[str] = (),
+    python: str = "venv/bin/python",
+) -> tuple[str, ...]:
+    """The same command as an argument vector (unquoted), to run from the release directory."""
+    argv = [
+        python,
+        GATE_IN_RELEASE,
+        "--json",
+        "--expect-settings",
+        env.app.settings_module,
+        "--wsgi",
+        env.app.wsgi,
+        "--min-free-mb",
+        str(env.min_free_mb),
+        "--deploy-path",
+        str(deploy_path),
+    ]
+    for name in env.env_file.required:
+        argv += ["--require", name]
+    for check_id in validate_skips(skip):
+        argv += ["--skip", check_id]
+    return tuple(argv)

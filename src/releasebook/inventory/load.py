@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from releasebook.errors import InventoryError
-from releasebook.sshconfig import parse_hops
+from releasebook.gate.registry import unknown_ids
+from releasebook.inventory.hops import parse_hops
+from releasebook.inventory.model import (
+    AppSettings,
+    EnvFileSettings,
+    Environment,
+    HealthSettings,
+    Host,
+    SecretSource,
+    SshSettings,
+    WebSettings,
+    WorkerSettings,
+)
+from releasebook.runbooks.release import RELEASE_STEPS
 
 ROLES = ("web", "worker", "beat", "migrate")
 TRANSPORTS = ("ssh", "local")
@@ -27,111 +39,6 @@ SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
 ADDRESS = re.compile(r"^[A-Za-z0-9._:-]+$")
 BIND = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$|^unix:[A-Za-z0-9._/-]+$")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    user: str
-    port: int
-    identity_file: Path | None
-    known_hosts: Path
-    connect_timeout: float
-    gateway: str | None = None  # "[user@]host[:port]", comma-separated hops, or "none"
-    # Keys the inventory set (any layer): these beat ~/.ssh/config, defaults do not.
-    explicit: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    port: int
-    workers: int
-    timeout: int
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    concurrency: int
-    stop_timeout: int
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    address: str
-    roles: tuple[str, ...]
-    transport: str
-    ssh: SshSettings
-    web: WebSettings
-    worker: WorkerSettings
-    bind: str
-
-    def has(self, role: str) -> bool:
-        return role in self.roles
-
-
-@dataclass(frozen=True)
-class AppSettings:
-    source: Path  # relative to the project root
-    settings_module: str
-    wsgi: str
-    requirements: str
-    celery_app: str | None
-    python: str
-
-
-@dataclass(frozen=True)
-class HealthSettings:
-    path: str
-    host_header: str
-    timeout: float
-    forwarded_proto: str
-
-
-@dataclass(frozen=True)
-class SecretSource:
-    """Where the controller reads a secret at each release: one of its own environment
-    variables (``env``), or a file (``file``: ``~`` or relative to the project root)."""
-
-    kind: Literal["env", "file"]
-    location: str
-
-    def describe(self) -> str:
-        return f"${self.location}" if self.kind == "env" else f"file {self.location}"
-
-
-@dataclass(frozen=True)
-class EnvFileSettings:
-    required: tuple[str, ...]
-    values: Mapping[str, str]
-    generate: tuple[str, ...]
-    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Environment:
-    name: str
-    file: Path
-    root: Path
-    app: AppSettings
-    deploy_path: Path  # relative paths (local transport only) are under the project root
-    keep_releases: int
-    hosts: tuple[Host, ...]
-    health: HealthSettings
-    env_file: EnvFileSettings
-    hooks: Mapping[tuple[str, str], tuple[str, ...]]
-    max_parallel: int
-    min_free_mb: int
-    gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
-    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
-
-    def hosts_with(self, role: str) -> tuple[Host, ...]:
-        return tuple(h for h in self.hosts if h.has(role))
-
-    def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
 
 
 # --- YAML with line numbers -------------------------------------------------------
@@ -672,8 +579,6 @@ def _secrets(r: _Reader, raw: Mapping[str, Any]) -> dict[str, SecretSource]:
 
 
 def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:
-    from releasebook.checks.registry import unknown_ids
-
     gate = r.mapping(data.get("gate"), "gate", ("skip",))
     raw = gate.get("skip") or {}
     if not isinstance(raw, dict):
@@ -688,8 +593,6 @@ def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
-    from releasebook.steps import RELEASE_STEPS  # steps import nothing from here
-
     # Hooks run in a host's step script; build and verify run on the controller.
     host_steps = tuple(s.name for s in RELEASE_STEPS if s.where == "hosts")
     controller_steps = {s.name for s in RELEASE_STEPS if s.where != "hosts"}

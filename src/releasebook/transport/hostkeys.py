@@ -4,7 +4,7 @@ A host's key is fetched with a bare key exchange (no authentication, nothing tru
 then found to be trusted, NEW (may be added once a person accepts its fingerprint) or
 CHANGED (never replaced here: the old entry must be removed by hand, on purpose).
 
-Hosts are reached as the transport reaches them (:func:`releasebook.sshconfig.resolve`):
+Hosts are reached as the transport reaches them (:func:`releasebook.transport.sshconfig.resolve`):
 at the ``HostName`` and ``Port`` of a ``~/.ssh/config`` alias, through its ProxyCommand,
 or through its gateways. Each gateway's key is checked too, before the keys behind it:
 those are fetched over a ``direct-tcpip`` channel of an authenticated connection to the
@@ -29,7 +29,8 @@ from releasebook.errors import HostUnreachable, ReleasebookError
 from releasebook.inventory import Environment, Host
 from releasebook.parallel import run_parallel
 from releasebook.quoting import quote
-from releasebook.sshconfig import (
+from releasebook.transport import SshTransport
+from releasebook.transport.sshconfig import (
     Endpoint,
     Route,
     SshConfigError,
@@ -37,12 +38,11 @@ from releasebook.sshconfig import (
     known_hosts_name,
     resolve,
 )
-from releasebook.transport import SshTransport
 
 # unchecked: behind a gateway whose key is not trusted, so never asked.
 Status = Literal["trusted", "new", "changed", "unreachable", "unchecked"]
 # paramiko logs a failed handshake with a traceback; the scan reports it in one line.
-_PARAMIKO_LOG = "releasebook.hostkeys.paramiko"
+_PARAMIKO_LOG = "releasebook.transport.hostkeys.paramiko"
 logging.getLogger(_PARAMIKO_LOG).addHandler(logging.NullHandler())
 _UNTRUSTED = {"new": "is not trusted", "changed": "CHANGED", "unreachable": "could not be fetched"}
 

@@ -8,66 +8,10 @@ a connection or runs a command: the runner executes these, the renderer document
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from releasebook.gate.command import GATE_COMMAND, GATE_IN_RELEASE
+from releasebook.runbooks.model import Step, Upload, cmd
 
-from releasebook.checks.command import GATE_COMMAND, GATE_IN_RELEASE
-
-Where = Literal["hosts", "controller"]
-# prepare: failure aborts and removes the new release; live: failure rolls every host
-# back; finish: the release is live and verified, a failure is reported, nothing undone.
-Phase = Literal["prepare", "live", "finish"]
-
-
-@dataclass(frozen=True)
-class Cmd:
-    """One command template.
-
-    ``roles`` limits it to hosts with one of those roles; ``each`` names a list variable
-    and repeats the command once per item, with the item's keys as extra variables.
-    """
-
-    template: str
-    roles: frozenset[str] = frozenset()
-    each: str | None = None
-
-
-@dataclass(frozen=True)
-class Upload:
-    """Copy the controller file named by variable ``local`` to ``remote`` (+ ``suffix``)."""
-
-    local: str
-    remote: str
-    suffix: str = ""
-    skip_if: str | None = None  # a test command template; when it succeeds, skip
-    when: str | None = None  # a plan variable: planned only when it is not empty
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    title: str
-    why: str
-    where: Where = "hosts"
-    roles: frozenset[str] = frozenset()  # empty: every host
-    once: bool = False
-    phase: Phase = "prepare"
-    commands: tuple[Cmd, ...] = ()
-    uploads: tuple[Upload, ...] = ()
-    http_check: bool = False
-    verify: tuple[Cmd, ...] = ()
-    verify_text: str = ""
-    reports: bool = False  # its stdout is a report the caller parses and shows
-    barrier: bool = False  # every host finishes the steps before it before it starts
-    undo: tuple[Cmd, ...] = ()
-    undo_text: str = ""
-
-
-def _c(template: str, *roles: str, each: str | None = None) -> Cmd:
-    return Cmd(template, frozenset(roles), each)
-
-
-ENSURE_SUPERVISORD = _c(
+ENSURE_SUPERVISORD = cmd(
     "{supervisorctl} pid >/dev/null 2>&1 || {supervisord} -c {supervisor_conf}\n"
     "for _ in $(seq 100); do {supervisorctl} pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
     "{supervisorctl} update"
@@ -86,23 +30,23 @@ SETUP = Step(
         "values in the env file are never overwritten."
     ),
     commands=(
-        _c("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
-        _c("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", each="secret_delivery"),
-        _c("touch {env_file} && chmod 600 {env_file}"),
-        _c(
+        cmd("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
+        cmd("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", each="secret_delivery"),
+        cmd("touch {env_file} && chmod 600 {env_file}"),
+        cmd(
             "grep -q {pattern} {env_file} || printf '%s\\n' {line} >> {env_file}",
             each="env_values",
         ),
-        _c(
+        cmd(
             "grep -q {pattern} {env_file} || printf '%s=%s\\n' {name} "
             "\"$({python} -c 'import secrets; print(secrets.token_urlsafe(50))')\" >> {env_file}",
             each="env_generate",
         ),
-        _c("cat > {with_env} <<'RELEASEBOOK_EOF'\n{with_env_text}\nRELEASEBOOK_EOF"),
-        _c("chmod 755 {with_env}"),
-        _c("cat > {supervisor_conf} <<'RELEASEBOOK_EOF'\n{supervisor_conf_text}\nRELEASEBOOK_EOF"),
+        cmd("cat > {with_env} <<'RELEASEBOOK_EOF'\n{with_env_text}\nRELEASEBOOK_EOF"),
+        cmd("chmod 755 {with_env}"),
+        cmd("cat > {supervisor_conf} <<'RELEASEBOOK_EOF'\n{supervisor_conf_text}\nRELEASEBOOK_EOF"),
     ),
-    verify=(_c("test -d {releases} && test -f {supervisor_conf}"),),
+    verify=(cmd("test -d {releases} && test -f {supervisor_conf}"),),
     verify_text="The directories exist and the env file is mode 0600.",
     undo_text="Nothing to undo: the layout is shared by every release.",
 )
@@ -119,14 +63,14 @@ PREFLIGHT = Step(
         "has changed yet."
     ),
     commands=(
-        _c(
+        cmd(
             "avail_kb=$(df -Pk {deploy} | awk 'NR==2 {{print $4}}')\n"
             'if [ "$avail_kb" -lt {min_free_kb} ]; then\n'
             "  printf 'only %s MB free under %s; need %s MB\\n' \"$((avail_kb / 1024))\" "
             "{deploy} {min_free_mb} >&2; exit 1\n"
             "fi"
         ),
-        _c(
+        cmd(
             "host_python=$({python} -c 'import platform; print(platform.python_version())') || "
             "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}\n"
             'if [ "$host_python" != {python_version} ]; then\n'
@@ -135,14 +79,14 @@ PREFLIGHT = Step(
             '{python} "$host_python" {python_version} >&2; exit 1\n'
             "fi"
         ),
-        _c("missing_env=0"),
-        _c(
+        cmd("missing_env=0"),
+        cmd(
             "grep -q {pattern} {env_file} || "
             "{{ printf 'required env var %s is missing or empty in %s\\n' {name} {env_file} >&2; "
             "missing_env=1; }}",
             each="env_required",
         ),
-        _c('test "$missing_env" = 0'),
+        cmd('test "$missing_env" = 0'),
     ),
     verify_text="Every host printed nothing on stderr and exited 0.",
     undo_text="Nothing to undo: preflight only reads.",
@@ -164,13 +108,13 @@ BUILD = Step(
     where="controller",
     once=True,
     commands=(
-        _c("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
-        _c("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
-        _c("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
-        _c("mkdir -p {build_app}/.releasebook && cp {gate_source} {build_app}/" + GATE_IN_RELEASE),
+        cmd("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
+        cmd("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
+        cmd("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
+        cmd("mkdir -p {build_app}/.releasebook && cp {gate_source} {build_app}/" + GATE_IN_RELEASE),
         # One command per line: under `set -e`, a failure inside `a && b` that is not
         # the last command is ignored, and so is the status of a group built on it.
-        _c(
+        cmd(
             "if ! test -f {wheelhouse}/.complete; then\n"
             "  rm -rf {wheelhouse}\n"
             "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
@@ -180,19 +124,19 @@ BUILD = Step(
             "  touch {wheelhouse}/.complete\n"
             "fi"
         ),
-        _c("tar -czf {artifact_local} -C {build_app} ."),
-        _c(
+        cmd("tar -czf {artifact_local} -C {build_app} ."),
+        cmd(
             "test -f {wheels_local} || tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
         ),
-        _c("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
-        _c("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
-        _c(
+        cmd("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
+        cmd("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
+        cmd(
             "{controller_python} -m releasebook.envsecrets {secrets_local} {secret_sources}",
             each="secret_delivery",
         ),
     ),
     verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
-    undo=(_c("rm -rf {build_app}"),),
+    undo=(cmd("rm -rf {build_app}"),),
     undo_text="Remove the build directory; nothing reached a host.",
 )
 
@@ -215,7 +159,7 @@ UPLOAD = Step(
         Upload("secrets_local", "secrets_upload", when="secret_delivery"),
     ),
     commands=(
-        _c(
+        cmd(
             "secrets_new=$(mktemp {env_file}.XXXXXX)\n"
             '{{ grep -v -E {secret_names_pattern} {env_file} || test "$?" = 1; }} '
             '> "$secrets_new"\n'
@@ -226,13 +170,13 @@ UPLOAD = Step(
         ),
     ),
     verify=(
-        _c("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
-        _c("{venv_ready} || {{ cd {artifacts} && sha256sum --quiet -c {wheels_name}.sha256; }}"),
+        cmd("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
+        cmd("{venv_ready} || {{ cd {artifacts} && sha256sum --quiet -c {wheels_name}.sha256; }}"),
     ),
     verify_text="`sha256sum -c` accepts the uploaded files.",
     undo=(
-        _c("rm -f {artifact} {artifact}.sha256"),
-        _c("rm -f {secrets_upload}", each="secret_delivery"),
+        cmd("rm -f {artifact} {artifact}.sha256"),
+        cmd("rm -f {secrets_upload}", each="secret_delivery"),
     ),
     undo_text="Remove the uploaded artifact.",
 )
@@ -248,9 +192,9 @@ INSTALL = Step(
         "(installed once per host beside supervisord in releasebook's tools)."
     ),
     commands=(
-        _c("mkdir {release_dir}"),
-        _c("tar -xzf {artifact} -C {release_dir}"),
-        _c(
+        cmd("mkdir {release_dir}"),
+        cmd("tar -xzf {artifact} -C {release_dir}"),
+        cmd(
             "if ! {venv_ready}; then\n"
             "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
             "  if ! test -x {supervisord} || ! test -x {uv}; then\n"
@@ -267,11 +211,11 @@ INSTALL = Step(
             "  rm -rf {wheel_dir}\n"
             "fi"
         ),
-        _c("ln -sfn {venv} {release_dir}/venv"),
+        cmd("ln -sfn {venv} {release_dir}/venv"),
     ),
-    verify=(_c("{release_dir}/venv/bin/python -c 'import django'"),),
+    verify=(cmd("{release_dir}/venv/bin/python -c 'import django'"),),
     verify_text="The release's interpreter imports Django.",
-    undo=(_c("rm -rf {release_dir}"),),
+    undo=(cmd("rm -rf {release_dir}"),),
     undo_text="Remove the half-made release directory; `current` still points at the live one.",
 )
 
@@ -283,12 +227,12 @@ LINK_SHARED = Step(
         "directory in `shared/`. Uploads therefore survive every deploy and rollback."
     ),
     commands=(
-        _c("ln -sfn {env_file} {release_dir}/.env"),
-        _c("rm -rf {release_dir}/media && ln -sfn {media} {release_dir}/media"),
+        cmd("ln -sfn {env_file} {release_dir}/.env"),
+        cmd("rm -rf {release_dir}/media && ln -sfn {media} {release_dir}/media"),
     ),
-    verify=(_c("test -L {release_dir}/.env && test -L {release_dir}/media"),),
+    verify=(cmd("test -L {release_dir}/.env && test -L {release_dir}/media"),),
     verify_text="`.env` and `media` in the release are links into `shared/`.",
-    undo=(_c("rm -rf {release_dir}"),),
+    undo=(cmd("rm -rf {release_dir}"),),
     undo_text="Remove the release directory.",
 )
 
@@ -303,10 +247,10 @@ GATE = Step(
         "disk, committed secrets, gunicorn's config. An error blocks the release; a warning "
         "is reported. The table of checks is in `production-readiness.md`."
     ),
-    commands=(_c(GATE_COMMAND),),
+    commands=(cmd(GATE_COMMAND),),
     reports=True,
     verify_text="The gate printed its table with no failed error-severity check.",
-    undo=(_c("rm -rf {release_dir}"),),
+    undo=(cmd("rm -rf {release_dir}"),),
     undo_text=(
         "Remove the release directory; fix what the failed checks name, or skip one with "
         "`--skip ID --reason ...` (recorded in the history)."
@@ -325,10 +269,10 @@ MIGRATE = Step(
     ),
     roles=frozenset({"migrate"}),
     once=True,
-    commands=(_c("{django} migrate --noinput"),),
-    verify=(_c("{django} migrate --check"),),
+    commands=(cmd("{django} migrate --noinput"),),
+    verify=(cmd("{django} migrate --check"),),
     verify_text="`manage.py migrate --check` exits 0: no unapplied migrations.",
-    undo=(_c("rm -rf {release_dir}"),),
+    undo=(cmd("rm -rf {release_dir}"),),
     undo_text=(
         "Remove the release directory. Migrations that did apply stay applied: the live "
         "release must tolerate them (that is the backward-compatibility rule above). To "
@@ -346,12 +290,12 @@ COLLECTSTATIC = Step(
         "the old files back with the old code."
     ),
     roles=frozenset({"web"}),
-    commands=(_c("{django} collectstatic --noinput --verbosity 0"),),
+    commands=(cmd("{django} collectstatic --noinput --verbosity 0"),),
     verify_text=(
         "collectstatic exited 0; the gate checked STATIC_ROOT and a dry run before. Open "
         "`/admin/` after the switch and check it is styled."
     ),
-    undo=(_c("rm -rf {release_dir}"),),
+    undo=(cmd("rm -rf {release_dir}"),),
     undo_text="Remove the release directory.",
 )
 
@@ -366,10 +310,10 @@ SWITCH = Step(
     ),
     phase="live",
     commands=(
-        _c("ln -sfn {release_dir} {deploy}/.current-{release}"),
-        _c("mv -T {deploy}/.current-{release} {current}"),
+        cmd("ln -sfn {release_dir} {deploy}/.current-{release}"),
+        cmd("mv -T {deploy}/.current-{release} {current}"),
     ),
-    verify=(_c('test "$(readlink {current})" = {release_dir}'),),
+    verify=(cmd('test "$(readlink {current})" = {release_dir}'),),
     verify_text="`readlink current` names the release.",
     undo_text="Switch back: run the rollback runbook.",
 )
@@ -387,9 +331,9 @@ RESTART_WEB = Step(
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
-        _c("{supervisorctl} restart {process}", each="web_processes"),
+        cmd("{supervisorctl} restart {process}", each="web_processes"),
     ),
-    verify=(_c("{supervisorctl} status 'web:*'"),),
+    verify=(cmd("{supervisorctl} status 'web:*'"),),
     verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
     undo_text="Switch back and restart: run the rollback runbook.",
 )
@@ -406,13 +350,13 @@ RESTART_WORKERS = Step(
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
-        _c("{supervisorctl} restart worker", "worker"),
-        _c("{supervisorctl} restart beat", "beat"),
+        cmd("{supervisorctl} restart worker", "worker"),
+        cmd("{supervisorctl} restart beat", "beat"),
     ),
     verify=(
-        _c("{supervisorctl} status worker", "worker"),
-        _c("{supervisorctl} status beat", "beat"),
-        _c(
+        cmd("{supervisorctl} status worker", "worker"),
+        cmd("{supervisorctl} status beat", "beat"),
+        cmd(
             "pinged=0\n"
             "for _ in $(seq 15); do\n"
             "  if (cd {release_dir} && {with_env} venv/bin/python -m celery -A {celery_app} "
@@ -464,7 +408,7 @@ CLEANUP = Step(
         "Virtualenvs no release uses any more go with them."
     ),
     commands=(
-        _c(
+        cmd(
             "releases_physical=$(cd {releases} && pwd -P) || releases_physical={releases}\n"
             "in_use=$(\n"
             "  {{ readlink /proc/[0-9]*/cwd /proc/[0-9]*/exe /proc/[0-9]*/fd/*\n"
@@ -487,10 +431,10 @@ CLEANUP = Step(
             '{artifacts}/"$old".tar.gz.sha256\n'
             "done"
         ),
-        _c(
+        cmd(
             'for link in {deploy}/.current-*; do\n  if [ -L "$link" ]; then rm -f "$link"; fi\ndone'
         ),
-        _c(
+        cmd(
             "for venv in {venvs}/*; do\n"
             '  [ -d "$venv" ] || continue\n'
             "  used=0\n"
@@ -502,7 +446,7 @@ CLEANUP = Step(
             "done"
         ),
     ),
-    verify=(_c("test -d {release_dir}"),),
+    verify=(cmd("test -d {release_dir}"),),
     verify_text="The current release is still there.",
     undo_text="Nothing to undo; removed releases are gone (they were older than the kept ones).",
 )

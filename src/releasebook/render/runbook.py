@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jinja2
 
-from releasebook.checks.document import render_readiness
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
 from releasebook.plan import (
@@ -23,7 +22,8 @@ from releasebook.plan import (
     build_plan,
 )
 from releasebook.quoting import ShellVar, quote, render_command
-from releasebook.templating import markdown_environment
+from releasebook.render.readiness import render_readiness
+from releasebook.render.templating import markdown_environment
 
 RUNBOOKS = ("release", "rollback")
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import jinja2
 
-from releasebook.checks.registry import CHECKS, SECTIONS
 from releasebook.errors import TemplateError
+from releasebook.gate.registry import CHECKS, SECTIONS
 from releasebook.inventory import Environment
-from releasebook.steps import RELEASE_STEPS, Step
-from releasebook.templating import markdown_environment
+from releasebook.render.templating import markdown_environment
+from releasebook.runbooks.model import Step
+from releasebook.runbooks.release import RELEASE_STEPS
 
 TEMPLATE = "production-readiness.md.j2"
 

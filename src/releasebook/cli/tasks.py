@@ -18,15 +18,15 @@ from invoke.tasks import task
 
 from releasebook import deploy
 from releasebook.batches import parse_batch_size
-from releasebook.checks.command import validate_skips
+from releasebook.cli.kit import _errors_to_exit, _load, _reporter, project_root
+from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.errors import UsageError
+from releasebook.gate.command import validate_skips
 from releasebook.inventory import load_environment
 from releasebook.lock import LockInfo
 from releasebook.plan import Plan
-from releasebook.render import render_all
-from releasebook.safety_tasks import SAFETY_TASKS
+from releasebook.render.runbook import render_all
 from releasebook.source import find_source
-from releasebook.taskkit import _errors_to_exit, _load, _reporter, project_root
 
 
 def print_plan(plan: Plan) -> None:

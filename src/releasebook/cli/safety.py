@@ -1,6 +1,6 @@
 """Invoke tasks for the safety features: ``unlock``, ``history`` and ``hosts``.
 
-Exit codes beyond those of ``releasebook.tasks``: 1 when an unlock is declined,
+Exit codes beyond those of ``releasebook.cli.tasks``: 1 when an unlock is declined,
 4 when the environment is locked (``lock.LockHeld``), 5 when a host key CHANGED
 (``hostkeys.HostKeyChanged``).
 """
@@ -19,13 +19,13 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from releasebook import hostkeys
+from releasebook.cli.kit import _errors_to_exit, _load
 from releasebook.connection import connect, record
 from releasebook.errors import HostUnreachable, UsageError
 from releasebook.history import format_history, read_history
-from releasebook.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
 from releasebook.lock import LockInfo, break_lock, iso, read_locks
-from releasebook.taskkit import _errors_to_exit, _load
+from releasebook.transport import hostkeys
+from releasebook.transport.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
 
 
 def _ask(question: str) -> bool:

@@ -4,7 +4,7 @@ Transports know nothing of steps. One SSH connection per host is opened once and
 for the whole run. Host keys are checked against the inventory's known_hosts file and an
 unknown or changed key is refused: Fabric's default of accepting any key is switched off,
 for gateways too (Fabric's own ProxyJump connections would accept any key, so gateways are
-built here). ``~/.ssh/config`` is applied by :mod:`releasebook.sshconfig`.
+built here). ``~/.ssh/config`` is applied by :mod:`releasebook.transport.sshconfig`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
-from invoke.context import Context
 
 from releasebook.errors import HostUnreachable
 from releasebook.inventory import Host
-from releasebook.sshconfig import (
+from releasebook.transport.base import Result
+from releasebook.transport.sshconfig import (
     Endpoint,
     SshConfigError,
     SshConfigFiles,
@@ -40,7 +38,6 @@ _KEY_TYPES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _PARAMIKO_LOG = "releasebook.transport.paramiko"
 logging.getLogger(_PARAMIKO_LOG).addHandler(logging.NullHandler())
 
-TAIL_LINES = 20
 RECONNECT_FOR = 30.0
 # How paramiko says that a server accepted TCP but never completed the SSH handshake.
 _NO_GREETING = ("protocol banner", "No existing session", "EOF during negotiation")
@@ -48,63 +45,6 @@ _NO_GREETING = ("protocol banner", "No existing session", "EOF during negotiatio
 
 class _CannotConnect(HostUnreachable):
     """The host did not answer (as opposed to answering with a wrong key)."""
-
-
-@dataclass(frozen=True)
-class Result:
-    """What one script did on one host."""
-
-    exited: int
-    stdout: str
-    stderr: str
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
-
-    def tail(self, lines: int = TAIL_LINES) -> str:
-        text = (self.stdout.rstrip("\n") + "\n" + self.stderr.rstrip("\n")).strip("\n")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-class Transport(Protocol):
-    name: str
-
-    def run(self, script: str, *, timeout: float | None = None) -> Result: ...
-
-    def put(self, local: Path, remote: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class LocalTransport:
-    """This machine, through Invoke: the ``local`` environment."""
-
-    def __init__(self, name: str, cwd: Path) -> None:
-        self.name = name
-        self._context = Context()
-        self._cwd = cwd
-
-    def run(self, script: str, *, timeout: float | None = None) -> Result:
-        started = time.monotonic()
-        with self._context.cd(str(self._cwd)):
-            # bash, like the login shell of the SSH hosts; the script is the plan's own text.
-            result = self._context.run(  # noqa: S604
-                script, hide=True, warn=True, in_stream=False, timeout=timeout, shell="/bin/bash"
-            )
-        assert result is not None  # warn=True always returns a result
-        return Result(result.exited, result.stdout, result.stderr, time.monotonic() - started)
-
-    def put(self, local: Path, remote: str) -> None:
-        target = Path(remote)
-        if not target.is_absolute():
-            target = self._cwd / target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
-
-    def close(self) -> None:
-        return None
 
 
 class SshTransport:
@@ -369,11 +309,3 @@ def _key_problem(path: Path, problem: str) -> str:
 
 def _fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
-
-
-def open_transport(host: Host, root: Path) -> Transport:
-    if host.transport == "local":
-        return LocalTransport(host.name, root)
-    transport = SshTransport(host)
-    transport.open()
-    return transport

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from releasebook.checks.registry import BY_ID, CHECKS, Severity
 from releasebook.errors import ReleasebookError
+from releasebook.gate.registry import BY_ID, CHECKS, Severity
 
 Status = Literal["pass", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "skip")

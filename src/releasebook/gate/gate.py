@@ -21,7 +21,7 @@ Exit status: 0 when no ``error`` check failed, 1 otherwise, 2 on bad usage. Valu
 environment variables and secrets are never printed: names, kinds and file:line only,
 and every message is redacted before it is written.
 
-The ids, titles and severities below repeat ``releasebook.checks.registry`` (which this
+The ids, titles and severities below repeat ``releasebook.gate.registry`` (which this
 script cannot import); releasebook's tests keep the two equal.
 """
 
@@ -50,7 +50,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 VERSION = 1
 
-# (id, title, severity): must equal releasebook.checks.registry.CHECKS.
+# (id, title, severity): must equal releasebook.gate.registry.CHECKS.
 TABLE: tuple[tuple[str, str, str], ...] = (
     ("RB-ENV-001", "Required environment variables are set", "error"),
     ("RB-ENV-002", "Production settings module", "error"),

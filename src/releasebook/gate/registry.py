@@ -2,7 +2,7 @@
 
 This registry is the single description of the gate: ids, titles, the seed section
 (chapter 36, "Production Readiness Checklist") each check enforces, its severity, how
-it is checked and how to fix it. The host-side script (:mod:`releasebook.checks.gate`)
+it is checked and how to fix it. The host-side script (:mod:`releasebook.gate.gate`)
 cannot import it (it runs with the release's own interpreter), so it repeats ids,
 titles and severities in its own table; ``tests/test_checks.py`` keeps the two equal.
 

@@ -1,3 +1,0 @@
-"""The readiness gate: named checks (``registry``), the script run on each host (``gate``),
-the controller's view of its output (``report``, ``command``) and the readiness document
-(``document``)."""

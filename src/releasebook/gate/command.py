@@ -1,0 +1,35 @@
+"""How the controller ships and runs the gate: the script's source, where it goes in the
+artifact, and the command line for each host.
+
+The build copies :data:`GATE_SOURCE` into the artifact as :data:`GATE_IN_RELEASE`; the
+plan then runs :data:`GATE_COMMAND` (a ``releasebook.runbooks.release`` template, filled and quoted
+by ``releasebook.plan``) with ``gate_options`` as a ``Raw`` value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from releasebook.errors import UsageError
+from releasebook.gate.registry import unknown_ids
+
+GATE_SOURCE = Path(__file__).with_name("gate.py")
+GATE_IN_RELEASE = ".releasebook/gate.py"
+
+# Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
+GATE_COMMAND = (
+    "cd {release_dir} && {with_env} venv/bin/python "
+    + GATE_IN_RELEASE
+    + " --json --expect-settings {settings_module} --wsgi {wsgi}"
+    " --min-free-mb {min_free_mb} --deploy-path {deploy}{gate_options}"
+)
+
+
+def validate_skips(skips: Iterable[str]) -> tuple[str, ...]:
+    """The ids to skip, in order and once each; UsageError (exit 2) names unknown ones."""
+    ids = tuple(dict.fromkeys(skips))
+    unknown = unknown_ids(ids)
+    if unknown:
+        raise UsageError("--skip: unknown readiness check(s): " + ", ".join(unknown))
+    return ids
