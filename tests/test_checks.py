@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from services import fresh_database
 
-from releasebook.errors import UsageError
+from releasebook.errors import GateOutputError, UsageError
 from releasebook.gate import gate, registry
 from releasebook.gate.command import (
     GATE_COMMAND,
@@ -34,7 +34,6 @@ from releasebook.gate.command import (
     validate_skips,
 )
 from releasebook.gate.report import (
-    GateOutputError,
     format_table,
     gate_passed,
     host_failed,
@@ -564,7 +563,7 @@ def test_gate_command_for_the_plan(tmp_path: Path) -> None:
         GATE_COMMAND,
         {
             "release_dir": Path("/srv/x y/releases/1"),
-            "with_env": Path("/srv/x y/.releasebook/with-env"),
+            "launcher": Path("/srv/x y/releases/1/.releasebook/with-env"),
             "settings_module": env.app.settings_module,
             "wsgi": env.app.wsgi,
             "min_free_mb": env.min_free_mb,
@@ -573,7 +572,7 @@ def test_gate_command_for_the_plan(tmp_path: Path) -> None:
         },
     )
     assert command.startswith(
-        "cd '/srv/x y/releases/1' && '/srv/x y/.releasebook/with-env' "
+        "cd '/srv/x y/releases/1' && '/srv/x y/releases/1/.releasebook/with-env' "
         "venv/bin/python .releasebook/gate.py --json "
         "--expect-settings config.settings.prod --wsgi config.wsgi:application "
         "--min-free-mb 750 --deploy-path '/srv/x y' --require DJANGO_SECRET_KEY"

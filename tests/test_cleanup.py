@@ -8,6 +8,7 @@ empty or missing ``releases/``. Every process started here is stopped again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from releasebook.deploy.running import lock_info_for
+from releasebook.execute.runner import plain_script
 from releasebook.inventory import load_inventory
-from releasebook.plan import ReleaseInfo, Source, build_plan
-from releasebook.runner import host_script
+from releasebook.plan import ReleaseInfo, Run, Source, build_plan
+from releasebook.plan.build import bookkeeping_script
+from releasebook.plan.facts import parse_probe
+from releasebook.runbooks.bookkeeping import PROBE
 
 IDS = [f"20260101-12000{n}-000" for n in range(1, 7)]  # oldest first
 R1, R2, R3, R4, R5, R6 = IDS
@@ -33,6 +38,7 @@ SOURCE = Source(
     cache=Path("/nonexistent/cache"),
     python="/nonexistent/python3",
     python_version="3.11.2",
+    python_abi="cpython 3.11",
     tool_source=Path("/nonexistent/repo"),
 )
 
@@ -81,18 +87,32 @@ def deploy(tmp_path: Path) -> Path:
     return deploy
 
 
-def cleanup_script(tmp_path: Path, deploy: Path, *, with_verify: bool = True) -> str:
+def cleanup_script(
+    tmp_path: Path, deploy: Path, *, with_verify: bool = True, new: str = NEW
+) -> str:
+    """The cleanup step as a release plans it: from the facts its probe reads here."""
     env = load_inventory(_inventory(tmp_path, deploy), root=tmp_path / "project")
     release = ReleaseInfo(
-        release_id=NEW,
+        release_id=new,
         git_sha="0" * 40,
         requirements_hash="keep",
         created_by="test@test",
         created_at="2026-01-01T12:00:06Z",
     )
-    plan = build_plan(env, "release", source=SOURCE, release=release, previous={"web1": PREVIOUS})
+    probe = subprocess.run(
+        ["bash", "-c", bookkeeping_script(env, PROBE)], capture_output=True, text=True, check=True
+    )
+    facts = {"web1": parse_probe("web1", probe.stdout)}
+    run = Run(
+        release=release,
+        lock=lock_info_for("release", new),
+        marker="m",
+        action="release",
+        facts=facts,
+    )
+    plan = build_plan(env, "release", source=SOURCE, run=run, previous={"web1": PREVIOUS})
     (work,) = plan.step("cleanup").work
-    return host_script(work.commands + (work.verify if with_verify else ()))
+    return plain_script(work.commands + (work.verify if with_verify else ()))
 
 
 def run_cleanup(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -200,3 +220,23 @@ def test_copes_with_an_empty_or_missing_releases_dir(tmp_path: Path, state: str)
         (deploy / "releases").mkdir()
     run_cleanup(cleanup_script(tmp_path, deploy, with_verify=False), tmp_path)
     assert (deploy / "releases").is_dir() == (state == "empty")
+
+
+def test_counts_releases_in_the_order_the_history_says_they_were_made(
+    tmp_path: Path, deploy: Path
+) -> None:
+    """A controller with its clock set back names a new release with an older id: the
+    history, not the id, says which releases are the newest."""
+    history = deploy / ".releasebook" / "history.jsonl"
+    made = [R2, R3, R4, R5, R6, R1]  # R1 made last
+    history.write_text(
+        "".join(
+            json.dumps({"action": "release", "release": r, "outcome": "released"}) + "\n"
+            for r in made
+        )
+    )
+    (deploy / "current").unlink()
+    (deploy / "current").symlink_to(deploy / "releases" / R1)
+    run_cleanup(cleanup_script(tmp_path, deploy, new=R1), tmp_path)
+    # keep 2 of the made order (R6, R1), and PREVIOUS (R3): by ids, R5 and R4 would stay
+    assert listing(deploy) == {R1, R6, R3, *JUNK}

@@ -140,8 +140,17 @@ def test_dry_run_prints_the_plan_and_touches_nothing(project: Path, name: str) -
     sha = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert f"\n### {host}\n" in out
-    assert "\n### controller\n" in out
+    assert f"\n### {host}  (time limit 120s)\n" in out
+    assert "\n### controller  (time limit 1800s)\n" in out
+    # the bookkeeping runs from the plan too: the lock, the frame, the record, the unlock
+    for command in (
+        f"if mkdir {deploy}/.releasebook/lock 2>/dev/null; then",
+        f"flock -o -w 300 -E 75 {deploy}/.releasebook/steps.lock bash -c",
+        f">> {deploy}/.releasebook/history.jsonl",
+        f"mv {deploy}/.releasebook/lock {deploy}/.releasebook/lock.gone.",
+    ):
+        assert command in out, command
+    assert out.rstrip().endswith("nothing was contacted or changed")
     for command in (
         f"mkdir -p {deploy}/releases {deploy}/venvs",
         f"mkdir {deploy}/releases/{release_id}\n",
@@ -182,7 +191,7 @@ def test_dry_run_of_a_bad_inventory_builds_nothing(project: Path) -> None:
     done = run_inv(project, "release", "--env=missing", "--dry-run")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"releasebook: {project / 'inventories' / 'missing.yml'}: inventory file not found"
+        "releasebook: --env=missing: no inventories/missing.yml; the environments are: local, ssh"
     )
     assert snapshot(project.parent) == before
 

@@ -206,7 +206,8 @@ def _rolled_back_after_switch(
     two; the failed release stays on the hosts (marked bad, never a rollback target);
     nothing else changed, and a retry works."""
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"rolled back to {before.live} and verified" in done.stderr
+    for host in fleet.hosts:
+        assert f"  {host.name}: serves {before.live}, verified" in done.stderr, done.stderr
     last = _last(fleet, before)
     assert {(r["outcome"], r["restored"]) for r in last.values()} == {("rolled_back", before.live)}
     (failed,) = {str(r["release"]) for r in last.values()}

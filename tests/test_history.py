@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from releasebook.history import format_history, history_file, read_history
+from releasebook.deploy.history import format_history, read_history
 from releasebook.inventory import load_environment
-from releasebook.state import parse_probe
+from releasebook.plan.facts import parse_probe
 from releasebook.transport import LocalTransport
 
 RELEASED: dict[str, Any] = {
@@ -123,7 +123,7 @@ def test_read_history_tails_each_host(tmp_path: Path) -> None:
     transports = {"local": LocalTransport("local", root)}
     assert read_history(env, transports) == {"local": []}
 
-    path = history_file(env)
+    path = root / "var" / "app" / ".releasebook" / "history.jsonl"
     path.parent.mkdir(parents=True)
     lines = [json.dumps(RELEASED), "not json", json.dumps(FAILED), json.dumps(UNLOCK)]
     path.write_text("\n".join(lines) + "\n")
@@ -150,3 +150,59 @@ def test_journal_gives_the_steps_of_the_newest_run() -> None:
         "at": "2024-05-02T09:00:09Z",
     }
     assert parse_probe("web1", "current=20240501-120000-000").last_steps() is None
+
+
+def test_the_rollback_target_comes_from_the_history_not_the_ids() -> None:
+    """Releases made A, B, C, with a controller clock that put C's id before B's; a
+    rollback from C goes to the release that was live before it: B."""
+    a, c, b = "20240501-120000-000", "20240502-090000-000", "20240503-090000-000"
+    records = [
+        {"action": "release", "release": a, "outcome": "released", "previous": None},
+        {"action": "release", "release": b, "outcome": "released", "previous": a},
+        {"action": "release", "release": c, "outcome": "released", "previous": b},
+    ]
+    probe = "\n".join(
+        [f"current={c}", *(f"release={r}" for r in (a, b, c))]
+        + [f"history={json.dumps(r)}" for r in records]
+    )
+    facts = parse_probe("web1", probe)
+    assert facts.rollback_target() == b  # by ids it would be a
+    assert facts.made_order() == [a, b, c]
+    # once rolled back to b, the next rollback goes to what was live before b: a
+    rolled = parse_probe("web1", probe.replace(f"current={c}", f"current={b}"))
+    assert rolled.rollback_target() == a
+
+
+def test_a_failed_release_is_never_a_rollback_target() -> None:
+    a, b, c = "20240501-120000-000", "20240502-090000-000", "20240503-090000-000"
+    records = [
+        {"action": "release", "release": a, "outcome": "released", "previous": None},
+        {"action": "release", "release": b, "outcome": "released", "previous": a},
+        {"action": "release", "release": c, "outcome": "rolled_back", "previous": b},
+        {"action": "release", "release": c, "outcome": "released", "previous": b},
+    ]
+    history = "\n".join(f"history={json.dumps(r)}" for r in records)
+    facts = parse_probe("web1", f"current={c}\nrelease={a}\nrelease={c}\n{history}")
+    # b is gone from the host: the target is the one live before it, still kept
+    assert facts.rollback_target() == a
+
+
+def test_host_data_that_is_not_ours_is_left_out_and_named() -> None:
+    probe = "\n".join(
+        [
+            "current=../../etc",
+            "release=20240501-120000-000",
+            "release=$(reboot)",
+            "history={not json",
+            'history=["a list"]',
+            'history={"action": "release", "release": 7}',
+            "lock=\x1b[2J{",
+            "venv=zzz",
+        ]
+    )
+    facts = parse_probe("web1", probe)
+    assert facts.current is None and facts.releases == ("20240501-120000-000",)
+    assert facts.history == () and facts.venvs == ()
+    assert facts.lock is not None and facts.lock.token == ""  # held, unreadable: stale
+    assert any("3 history line(s)" in p for p in facts.problems)
+    assert any("current points at" in p for p in facts.problems)

@@ -40,12 +40,13 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from releasebook.batches import parse_batch_size
 from releasebook.errors import InventoryError, ReleasebookError
 from releasebook.gate.command import validate_skips
 from releasebook.inventory import load_environment, load_inventory
-from releasebook.plan import Plan, ReleaseInfo, Source, build_plan
-from releasebook.state import validate_release_id
+from releasebook.plan import Plan, ReleaseInfo, Run, Source, build_plan
+from releasebook.plan.facts import validate_release_id
+from releasebook.plan.schedule import parse_batch_size
+from releasebook.runbooks.bookkeeping import LockInfo
 
 MAIN = Path(__file__).resolve().parents[1]
 INV = Path(sys.executable).with_name("inv")
@@ -269,8 +270,10 @@ SOURCE = Source(
     cache=Path("/nonexistent/cache"),
     python="controller-python",
     python_version="3.11.2",
+    python_abi="cpython 3.11",
     tool_source=Path("/nonexistent/releasebook"),
 )
+LOCK = LockInfo("t", "c", 1, "2026-01-01T12:00:00Z", "release", RELEASE_ID, "a" * 32, 1e9)
 RELEASE = ReleaseInfo(
     release_id=RELEASE_ID,
     git_sha="0" * 40,
@@ -297,12 +300,21 @@ def _project(root: Path, data: dict[str, Any]) -> Path:
 
 
 def _all_commands(plan: Plan) -> list[str]:
-    return [
+    """Every command of the plan, and each host's script frame around all its steps."""
+    commands = [
         command
         for planned in plan.steps
         for work in planned.work
         for command in (*work.commands, *work.verify, *work.undo)
     ]
+    for host, frame in plan.frames.items():
+        parts = [
+            (p.step.name, w.commands + w.verify, w.timeout)
+            for p in plan.steps
+            if (w := p.on(host)) is not None
+        ]
+        commands.append(frame.script(parts))
+    return commands
 
 
 def _plan(file: Path, symbolic: bool, previous: str) -> Plan | None:
@@ -313,12 +325,12 @@ def _plan(file: Path, symbolic: bool, previous: str) -> Plan | None:
         _assert_clear(exc, file)
         return None
     if symbolic:
-        return build_plan(env, "release", source=SOURCE, release=None)
+        return build_plan(env, "release", source=SOURCE, run=None)
     return build_plan(
         env,
         "release",
         source=SOURCE,
-        release=RELEASE,
+        run=Run(release=RELEASE, lock=LOCK, marker="0123abcd", action="release"),
         previous={h.name: previous for h in env.hosts},
     )
 
@@ -357,8 +369,12 @@ def test_hostile_inventory_values_are_rejected_or_literal(
     assert not sandbox.canary.exists(), f"{placement.key}={value!r} was executed"
     word = placement.word(value, str(sandbox.root / "srv"))
     holding = [a for a in sandbox.arguments() if CANARY in a]
-    for argument in holding:
-        assert value in argument or word in argument, (placement.key, value, argument)
+    for argument in holding:  # each holds a whole hostile value: the inventory's or the host's
+        assert value in argument or word in argument or previous in argument, (
+            placement.key,
+            value,
+            argument,
+        )
     if placement.reaches and not symbolic:
         assert holding, f"{placement.key}: the value reached no command"
 

@@ -21,8 +21,8 @@ from test_ssh_access import HIDDEN, accepted, exercise, hide_behind, write_ssh_c
 from test_ssh_access import write_env as write_sa_env
 
 from releasebook.cli.safety import hosts
+from releasebook.execute.hostkeys import KeyStatus, fingerprint, format_scan, scan, trust
 from releasebook.inventory import Environment
-from releasebook.transport.hostkeys import KeyStatus, fingerprint, format_scan, scan, trust
 
 
 def test_fleet_keys_are_trusted(sim_fleet_factory: SimFleetFactory, tmp_path: Path) -> None:

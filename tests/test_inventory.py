@@ -287,15 +287,75 @@ BAD: dict[str, Bad] = {
     "hook-for-unknown-step": Bad(
         GOOD + "hooks:\n  after:\n    deploy: [echo hi]\n",
         "hooks.after.deploy",
-        "unknown key; expected one of setup, preflight, upload, install",
+        "unknown key; expected one of install, configure, gate, migrate",
         "deploy: [echo hi]",
     ),
     "hook-for-a-controller-step": Bad(
         GOOD + "hooks:\n  after:\n    verify: [echo released]\n",
         "hooks.after.verify",
-        "verify runs on the controller, where hooks do not run; hooks run on the hosts, "
-        "in the steps setup, preflight, upload",
+        "verify runs on the controller, where hooks do not run; hooks run after the steps "
+        "install, configure, gate",
         "verify: [echo released]",
+    ),
+    "hook-before-the-release-exists": Bad(
+        GOOD + "hooks:\n  before:\n    install: [echo early]\n",
+        "hooks.before.install",
+        "install runs before the new release's directory exists; hooks run before the "
+        "steps configure, gate",
+        "install: [echo early]",
+    ),
+    "hook-on-bookkeeping": Bad(
+        GOOD + "hooks:\n  after:\n    unlock: [echo done]\n",
+        "hooks.after.unlock",
+        "unlock is releasebook's own bookkeeping",
+        "unlock: [echo done]",
+    ),
+    "hook-on-setup": Bad(
+        GOOD + "hooks:\n  after:\n    setup: [echo early]\n",
+        "hooks.after.setup",
+        "setup runs before the new release's directory exists",
+        "setup: [echo early]",
+    ),
+    "timeout-for-an-unknown-step": Bad(
+        GOOD + "timeouts:\n  deploy: 30\n",
+        "timeouts.deploy",
+        "unknown key; expected one of lock, setup, preflight",
+        "deploy: 30",
+    ),
+    "timeout-not-positive": Bad(
+        GOOD + "timeouts:\n  migrate: 0\n",
+        "timeouts.migrate",
+        "expected a positive number",
+        "migrate: 0",
+    ),
+    "yaml-alias-bomb": Bad(
+        GOOD
+        + "x: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+        + "".join(
+            f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, n in zip("abcde", "bcdef", strict=True)
+        ),
+        "e",
+        "values once aliases are expanded",
+        "x: &a",
+    ),
+    "yaml-python-tag-on-a-scalar": Bad(
+        GOOD + "x: !!python/name:os.system ''\n",
+        "x",
+        "could not determine a constructor",
+        "x: !!python",
+    ),
+    "yaml-recursive-alias": Bad(
+        GOOD + "x: &loop [1, *loop]\n",
+        "x[1]",
+        "an alias that contains itself",
+        "x: &loop",
+    ),
+    "yaml-python-tag": Bad(
+        GOOD + "x: !!python/object/apply:os.system ['touch pwned']\n",
+        "x",
+        "YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed",
+        "x: !!python",
     ),
     "hook-at-unknown-time": Bad(
         GOOD + "hooks:\n  during: {migrate: [echo hi]}\n",

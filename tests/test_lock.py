@@ -7,22 +7,92 @@ import getpass
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from invoke.context import Context
+from invoke.exceptions import Exit
 from simhosts import SimFleet, SimFleetFactory
 
 from releasebook.cli.safety import unlock
-from releasebook.connection import connect
-from releasebook.history import read_history
+from releasebook.deploy.connection import connect
+from releasebook.deploy.history import read_history
+from releasebook.deploy.running import lock_info_for
+from releasebook.errors import LockHeld
+from releasebook.execute.lock import (
+    HeldLock,
+    break_locks,
+    environment_lock,
+    read_lock_digests,
+    read_locks,
+)
 from releasebook.inventory import Environment, load_environment
-from releasebook.lock import LockHeld, LockInfo, break_lock, environment_lock, read_locks
+from releasebook.masking import Masker
+from releasebook.plan import Plan, ReleaseInfo, Run, Source, build_plan
+from releasebook.runbooks.bookkeeping import RENEW_EVERY, LockInfo
+from releasebook.transport import Transport
 
 RELEASE = "20240501-120000-000"
+# The console command: it needs no tasks.py in the project.
+RELEASEBOOK = str(Path(sys.executable).with_name("releasebook"))
 ENV = "lk"
+MASKER = Masker()
+
+
+class _Quiet:
+    def plan_started(self, plan: object) -> None: ...
+
+    def step_started(self, planned: object) -> None: ...
+
+    def host_finished(self, planned: object, outcome: object) -> None: ...
+
+    def message(self, text: str, **data: object) -> None: ...
+
+    def finished(self, ok: bool, summary: str) -> None: ...
+
+
+def locked(
+    env: Environment,
+    transports: Mapping[str, Transport],
+    *,
+    command: str = "release",
+    wait: float = 0,
+    lease: float = 300,
+    renew_every: float = RENEW_EVERY,
+) -> AbstractContextManager[HeldLock]:
+    """The environment lock as a run takes it: the lock step of the run's plan."""
+    source = Source(
+        repo=env.root,
+        subdir="app",
+        cache=env.root / "cache",
+        python="python3",
+        python_version="3.11.2",
+        python_abi="cpython 3.11",
+        tool_source=env.root,
+    )
+    release = ReleaseInfo(
+        release_id=RELEASE,
+        git_sha="0" * 40,
+        requirements_hash="0" * 16,
+        created_by="t",
+        created_at="2024-05-01T12:00:00Z",
+    )
+
+    def plan_with(lock: LockInfo, held: HeldLock | None = None) -> Plan:
+        run = Run(release=release, lock=lock, marker="m", action=command)
+        return build_plan(env, "release", source=source, run=run, steps=("lock", "unlock"))
+
+    info = replace(lock_info_for(command, RELEASE), lease_until=time.time() + lease)
+    return environment_lock(
+        plan_with, info, transports, _Quiet(), wait=wait, renew_every=renew_every
+    )
 
 
 def write_env(
@@ -73,7 +143,7 @@ def plant_lock(fleet: SimFleet, host: str, *, lease_until: float, token: str = "
     """A lock left by another controller's run (which may since have died)."""
     path = lock_path(fleet, host)
     path.mkdir(parents=True)
-    info = LockInfo("alice", "laptop", 4242, "2024-05-01T11:00:00Z", "release", RELEASE, token, 0)
+    info = LockInfo("alice", "laptop", 4242, "2024-05-01T11:00:00Z", "release", RELEASE, token, 0.0)
     data = {**json.loads(info.to_json()), "lease_until": lease_until}
     (path / "info.json").write_text(json.dumps(data) + "\n")
 
@@ -98,10 +168,10 @@ def _race(fleet: SimFleet, envs: dict[str, Environment]) -> None:
 
     def attempt(command: str) -> None:
         env = envs[command]
-        with connect(env) as transports:
+        with connect(env, MASKER) as transports:
             start.wait(10)
             try:
-                with environment_lock(env, transports, command=command, release_id=RELEASE):
+                with locked(env, transports, command=command):
                     outcomes[command] = "won"
                     loser_done.wait(30)
             except LockHeld as exc:
@@ -139,13 +209,13 @@ def test_released_when_the_block_raises(
     sim_host: SimFleet, tmp_path: Path, error: type[BaseException]
 ) -> None:
     env = write_env(tmp_path, sim_host)
-    with connect(env) as transports:
+    with connect(env, MASKER) as transports:
         with (
             pytest.raises(error),
-            environment_lock(env, transports, command="release", release_id=RELEASE) as info,
+            locked(env, transports) as lock,
         ):
             held = read_locks(env, transports)["host1"]
-            assert held is not None and held.token == info.token
+            assert held is not None and held.token == lock.info.token
             raise error("boom")
         assert not lock_path(sim_host, "host1").exists()
         assert read_locks(env, transports) == {"host1": None}
@@ -157,10 +227,10 @@ def test_refused_on_one_host_releases_the_others_and_reports_stale(
     fleet = sim_fleet_factory(2)
     env = write_env(tmp_path, fleet)
     plant_lock(fleet, "host2", lease_until=time.time() - 120)
-    with connect(env) as transports:
+    with connect(env, MASKER) as transports:
         with (
             pytest.raises(LockHeld) as caught,
-            environment_lock(env, transports, command="release", release_id=RELEASE),
+            locked(env, transports),
         ):
             pytest.fail("acquired a lock that host2 holds")
         message = str(caught.value)
@@ -180,8 +250,8 @@ def test_wait_acquires_once_the_holder_releases(sim_host: SimFleet, tmp_path: Pa
 
     def holder() -> None:
         with (
-            connect(env) as transports,
-            environment_lock(env, transports, command="release", release_id=RELEASE),
+            connect(env, MASKER) as transports,
+            locked(env, transports),
         ):
             held.set()
             time.sleep(2)
@@ -190,18 +260,16 @@ def test_wait_acquires_once_the_holder_releases(sim_host: SimFleet, tmp_path: Pa
     thread.start()
     try:
         assert held.wait(30)
-        with connect(env) as transports:
+        with connect(env, MASKER) as transports:
             started = time.monotonic()
             with (
                 pytest.raises(LockHeld, match=r"waited 0\.5s"),
-                environment_lock(env, transports, command="rollback", release_id=RELEASE, wait=0.5),
+                locked(env, transports, command="rollback", wait=0.5),
             ):
                 pytest.fail("acquired a held lock")
-            with environment_lock(
-                env, transports, command="rollback", release_id=RELEASE, wait=20
-            ) as info:
+            with locked(env, transports, command="rollback", wait=20) as lock:
                 waited = time.monotonic() - started
-                assert read_locks(env, transports)["host1"] == info
+                assert read_locks(env, transports)["host1"] == lock.info
     finally:
         thread.join(30)
     assert 1 < waited < 10
@@ -212,18 +280,17 @@ def test_renewer_moves_the_lease_and_release_spares_another_holder(
 ) -> None:
     env = write_env(tmp_path, sim_host)
     info_file = lock_path(sim_host, "host1") / "info.json"
-    with connect(env) as transports:
-        with environment_lock(
-            env, transports, command="release", release_id=RELEASE, lease=5, renew_every=0.2
-        ) as info:
+    with connect(env, MASKER) as transports:
+        with locked(env, transports, lease=5, renew_every=0.2) as lock:
             first = json.loads(info_file.read_text())["lease_until"]
-            assert first == info.lease_until
+            assert first == lock.info.lease_until
             time.sleep(1.2)
             renewed = json.loads(info_file.read_text())
             assert renewed["lease_until"] > first + 0.5
-            assert renewed["token"] == info.token
+            assert renewed["token"] == lock.info.token
             # Someone breaks the lock and another run takes it: ours must leave it alone.
-            assert break_lock(env, transports)["host1"] is not None
+            (_, digest) = read_lock_digests(env, transports)["host1"]
+            assert break_locks(env, transports, {"host1": digest})["host1"][0] == "broken"
             plant_lock(sim_host, "host1", lease_until=time.time() + 60)
             time.sleep(0.6)  # a renewal finds the token changed and stops
         assert "host1: the environment lock was broken or taken over" in caplog.text
@@ -247,9 +314,9 @@ def test_unlock_breaks_a_stale_lock_and_records_it(
     assert "host1: alice on laptop (pid 4242)" in out and "stale since" in out
     assert f"unlocked {ENV} on host1" in out
     assert not lock_path(sim_host, "host1").exists()
-    with connect(env) as transports:
+    with connect(env, MASKER) as transports:
         records = read_history(env, transports)["host1"]
-        with environment_lock(env, transports, command="release", release_id=RELEASE):
+        with locked(env, transports):
             pass
     assert len(records) == 1
     record = records[0]
@@ -257,3 +324,82 @@ def test_unlock_breaks_a_stale_lock_and_records_it(
     assert record["by"] == f"{getpass.getuser()}@{socket.gethostname()}"
     assert record["holder"]["user"] == "alice" and record["holder"]["pid"] == 4242
     assert "token" not in record["holder"]
+
+
+def test_unlock_breaks_only_the_lock_it_showed(
+    sim_host: SimFleet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Between showing the holder and the operator's yes, the stale lock was released and
+    another run took the environment: that run's lock must survive the unlock."""
+    env = write_env(tmp_path, sim_host)
+    monkeypatch.setenv("RELEASEBOOK_ROOT", str(env.root))
+    plant_lock(sim_host, "host1", lease_until=time.time() - 60)
+
+    def meanwhile(question: str) -> bool:
+        path = lock_path(sim_host, "host1")
+        (path / "info.json").unlink()
+        path.rmdir()
+        plant_lock(sim_host, "host1", lease_until=time.time() + 300, token="e" * 32)
+        return True
+
+    monkeypatch.setattr("releasebook.cli.safety._ask", meanwhile)
+    with pytest.raises(Exit) as caught:
+        unlock(Context(), env=ENV, yes=False)
+    assert caught.value.code == 1
+    out = capsys.readouterr().out
+    assert "host1: the lock changed since it was shown and was left alone" in out
+    info = json.loads((lock_path(sim_host, "host1") / "info.json").read_text())
+    assert info["token"] == "e" * 32
+    with connect(env, MASKER) as transports:
+        assert read_history(env, transports)["host1"] == []  # nothing was broken
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        '{"user": "x", "lease_until": 1e308, "pid": "nope", "token": "abc"}',
+        '{"user": 7, "lease_until": "NaN", "token": "$(reboot)"}',
+        '{"lease_until": -99999999999999999999999}',
+        "[1, 2, 3]",
+        "\x1b[2J\x1b[31mnot json at all",
+    ],
+)
+def test_a_lock_file_with_nonsense_is_reported_and_breakable(
+    sim_host: SimFleet, tmp_path: Path, info: str
+) -> None:
+    """Host data is untrusted: a lock whose info.json holds absurd values is shown as
+    unreadable or stale, never a traceback; `inv unlock` breaks it; status shows it."""
+    env = write_env(tmp_path, sim_host)
+    path = lock_path(sim_host, "host1")
+    path.mkdir(parents=True)
+    (path / "info.json").write_text(info + "\n")
+    environ = {**os.environ, "RELEASEBOOK_ROOT": str(env.root)}
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RELEASEBOOK, *args],
+            cwd=env.root,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    status = inv("status", f"--env={ENV}")
+    assert status.returncode == 0, status.stderr
+    assert "LOCKED:" in status.stdout and "Traceback" not in status.stderr
+    assert "\x1b" not in status.stdout
+    with (
+        connect(env, MASKER) as transports,
+        pytest.raises(LockHeld) as held,
+        locked(env, transports),
+    ):
+        pytest.fail("took a held lock")
+    assert "host1:" in str(held.value)
+    done = inv("unlock", f"--env={ENV}", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "\x1b" not in done.stdout
+    assert not path.exists()

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from releasebook.parallel import run_parallel
+from releasebook.errors import Interrupted
+from releasebook.execute.parallel import run_parallel, stop_signals_interrupt
 
 
 @pytest.fixture
@@ -88,3 +89,34 @@ def test_an_ignored_sigint_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(signum: int) -> None:
+    """A cancelled CI job (TERM) or a closed terminal (HUP): the running job is waited
+    for, the rest never start, and the run stops with Interrupted naming the signal."""
+    started: set[str] = set()
+    finished: set[str] = set()
+
+    def job(name: str, press: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            started.add(name)
+            if press:
+                os.kill(os.getpid(), signum)
+            time.sleep(0.3)
+            finished.add(name)
+
+        return run
+
+    before = signal.getsignal(signum)
+    with pytest.raises(Interrupted) as raised, stop_signals_interrupt():
+        run_parallel([job("a", press=True), job("b"), job("c")], 1)
+    assert raised.value.signal_name == signal.Signals(signum).name
+    assert (started, finished) == ({"a"}, {"a"})
+    assert signal.getsignal(signum) is before  # restored afterwards
+
+
+def test_outside_a_run_sigterm_raises_at_once_within_the_block() -> None:
+    with pytest.raises(Interrupted, match="SIGTERM"), stop_signals_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted long before

@@ -29,10 +29,12 @@ from typing import Any
 import pytest
 
 from releasebook.errors import InventoryError
+from releasebook.execute.runner import plain_script
 from releasebook.inventory import Environment, load_environment, load_inventory
-from releasebook.plan import HostWork, Plan, PlanKind, ReleaseInfo, Source, build_plan
+from releasebook.plan import HostWork, Plan, PlanKind, ReleaseInfo, Run, Source, build_plan
+from releasebook.plan.facts import HostFacts
+from releasebook.runbooks.bookkeeping import LockInfo
 from releasebook.runbooks.release import RELEASE_STEP_NAMES
-from releasebook.runner import host_script
 
 MAIN = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -46,6 +48,7 @@ def _fake_source() -> Source:
         "cache": Path("/cache"),
         "python": "/usr/bin/python3",
         "python_version": "3.11.2",
+        "python_abi": "cpython 3.11",
         "tool_source": Path("/repo"),
     }
     names = {f.name for f in dataclasses.fields(Source)}
@@ -69,6 +72,9 @@ ROLLBACK_TO = ReleaseInfo(
     created_by="ci@test",
     created_at="2026-01-01T12:30:00Z",
 )
+LOCK = LockInfo("ci", "laptop", 4242, "2026-01-01T12:00:00Z", "release", RELEASE_ID, "7" * 32, 1e9)
+MARKER = "0123456789abcdef"
+OLDER = tuple(f"202512{day}-120000-000" for day in (30, 29, 28, 27, 26))
 ENVIRONMENTS = ("staging", "production")
 KINDS: tuple[PlanKind, ...] = ("release", "rollback")
 MODES = ("symbolic", "concrete")
@@ -82,14 +88,26 @@ def previous_of(env: Environment) -> dict[str, str]:
     return {h.name: PREVIOUS_ID for h in env.hosts}
 
 
+def facts_of(env: Environment) -> dict[str, HostFacts]:
+    """Every host serving PREVIOUS_ID, with older releases kept (made in id order)."""
+    releases = (*OLDER, PREVIOUS_ID)
+    history = tuple(
+        {"action": "release", "release": r, "outcome": "released", "previous": p}
+        for r, p in zip(releases, (None, *releases[:-1]), strict=True)
+    )
+    return {
+        h.name: HostFacts(h.name, PREVIOUS_ID, tuple(sorted(releases)), history) for h in env.hosts
+    }
+
+
 def make_plan(env: Environment, kind: PlanKind, mode: str) -> Plan:
     if mode == "symbolic":
-        return build_plan(env, kind, source=SOURCE, release=None)
+        return build_plan(env, kind, source=SOURCE, run=None)
+    release = RELEASE if kind == "release" else ROLLBACK_TO
+    run = Run(release=release, lock=LOCK, marker=MARKER, action=kind, facts=facts_of(env))
     if kind == "release":
-        return build_plan(env, kind, source=SOURCE, release=RELEASE, previous=previous_of(env))
-    return build_plan(
-        env, kind, source=SOURCE, release=ROLLBACK_TO, per_host_release=previous_of(env)
-    )
+        return build_plan(env, kind, source=SOURCE, run=run, previous=previous_of(env))
+    return build_plan(env, kind, source=SOURCE, run=run, targets=previous_of(env))
 
 
 # --- serialization and golden files ----------------------------------------------------------
@@ -107,7 +125,8 @@ def _block(label: str, commands: tuple[str, ...]) -> list[str]:
 
 
 def _work(work: HostWork) -> list[str]:
-    out = [f"-- {work.target}" + (f" ({', '.join(work.host.roles)})" if work.host else "")]
+    roles = f" ({', '.join(work.host.roles)})" if work.host else ""
+    out = [f"-- {work.target}{roles} time limit {work.timeout:g}s"]
     if work.uploads:
         out.append("  uploads:")
         for upload in work.uploads:
@@ -127,6 +146,9 @@ def _work(work: HostWork) -> list[str]:
 
 def serialize(plan: Plan) -> str:
     lines = [f"# {plan.kind} plan for {plan.environment.name}, release {plan.release_id}"]
+    host, frame = next(iter(plan.frames.items()))
+    lines += ["", f"== frame of {host}'s scripts"]
+    lines += _block("script", (frame.script([("STEP", ("COMMANDS",), 600)]),))
     for planned in plan.steps:
         step = planned.step
         lines += ["", f"== {planned.number}. {step.name} [{step.where}, {step.phase}]"]
@@ -271,7 +293,12 @@ def test_concrete_plan_uses_ids_symbolic_plan_uses_variables(release_plan: Plan)
         assert "${RELEASE}" not in text and "${GIT_SHA}" not in text
         assert f"/srv/example/releases/{RELEASE_ID}" in text
         cleanup = "\n".join(release_plan.step("cleanup").work[0].commands)
-        assert f"{RELEASE_ID}|{PREVIOUS_ID}|" in cleanup  # never removes live or previous
+        # Decided from the facts, in the order the history says the releases were made
+        # (OLDER was made newest id first: a controller clock that went backwards).
+        made = [*OLDER, PREVIOUS_ID, RELEASE_ID]
+        keep = release_plan.environment.keep_releases
+        removed = made[: max(0, len(made) - keep)]
+        assert f"for old in {' '.join(removed)}; do" in cleanup
         (build,) = release_plan.step("build").work
         assert any(c.startswith("git -C /repo archive") for c in build.commands)
         assert any("/cache/wheels/abcdef0123456789" in c for c in build.commands)
@@ -286,17 +313,36 @@ def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
     env = load(name)
     plan = make_plan(env, "rollback", "concrete")
     assert [p.step.name for p in plan.steps] == [
+        "lock",
+        "retire",
         "switch",
         "restart_web",
         "restart_workers",
         "verify",
+        "record",
+        "unlock",
     ]
+    assert targets(plan, "retire") == []  # every host has a release to go back to
     assert targets(plan, "switch") == [h.name for h in env.hosts]
     for work in plan.step("switch").work:
         assert f"ln -sfn /srv/example/releases/{PREVIOUS_ID} " in work.commands[0]
     for work in plan.step("verify").work:
         assert work.probe is not None and work.probe.expect_release == PREVIOUS_ID
-    assert RELEASE_ID not in serialize(plan)
+    assert RELEASE_ID not in serialize(plan).replace(f'"release": "{RELEASE_ID}"', "")
+
+
+def test_a_rollback_takes_hosts_without_an_earlier_release_out_of_service() -> None:
+    env = load("production")
+    first, *others = [h.name for h in env.hosts]
+    run = Run(release=ROLLBACK_TO, lock=LOCK, marker=MARKER, action="rollback", facts=facts_of(env))
+    plan = build_plan(
+        env, "rollback", source=SOURCE, run=run, targets=dict.fromkeys(others, PREVIOUS_ID)
+    )
+    assert targets(plan, "retire") == [first]
+    assert first not in targets(plan, "switch") + targets(plan, "restart_web")
+    (retire,) = plan.step("retire").work
+    assert "rm -f /srv/example/current" in retire.commands
+    assert retire.verify == ("test ! -e /srv/example/current",)
 
 
 def test_staging_hook_runs_inside_the_release_after_migrate() -> None:
@@ -341,10 +387,10 @@ def canary(tmp_path: Path) -> Iterator[Path]:
     assert not path.exists(), "an inventory value was executed"
 
 
-def _run_setup(plan: Plan, cwd: Path) -> subprocess.CompletedProcess[str]:
-    (work,) = plan.step("setup").work
+def _run_steps(plan: Plan, cwd: Path, *steps: str) -> subprocess.CompletedProcess[str]:
+    commands = [c for step in steps for c in plan.step(step).work[0].commands]
     return subprocess.run(
-        ["bash", "-c", host_script(work.commands)],
+        ["bash", "-c", plain_script(commands)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -352,7 +398,14 @@ def _run_setup(plan: Plan, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_hostile_env_values_reach_the_env_file_literally(tmp_path: Path, canary: Path) -> None:
+def _concrete(env: Environment) -> Plan:
+    run = Run(release=RELEASE, lock=LOCK, marker=MARKER, action="release")
+    return build_plan(env, "release", source=SOURCE, run=run)
+
+
+def test_hostile_env_values_reach_the_release_env_file_literally(
+    tmp_path: Path, canary: Path
+) -> None:
     values = {
         "HOSTILE": HOSTILE_VALUE,
         "SUBST": f"$(touch {canary}) `touch {canary}`",
@@ -361,32 +414,28 @@ def test_hostile_env_values_reach_the_env_file_literally(tmp_path: Path, canary:
         "DEPLOY_REF": "sqlite:///{deploy}/shared/db.sqlite3",
     }
     env = load_inventory(_hostile_project(tmp_path, values), root=tmp_path / "project")
-    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
-    (setup,) = plan.step("setup").work
+    plan = _concrete(env)
+    (configure,) = plan.step("configure").work
     deploy = tmp_path / "deploy"
     literal = {k: v.replace("{deploy}", str(deploy)) for k, v in values.items()}
     lines = {k: f"{k}={shlex.quote(v)}" for k, v in literal.items()}
     # only ever shell-quoted: the command is exactly the template with the line quoted
-    env_file = shlex.quote(str(deploy / "shared" / ".env"))
-    for name, line in lines.items():
-        assert (
-            f"grep -q {shlex.quote('^' + name + '=')} {env_file} || "
-            f"printf '%s\\n' {shlex.quote(line)} >> {env_file}"
-        ) in setup.commands
+    release_env = deploy / "releases" / RELEASE_ID / ".releasebook" / "env"
+    tmp = shlex.quote(f"{release_env}.tmp")
+    for line in lines.values():
+        assert f"printf '%s\\n' {shlex.quote(line)} >> {tmp}" in configure.commands
     hostile_commands = [c for c in plan_commands(plan) if HOSTILE_VALUE in c]
     assert hostile_commands and all(shlex.quote(lines["HOSTILE"]) in c for c in hostile_commands)
 
-    for _ in range(2):  # the second run must not add or change anything
-        done = _run_setup(plan, tmp_path)
+    for _ in range(2):  # a second run gives the same file
+        done = _run_steps(plan, tmp_path, "setup", "configure")
         assert done.returncode == 0, done.stderr
-    text = (deploy / "shared" / ".env").read_text()
-    for line in lines.values():
-        assert text.count(line + "\n") == 1
-    assert text == "".join(f"{line}\n" for line in lines.values())
+        assert release_env.read_text() == "".join(f"{line}\n" for line in lines.values())
+    assert (deploy / "shared" / ".env").read_text() == ""  # the operator's file, untouched
     # and sourcing the env file (as the launcher does) gives back each exact value
     for name, value in literal.items():
         sourced = subprocess.run(
-            ["sh", "-c", f'set -a; . {env_file}; printf "%s" "${name}"'],
+            ["sh", "-c", f'set -a; . {shlex.quote(str(release_env))}; printf "%s" "${name}"'],
             capture_output=True,
             text=True,
             check=True,
@@ -394,17 +443,21 @@ def test_hostile_env_values_reach_the_env_file_literally(tmp_path: Path, canary:
         assert sourced == value
 
 
-def test_existing_env_values_are_not_overwritten(tmp_path: Path, canary: Path) -> None:
+def test_inventory_values_win_over_the_shared_env_file_without_changing_it(
+    tmp_path: Path, canary: Path
+) -> None:
     env = load_inventory(
         _hostile_project(tmp_path, {"HOSTILE": HOSTILE_VALUE}), root=tmp_path / "project"
     )
-    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
     env_file = tmp_path / "deploy" / "shared" / ".env"
     env_file.parent.mkdir(parents=True)
-    env_file.write_text("HOSTILE=edited-on-the-host\n")
-    assert _run_setup(plan, tmp_path).returncode == 0
-    assert env_file.read_text() == "HOSTILE=edited-on-the-host\n"
+    env_file.write_text("HOSTILE=edited-on-the-host\nOTHER=kept\n")
+    assert _run_steps(_concrete(env), tmp_path, "setup", "configure").returncode == 0
+    assert env_file.read_text() == "HOSTILE=edited-on-the-host\nOTHER=kept\n"
     assert env_file.stat().st_mode & 0o777 == 0o600
+    release_env = tmp_path / "deploy" / "releases" / RELEASE_ID / ".releasebook" / "env"
+    assert release_env.read_text() == f"OTHER=kept\nHOSTILE={shlex.quote(HOSTILE_VALUE)}\n"
+    assert release_env.stat().st_mode & 0o777 == 0o600
 
 
 def plan_commands(plan: Plan) -> Iterator[str]:
@@ -422,6 +475,5 @@ def test_hostile_bind_or_address_is_rejected_or_inert(tmp_path: Path, key: str) 
         env = load_inventory(file, root=tmp_path / "project")
     except InventoryError:
         return  # rejecting it is a fine answer
-    plan = build_plan(env, "release", source=SOURCE, release=RELEASE)
-    _run_setup(plan, tmp_path)
+    _run_steps(_concrete(env), tmp_path, "setup", "configure")
     assert not canary.exists(), "the inventory value ran as a shell command"

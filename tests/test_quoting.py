@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from releasebook.errors import TemplateError
 from releasebook.quoting import Raw, ShellVar, quote, render_command
 
 CANARY = "@CANARY@"  # replaced by the canary file's path
@@ -218,6 +219,6 @@ def test_non_str_values_raise_type_error(value: object) -> None:
         render_command("echo {v}", {"v": value})
 
 
-def test_missing_name_raises_key_error() -> None:
-    with pytest.raises(KeyError):
+def test_a_template_naming_an_unknown_value_is_a_clear_error() -> None:
+    with pytest.raises(TemplateError, match=r"'echo \{missing\}' names \{missing\}"):
         render_command("echo {missing}", {})

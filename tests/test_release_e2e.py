@@ -198,8 +198,8 @@ DECLARED_SECRETS = """  secrets:
     RB_FILE_TOKEN: {from_file: secret-token}
 """
 LEAKING_HOOK = (
-    "hooks:\n  after:\n    link_shared:\n"
-    '      - \'set -a; . ./.env; printf "the hook saw %s and %s\\n" '
+    "hooks:\n  after:\n    configure:\n"
+    '      - \'set -a; . .releasebook/env; printf "the hook saw %s and %s\\n" '
     '"$RB_DECLARED_TOKEN" "$RB_FILE_TOKEN"; exit 3\'\n'
 )
 
@@ -278,11 +278,16 @@ def test_secrets_never_leak(
     assert "RB_DECLARED_TOKEN=env:RB_E2E_DECLARED" in outputs["dry run"].stdout
     runbook = (project.root / "runbooks" / "secretive" / "release.md").read_text()
     assert "RB_FILE_TOKEN=file:secret-token" in runbook
-    # Delivered literally into the env file, which stays 0600; no copy is left anywhere.
+    # Delivered literally into the env file of each release that declared them (0600),
+    # never into shared/.env; no copy is left anywhere.
+    released = [r["release"] for r in history(srv) if r.get("outcome") == "released"][-1]
+    release_env = srv / "app" / "releases" / released / ".releasebook" / "env"
+    assert stat.S_IMODE(release_env.stat().st_mode) == 0o600
+    assert _sourced(release_env, "RB_DECLARED_TOKEN") == declared
+    assert _sourced(release_env, "RB_FILE_TOKEN") == from_file
+    assert _sourced(release_env, "WEBHOOK_PROVIDER_X_SECRET") == canary
+    assert "RB_DECLARED_TOKEN" not in env_file.read_text()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert _sourced(env_file, "RB_DECLARED_TOKEN") == declared
-    assert _sourced(env_file, "RB_FILE_TOKEN") == from_file
-    assert _sourced(env_file, "WEBHOOK_PROVIDER_X_SECRET") == canary
     uploads = srv / "app" / ".releasebook" / "secrets"
     assert stat.S_IMODE(uploads.stat().st_mode) == 0o700
     assert list(uploads.iterdir()) == []

@@ -1,9 +1,11 @@
 """Inventory-declared secrets (``env.secrets``) and the masking of secret values.
 
 The build's own command writes them to a 0600 file on the controller, naming only where
-each value comes from; the upload step merges that file into the env file (0600) on the
-host and removes it. The plan's commands are run here for real, in bash, as the runner
-runs them; the values never appear in any command text, so never in a process listing.
+each value comes from; the upload puts that file in a private directory on the host, and
+configuring the release merges it into the release's own env file (0600) and removes it;
+``shared/.env`` is never written. The plan's commands are run here for real, in bash, as
+the runner runs them; the values never appear in any command text, so never in a process
+listing.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from releasebook.cli.kit import _errors_to_exit
-from releasebook.envsecrets import env_file_text, hide_readable, read_secrets
+from releasebook.cli.kit import session
+from releasebook.cli.output import ConsoleReporter, JsonReporter
+from releasebook.deploy.connection import record_script
+from releasebook.deploy.running import lock_info_for
 from releasebook.errors import InventoryError, ReleaseFailed, UsageError
+from releasebook.execute.runner import plain_script
 from releasebook.inventory import Environment, SecretSource, load_environment, load_inventory
-from releasebook.plan import Plan, ReleaseInfo, Source, build_plan
-from releasebook.reporting import ConsoleReporter, JsonReporter, hide_secrets
-from releasebook.runner import host_script
-from releasebook.state import history_commands
+from releasebook.inventory.secrets import env_file_text, read_secrets, readable_values
+from releasebook.masking import Masker
+from releasebook.plan import Plan, ReleaseInfo, Run, Source, build_plan
 
 MAIN = Path(__file__).resolve().parents[1]
 INV = Path(sys.executable).with_name("inv")
@@ -71,6 +75,7 @@ def _plan(env: Environment) -> Plan:
         cache=env.root / "cache",
         python=sys.executable,
         python_version="3.11.2",
+        python_abi="cpython 3.11",
         tool_source=MAIN,
     )
     release = ReleaseInfo(
@@ -80,7 +85,10 @@ def _plan(env: Environment) -> Plan:
         created_by="t@t",
         created_at="2026-01-01T12:00:00Z",
     )
-    return build_plan(env, "release", source=source, release=release)
+    run = Run(
+        release=release, lock=lock_info_for("release", RELEASE_ID), marker="m", action="release"
+    )
+    return build_plan(env, "release", source=source, run=run)
 
 
 def _plan_text(plan: Plan) -> str:
@@ -185,15 +193,16 @@ def _bash(script: str, cwd: Path) -> None:
 
 
 def _deliver(plan: Plan, token: str) -> Path:
-    """Build, upload and merge as a release does; returns the host's env file."""
+    """Build, upload and configure as a release does; returns the release's env file."""
     env = plan.environment
     (setup,) = plan.step("setup").work
     (build,) = plan.step("build").work
     (upload,) = plan.step("upload").work
-    _bash(host_script(setup.commands), env.root)
+    (configure,) = plan.step("configure").work
+    _bash(plain_script(setup.commands), env.root)
     environ = {**os.environ, "RB_TEST_API_TOKEN": token}
     done = subprocess.run(
-        ["bash", "-c", host_script(build.commands[-1:])],
+        ["bash", "-c", plain_script(build.commands[-1:])],
         cwd=env.root,
         env=environ,
         capture_output=True,
@@ -204,9 +213,12 @@ def _deliver(plan: Plan, token: str) -> Path:
     assert stat.S_IMODE(local.stat().st_mode) == 0o600
     assert stat.S_IMODE(remote.parent.stat().st_mode) == 0o700
     shutil.copyfile(local, remote)  # what the transport's put does
-    _bash(host_script(upload.commands), env.root)
+    shared = env.root.parent / "deploy" / "shared" / ".env"
+    before = shared.read_bytes()
+    _bash(plain_script(configure.commands), env.root)
     assert not remote.exists(), "the uploaded copy is removed once merged"
-    return env.root.parent / "deploy" / "shared" / ".env"
+    assert shared.read_bytes() == before, "shared/.env is never written by a release"
+    return env.root.parent / "deploy" / "releases" / RELEASE_ID / ".releasebook" / "env"
 
 
 def _sourced(env_file: Path, name: str) -> str:
@@ -218,18 +230,24 @@ def _sourced(env_file: Path, name: str) -> str:
     ).stdout
 
 
-def test_secrets_reach_the_env_file_literally_and_replace_older_values(tmp_path: Path) -> None:
+def test_secrets_reach_the_release_env_file_literally_over_the_shared_one(
+    tmp_path: Path,
+) -> None:
     plan = _plan(_load(tmp_path, extra_env="  values: {KEPT: plain}\n"))
     (plan.environment.root / "signing.key").write_text("signing-" + uuid.uuid4().hex + "\n")
+    shared = tmp_path / "deploy" / "shared" / ".env"
+    shared.parent.mkdir(parents=True)
+    shared.write_text("API_TOKEN=stale-value-set-by-hand\nKEPT=edited\n")
     env_file = _deliver(plan, HOSTILE)
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert _sourced(env_file, "API_TOKEN") == HOSTILE
-    assert _sourced(env_file, "KEPT") == "plain"
+    assert _sourced(env_file, "KEPT") == "plain"  # the inventory's value wins
+    assert "stale-value" not in env_file.read_text()
     assert not (tmp_path / "pwned").exists() and not (plan.environment.root / "pwned").exists()
-    # the next release brings the controller's current value; other lines stay as they were
-    env_file.write_text(env_file.read_text() + "EDITED_ON_HOST=yes\n")
-    env_file = _deliver(plan, "rotated")
-    assert _sourced(env_file, "API_TOKEN") == "rotated"
+    # the next release brings the controller's current value, and what the operator added
+    shared.write_text(shared.read_text() + "EDITED_ON_HOST=yes\n")
+    env_file = _deliver(plan, "rotated-" + uuid.uuid4().hex)
+    assert _sourced(env_file, "API_TOKEN").startswith("rotated-")
     assert _sourced(env_file, "EDITED_ON_HOST") == "yes"
     assert env_file.read_text().count("API_TOKEN=") == 1
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -244,22 +262,19 @@ def test_env_file_text_is_shell_quoted() -> None:
 
 def test_known_secrets_are_masked_everywhere_releasebook_writes() -> None:
     secret = 'tok"en-' + uuid.uuid4().hex + "-ü"
-    hide_secrets([secret])
+    masker = Masker([secret])
     console, events = StringIO(), StringIO()
-    ConsoleReporter(console).message(f"a hook printed {secret}")
-    JsonReporter(events).message(f"a hook printed {secret}", detail={"tail": secret})
+    ConsoleReporter(masker, console).message(f"a hook printed {secret}")
+    JsonReporter(masker, events).message(f"a hook printed {secret}", detail={"tail": secret})
     assert secret not in console.getvalue() and "a hook printed ***" in console.getvalue()
     assert json.loads(events.getvalue())["text"] == "a hook printed ***"
     assert json.dumps(secret)[1:-1] not in events.getvalue()
-    history = "\n".join(history_commands(_any_env(), {"reason": f"failed: {secret}"}))
+    history = record_script(_any_env(), masker, {"reason": f"failed: {secret}"})
     assert secret not in history and json.dumps(secret)[1:-1] not in history
 
-    @_errors_to_exit
-    def failing() -> None:
+    with pytest.raises(BaseException) as caught, session() as s:
+        s.masker.add([secret])
         raise ReleaseFailed(f"step 'migrate' failed:\n    {secret}")
-
-    with pytest.raises(BaseException) as caught:
-        failing()
     assert secret not in str(caught.value) and "***" in str(caught.value)
 
 
@@ -269,9 +284,8 @@ def test_commands_that_deliver_no_secrets_mask_those_they_can_read(
     env = _load(tmp_path)  # SIGNING_KEY's file does not exist: skipped, no error
     token = "rollback-" + uuid.uuid4().hex
     monkeypatch.setenv("RB_TEST_API_TOKEN", token)
-    hide_readable(env)
     console = StringIO()
-    ConsoleReporter(console).message(f"restart printed {token}")
+    ConsoleReporter(Masker(readable_values(env)), console).message(f"restart printed {token}")
     assert console.getvalue().endswith("restart printed ***\n")
 
 
@@ -302,6 +316,7 @@ def test_a_missing_secret_stops_the_release_before_any_host(tmp_path: Path) -> N
     assert done.returncode == 2, done.stdout + done.stderr
     assert "env.secrets.API_TOKEN ($RB_TEST_API_TOKEN): not set" in done.stderr
     assert not (tmp_path / "deploy").exists()
+    # A dry run checks what it can without hosts: the same error, the same exit code.
     dry_run = subprocess.run(
         [str(INV), "release", "--env=sec", "--dry-run"],
         cwd=root,
@@ -309,5 +324,56 @@ def test_a_missing_secret_stops_the_release_before_any_host(tmp_path: Path) -> N
         capture_output=True,
         text=True,
     )
+    assert dry_run.returncode == 2, dry_run.stdout + dry_run.stderr
+    assert "env.secrets.API_TOKEN ($RB_TEST_API_TOKEN): not set" in dry_run.stderr
+    token = "token-" + uuid.uuid4().hex
+    (root / "signing.key").write_text("signing-" + uuid.uuid4().hex + "\n")
+    dry_run = subprocess.run(
+        [str(INV), "release", "--env=sec", "--dry-run"],
+        cwd=root,
+        env={**environ, "RB_TEST_API_TOKEN": token},
+        capture_output=True,
+        text=True,
+    )
     assert dry_run.returncode == 0, dry_run.stderr
     assert "API_TOKEN=env:RB_TEST_API_TOKEN SIGNING_KEY=file:signing.key" in dry_run.stdout
+    assert token not in dry_run.stdout
+    assert dry_run.stdout.rstrip().endswith("nothing was contacted or changed")
+    assert not (tmp_path / "deploy").exists()
+
+
+# --- the masker's rules -----------------------------------------------------------------------
+
+
+def test_secrets_are_masked_in_every_form_releasebook_writes_them() -> None:
+    password = "pw-" + uuid.uuid4().hex[:12] + "/+"
+    url = f"postgres://app:{password.replace('/', '%2F').replace('+', '%2B')}@db:5432/app"
+    quoted = "it's-" + uuid.uuid4().hex
+    masker = Masker([url, quoted])
+    assert masker.mask(f"DATABASE_URL={url}") == "DATABASE_URL=***"
+    assert masker.mask(f"connecting with password {password}") == "connecting with password ***"
+    assert masker.mask(f"password={password.replace('/', '%2F').replace('+', '%2B')}") == (
+        "password=***"
+    )
+    assert masker.mask(f"X={shlex.quote(quoted)}") == "X=***"
+    assert masker.mask(json.dumps({"v": quoted})) == '{"v": "***"}'
+    generated = "rbgen-" + uuid.uuid4().hex + "_-x"
+    assert masker.mask(f"DJANGO_SECRET_KEY={generated}") == "DJANGO_SECRET_KEY=***"
+
+
+def test_masking_takes_whole_tokens_only() -> None:
+    masker = Masker(["anchors-db-pw"])
+    assert masker.mask("anchors-db-pwx anchors-db-pw.") == "anchors-db-pwx ***."
+    assert masker.screen("colour \x1b[31mred\x1b[0m\r\n") == "colour [31mred[0m\n"
+
+
+def test_a_secret_too_short_to_mask_safely_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _load(tmp_path)
+    monkeypatch.setenv("RB_TEST_API_TOKEN", "short")
+    (env.root / "signing.key").write_text("long-enough-signing-key\n")
+    with pytest.raises(UsageError) as caught:
+        read_secrets(env.env_file.secrets, env.root)
+    assert "env.secrets.API_TOKEN ($RB_TEST_API_TOKEN): 5 characters" in str(caught.value)
+    assert "short" not in str(caught.value).replace("5 characters", "")

@@ -158,6 +158,31 @@ def ssh_add(key: Path, passphrase: str | None = None) -> None:
     )
 
 
+# --- known_hosts as OpenSSH reads it -------------------------------------------------------
+
+
+def test_known_hosts_markers_and_negation_on_real_sshd(fleet: SimFleet, tmp_path: Path) -> None:
+    """A revoked key is refused even where a line pins it; a host known only through a
+    certificate authority is refused with that reason; a line whose negation names the
+    host does not pin it. Each is a HostUnreachable (no traceback), nothing is written."""
+    app = fleet["app"]
+    name, key = app.host_key_line.split(" ", 1)
+    known_hosts = tmp_path / "known_hosts"
+    ssh = (f"known_hosts: {known_hosts}", "user: root", f"identity_file: {fleet.client_key}")
+    cases = {
+        f"{app.host_key_line}\n@revoked * {key}\n": "is REVOKED in known_hosts",
+        f"@cert-authority * {key}\n": "known only through a certificate authority",
+        f"{name},!{name} {key}\n": "not in",
+    }
+    for text, expected in cases.items():
+        known_hosts.write_text(text)
+        message = unreachable(write_env(tmp_path, app.address, *ssh))
+        assert expected in message, message
+        assert known_hosts.read_text() == text
+    known_hosts.write_text(f"*,!nothing-here {key}\n")  # a wildcard line does pin it
+    assert exercise(write_env(tmp_path, app.address, *ssh), app.srv) == "app"
+
+
 # --- ~/.ssh/config -------------------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from releasebook.errors import TemplateError
+
 
 @dataclass(frozen=True)
 class ShellVar:
@@ -74,5 +76,12 @@ _formatter = _QuotingFormatter()
 
 
 def render_command(template: str, values: Mapping[str, object]) -> str:
-    """Fill a command template, quoting every substituted value."""
-    return _formatter.vformat(template, (), values)
+    """Fill a command template, quoting every substituted value. A name the values do
+    not hold is a TemplateError naming it and the template, never a bare KeyError."""
+    try:
+        return _formatter.vformat(template, (), values)
+    except KeyError as exc:
+        first = template.strip().splitlines()[0] if template.strip() else template
+        raise TemplateError(
+            f"command template {first!r} names {{{exc.args[0]}}}, which is not a plan value"
+        ) from None

@@ -1,22 +1,26 @@
-"""What every task shares: finding the project, loading an inventory, choosing the
-reporter, and turning releasebook's errors into one line on stderr and an exit code."""
+"""What every task shares: a session per command that holds its masker, loads the
+inventory, chooses the reporter, stops as for Ctrl-C on SIGTERM and SIGHUP, and turns
+releasebook's errors into one line on stderr and an exit code."""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from releasebook.envsecrets import hide_readable
-from releasebook.errors import ReleasebookError, UsageError
+from releasebook.cli.output import ConsoleReporter, JsonReporter
+from releasebook.errors import Interrupted, ReleasebookError, UsageError
+from releasebook.execute.events import Reporter
+from releasebook.execute.parallel import stop_signals_interrupt
 from releasebook.inventory import Environment, load_environment
-from releasebook.reporting import ConsoleReporter, JsonReporter, Reporter, redact
+from releasebook.inventory.load import ENV_FILE_NAME as ENV_NAME
+from releasebook.inventory.secrets import readable_values
+from releasebook.masking import Masker
 
-F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED_EXIT = 130
 
 
 def project_root() -> Path:
@@ -33,24 +37,51 @@ def project_root() -> Path:
     )
 
 
-def _reporter(as_json: bool) -> Reporter:
-    return JsonReporter() if as_json else ConsoleReporter()
+def environments(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "inventories").glob("*.yml"))
 
 
-def _errors_to_exit(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ReleasebookError as exc:
-            raise Exit(f"releasebook: {redact(str(exc))}", code=exc.exit_code) from None
+class Session:
+    """One command: its masker, handed to everything that prints or records."""
 
-    return wrapper  # type: ignore[return-value]
+    def __init__(self) -> None:
+        self.masker = Masker()
+
+    def reporter(self, as_json: bool) -> Reporter:
+        return JsonReporter(self.masker) if as_json else ConsoleReporter(self.masker)
+
+    def load(self, env: str) -> Environment:
+        root = project_root()
+        names = ", ".join(environments(root)) or "none yet"
+        if not env:
+            raise UsageError(f"--env is required; the environments are: {names}")
+        if not ENV_NAME.fullmatch(env):
+            raise UsageError(
+                f"--env {env!r}: expected a name made of letters, digits, '-' and '_'; "
+                f"the environments are: {names}"
+            )
+        if not (root / "inventories" / f"{env}.yml").is_file():
+            raise UsageError(
+                f"--env={env}: no inventories/{env}.yml; the environments are: {names}"
+            )
+        environment = load_environment(env, root)
+        # A release reads every secret it delivers; other commands mask those they can.
+        self.masker.add(readable_values(environment))
+        return environment
+
+    def print(self, text: str) -> None:
+        print(self.masker.screen(text))
 
 
-def _load(env: str) -> Environment:
-    if not env:
-        raise UsageError("--env is required (one of the files in inventories/)")
-    environment = load_environment(env, project_root())
-    hide_readable(environment)  # a release reads them all; others mask what they can
-    return environment
+@contextmanager
+def session() -> Iterator[Session]:
+    """Around a task's body: its session; errors become ``releasebook: ...`` and the
+    error's exit code, with secrets masked; SIGTERM and SIGHUP stop it as Ctrl-C does."""
+    current = Session()
+    try:
+        with stop_signals_interrupt():
+            yield current
+    except ReleasebookError as exc:
+        raise Exit(f"releasebook: {current.masker.screen(str(exc))}", code=exc.exit_code) from None
+    except Interrupted as exc:
+        raise Exit(f"releasebook: interrupted ({exc.signal_name})", code=INTERRUPTED_EXIT) from None

@@ -10,22 +10,21 @@ from __future__ import annotations
 import getpass
 import json as jsonlib
 import socket
-import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from releasebook.cli.kit import _errors_to_exit, _load
-from releasebook.connection import connect, record
-from releasebook.errors import HostUnreachable, UsageError
-from releasebook.history import format_history, read_history
-from releasebook.lock import LockInfo, break_lock, iso, read_locks
-from releasebook.transport import hostkeys
-from releasebook.transport.hostkeys import HostKeyChanged, KeyStatus, fingerprint, format_scan
+from releasebook.cli.kit import session
+from releasebook.deploy.connection import connect, record
+from releasebook.deploy.history import format_history, read_history
+from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
+from releasebook.execute import hostkeys
+from releasebook.execute.hostkeys import KeyStatus, fingerprint, format_scan
+from releasebook.execute.lock import break_locks, read_lock_digests
+from releasebook.runbooks.bookkeeping import iso
 
 
 def _ask(question: str) -> bool:
@@ -36,48 +35,63 @@ def _ask(question: str) -> bool:
         return False
 
 
-def _holder(info: LockInfo) -> dict[str, Any]:
-    return {k: v for k, v in asdict(info).items() if k != "token"}
-
-
 @task(
     help={
         "env": "inventory whose lock to break: inventories/<env>.yml",
         "yes": "break it without asking (check first that its holder is gone)",
     }
 )
-@_errors_to_exit
 def unlock(c: Context, env: str = "", yes: bool = False) -> None:
-    """Show who holds the environment lock on each host, then break it."""
-    environment = _load(env)
-    with connect(environment) as transports:
-        locks = read_locks(environment, transports)
-        now = time.time()
-        for host, info in locks.items():
-            print(f"{host}: " + (info.describe(now) if info else "not locked"))
-        if not any(locks.values()):
-            print(f"{environment.name} is not locked")
-            return
-        active = [h for h, info in locks.items() if info and not info.stale(now)]
-        if active:
-            print(
-                f"warning: the lease is active on {', '.join(active)}: that run may still be going"
+    """Show who holds the environment lock on each host, then break that lock (only the
+    one shown: a lock taken since is left alone)."""
+    with session() as s:
+        environment = s.load(env)
+        with connect(environment, s.masker) as transports:
+            shown = read_lock_digests(environment, transports)
+            now = time.time()
+            for host, (info, _) in shown.items():
+                s.print(f"{host}: " + (info.describe(now) if info else "not locked"))
+            held = {h: digest for h, (info, digest) in shown.items() if info is not None}
+            if not held:
+                s.print(f"{environment.name} is not locked")
+                return
+            active = [h for h, (info, _) in shown.items() if info and not info.stale(now)]
+            if active:
+                s.print(
+                    "warning: the lease is active on "
+                    + ", ".join(active)
+                    + ": that run may still be going"
+                )
+            if not yes and not _ask("Break the lock shown on every host?"):
+                raise Exit("releasebook: the lock was left in place", code=1)
+            results = break_locks(environment, transports, held)
+            broken = [h for h, (state, _) in results.items() if state == "broken"]
+            changed = {h: info for h, (state, info) in results.items() if state == "changed"}
+            base = {
+                "action": "unlock",
+                "by": f"{getpass.getuser()}@{socket.gethostname()}",
+                "at": iso(now),
+                "outcome": "unlocked",
+            }
+            holders = {h: info for h, (info, _) in shown.items() if info is not None}
+            record(
+                environment,
+                transports,
+                s.masker,
+                {h: {**base, "holder": holders[h].holder()} for h in broken},
             )
-        if not yes and not _ask("Break the lock on every host?"):
-            raise Exit("releasebook: the lock was left in place", code=1)
-        broken = break_lock(environment, transports)
-        base = {
-            "action": "unlock",
-            "by": f"{getpass.getuser()}@{socket.gethostname()}",
-            "at": iso(now),
-            "outcome": "unlocked",
-        }
-        record(
-            environment,
-            transports,
-            {host: {**base, "holder": _holder(info)} for host, info in broken.items() if info},
-        )
-    print(f"unlocked {environment.name} on " + ", ".join(h for h, i in broken.items() if i))
+        for host, info in changed.items():
+            s.print(
+                f"{host}: the lock changed since it was shown and was left alone: "
+                + (info.describe() if info else "holder unknown")
+            )
+        if broken:
+            s.print(f"unlocked {environment.name} on " + ", ".join(broken))
+        if changed:
+            raise Exit(
+                "releasebook: some locks changed since they were shown; run inv unlock again",
+                code=1,
+            )
 
 
 @task(
@@ -85,23 +99,23 @@ def unlock(c: Context, env: str = "", yes: bool = False) -> None:
         "env": "inventory whose history to show: inventories/<env>.yml",
         "limit": "records read from each host (newest)",
         "steps": "show every step's duration under each run, not only the slowest",
-        "json": "print each host's records as JSON",
+        "json": "print each host's records as one JSON object",
     }
 )
-@_errors_to_exit
 def history(
     c: Context, env: str = "", limit: int = 20, steps: bool = False, json: bool = False
 ) -> None:
     """Show the releases, rollbacks and unlocks recorded on the hosts, newest first."""
-    if limit < 1:
-        raise UsageError("--limit: expected a positive number")
-    environment = _load(env)
-    with connect(environment) as transports:
-        histories = read_history(environment, transports, limit=limit)
-    if json:
-        sys.stdout.write(jsonlib.dumps(histories, indent=2, sort_keys=True) + "\n")
-        return
-    print(format_history(histories, steps=steps))
+    with session() as s:
+        if limit < 1:
+            raise UsageError("--limit: expected a positive number")
+        environment = s.load(env)
+        with connect(environment, s.masker) as transports:
+            histories = read_history(environment, transports, limit=limit)
+        if json:
+            s.print(jsonlib.dumps(histories, sort_keys=True))
+            return
+        s.print(format_history(histories, steps=steps))
 
 
 @task(
@@ -111,30 +125,30 @@ def history(
         "yes": "with --trust: add every NEW key without asking (changed keys never)",
     }
 )
-@_errors_to_exit
 def hosts(c: Context, env: str = "", trust: bool = False, yes: bool = False) -> None:
     """Check every host's SSH key against known_hosts; with --trust, add NEW ones."""
-    if yes and not trust:
-        raise UsageError("--yes goes with --trust")
-    environment = _load(env)
+    with session() as s:
+        if yes and not trust:
+            raise UsageError("--yes goes with --trust")
+        environment = s.load(env)
 
-    def confirm(status: KeyStatus) -> bool:
-        assert status.key is not None  # only NEW keys are offered
-        return yes or _ask(f"{status.label} ({fingerprint(status.key)}): Trust this key?")
+        def confirm(status: KeyStatus) -> bool:
+            assert status.key is not None  # only NEW keys are offered
+            return yes or _ask(f"{status.label} ({fingerprint(status.key)}): Trust this key?")
 
-    def review(statuses: list[KeyStatus]) -> None:
-        # A round: the hosts and first gateways, then what lies behind gateways trusted.
-        print(format_scan(statuses, environment.name))
-        if trust:
-            for written in hostkeys.trust(environment, statuses, confirm=confirm):
-                print(f"added {written.label} ({written.name}) to {written.known_hosts}")
+        def review(statuses: list[KeyStatus]) -> None:
+            # A round: the hosts and first gateways, then what lies behind gateways trusted.
+            s.print(format_scan(statuses, environment.name))
+            if trust:
+                for written in hostkeys.trust(environment, statuses, confirm=confirm):
+                    s.print(f"added {written.label} ({written.name}) to {written.known_hosts}")
 
-    statuses = hostkeys.scan(environment, review=review)
-    if not statuses:
-        print(format_scan(statuses, environment.name))
-    if not trust and any(s.status == "new" for s in statuses):
-        print(f"add NEW keys after checking them: inv hosts --trust --env={environment.name}")
-    _fail_on(statuses)
+        statuses = hostkeys.scan(environment, review=review)
+        if not statuses:
+            s.print(format_scan(statuses, environment.name))
+        if not trust and any(st.status == "new" for st in statuses):
+            s.print(f"add NEW keys after checking them: inv hosts --trust --env={environment.name}")
+        _fail_on(statuses)
 
 
 def _fail_on(statuses: list[KeyStatus]) -> None:

@@ -3,49 +3,79 @@
 Exit codes: 0 ok; 1 the release failed (nothing live changed, or every host was rolled
 back and verified) or a host was unreachable; 2 bad input (inventory, flags, ids);
 3 a rollback failed and hosts need attention; 4 the environment is locked by another
-run; 5 a host's SSH key changed.
+run; 5 a host's SSH key changed; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP) outside a run.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
-import sys
+import secrets
+from collections.abc import Callable
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from releasebook import deploy
-from releasebook.batches import parse_batch_size
-from releasebook.cli.kit import _errors_to_exit, _load, _reporter, project_root
+from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.safety import SAFETY_TASKS
+from releasebook.deploy.release import PREFLIGHT_STEPS
+from releasebook.deploy.release import release as release_run
+from releasebook.deploy.rollback import rollback as rollback_run
+from releasebook.deploy.running import lock_info_for
+from releasebook.deploy.status import status as read_status
 from releasebook.errors import UsageError
 from releasebook.gate.command import validate_skips
-from releasebook.inventory import load_environment
-from releasebook.lock import LockInfo
-from releasebook.plan import Plan
+from releasebook.inventory import Environment, load_environment
+from releasebook.inventory.secrets import read_secrets
+from releasebook.plan.build import Run, build_plan
+from releasebook.plan.facts import HostFacts
+from releasebook.plan.model import Plan
+from releasebook.plan.schedule import parse_batch_size
+from releasebook.plan.source import find_source, new_release
 from releasebook.render.runbook import render_all
-from releasebook.source import find_source
 
 
-def print_plan(plan: Plan) -> None:
-    print(f"# {plan.kind} plan for {plan.environment.name}: {plan.release_id} (dry run)")
+def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
+    """Every step, target and command of ``plan``, and the frame each host script runs
+    in, shown once."""
+    env = plan.environment
+    action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
+    out(f"# {action} plan for {env.name}: {plan.release_id} (dry run)")
+    out(
+        "\n## How each host runs its steps\n"
+        "Each host's consecutive steps run as one script in this frame: the host's step "
+        "lock held, the fence first, then for each step its start marker, its commands "
+        "under its time limit, and a journal line."
+    )
+    if plan.frames:
+        host, frame = next(iter(plan.frames.items()))
+        out(f"### {host} (the others alike)")
+        out(frame.script([("STEP", ("COMMANDS OF THE STEP",), 600)]).rstrip("\n"))
     for planned in plan.steps:
-        print(f"\n## {planned.number}. {planned.step.name}: {planned.step.title}")
+        out(f"\n## {planned.number}. {planned.step.name}: {planned.step.title}")
         for work in planned.work:
-            print(f"### {work.target}")
+            out(f"### {work.target}  (time limit {work.timeout:g}s)")
             if work.probe is not None:
                 p = work.probe
-                print(
+                out(
                     f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
                     f"  expect release {p.expect_release} within {p.deadline:g}s"
                 )
             for upload in work.uploads:
                 skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
-                print(f"put {upload.local} -> {upload.remote}{skip}")
+                out(f"put {upload.local} -> {upload.remote}{skip}")
             for command in work.commands + work.verify:
-                print(command)
+                out(command)
+            if work.undo:
+                out("# undo:")
+                for command in work.undo:
+                    out(command)
+    hosts = len(env.hosts)
+    out(
+        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; the "
+        "secrets are readable; nothing was contacted or changed"
+    )
 
 
 def _skips(skip: list[str], reason: str) -> dict[str, str]:
@@ -61,9 +91,23 @@ def _lock_wait(seconds: float) -> float:
     return seconds
 
 
+def _dry_plan(env: Environment, command: str, steps: tuple[str, ...] | None) -> Plan:
+    source = find_source(env)
+    info = new_release(env, source)
+    run = Run(
+        release=info,
+        lock=lock_info_for(command, info.release_id),
+        marker=secrets.token_hex(8),
+        action=command,
+    )
+    return build_plan(env, "release", source=source, run=run, steps=steps)
+
+
 SKIP_HELP = "readiness check id to skip (repeatable); needs --reason"
 WAIT_HELP = "if another run holds the lock, wait up to this many seconds for it"
 REASON_HELP = "why the checks given with --skip are skipped (recorded with your name)"
+BATCH_HELP = "restart and verify web hosts N at a time, or N% of them (e.g. 25%)"
+JSON_HELP = "machine-readable events, one JSON object per line"
 
 
 @task(
@@ -71,14 +115,13 @@ REASON_HELP = "why the checks given with --skip are skipped (recorded with your 
     help={
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
-        "json": "machine-readable events, one JSON object per line",
-        "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
+        "json": JSON_HELP,
+        "batch_size": BATCH_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
     },
 )
-@_errors_to_exit
 def release(
     c: Context,
     env: str = "",
@@ -90,58 +133,75 @@ def release(
     wait: float = 0,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
-    environment = _load(env)
-    batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
-    skips = _skips(skip or [], reason)
-    reporter = _reporter(json)
-    if dry_run:
-        print_plan(deploy.plan_only(environment, "release", reporter))
-        return
-    lock_wait = _lock_wait(wait)
-    deploy.release(environment, reporter, batch_size=batch, skips=skips, lock_wait=lock_wait)
-    web = environment.hosts_with("web")
-    if web and not json:
-        print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
+    with session() as s:
+        environment = s.load(env)
+        batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+        skips = _skips(skip or [], reason)
+        if dry_run:
+            s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
+            print_plan(_dry_plan(environment, "release", None), s.print)
+            return
+        lock_wait = _lock_wait(wait)
+        release_run(
+            environment,
+            s.reporter(json),
+            s.masker,
+            batch_size=batch,
+            skips=skips,
+            lock_wait=lock_wait,
+        )
+        web = environment.hosts_with("web")
+        if web and not json:
+            s.print(f"serving at http://{web[0].bind}/ (Host: {environment.health.host_header})")
 
 
 @task(
     iterable=["skip"],
     help={
         "env": "inventory to check: inventories/<env>.yml",
-        "json": "machine-readable events, one JSON object per line",
+        "dry_run": "print the exact plan and touch nothing",
+        "json": JSON_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
     },
 )
-@_errors_to_exit
 def preflight(
     c: Context,
     env: str = "",
+    dry_run: bool = False,
     json: bool = False,
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
-    environment = _load(env)
-    skips = _skips(skip or [], reason)
-    lock_wait = _lock_wait(wait)
-    deploy.release(
-        environment, _reporter(json), skips=skips, stop_after="gate", lock_wait=lock_wait
-    )
+    with session() as s:
+        environment = s.load(env)
+        skips = _skips(skip or [], reason)
+        if dry_run:
+            s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
+            print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print)
+            return
+        release_run(
+            environment,
+            s.reporter(json),
+            s.masker,
+            skips=skips,
+            stop_after="gate",
+            lock_wait=_lock_wait(wait),
+        )
 
 
 @task(
     help={
         "env": "inventory to roll back: inventories/<env>.yml",
-        "to": "release id to go back to (default: the newest good one before the live one)",
-        "json": "machine-readable events, one JSON object per line",
-        "batch_size": "restart and verify web hosts N at a time, or N% of them (e.g. 25%)",
+        "to": "release id to go back to (default: the release live before the current one)",
+        "json": JSON_HELP,
+        "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
     }
 )
-@_errors_to_exit
 def rollback(
     c: Context,
     env: str = "",
@@ -151,12 +211,17 @@ def rollback(
     wait: float = 0,
 ) -> None:
     """Switch every host back to an earlier release, restart and verify."""
-    environment = _load(env)
-    batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
-    lock_wait = _lock_wait(wait)
-    deploy.rollback(
-        environment, _reporter(json), to=to or None, batch_size=batch, lock_wait=lock_wait
-    )
+    with session() as s:
+        environment = s.load(env)
+        batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+        rollback_run(
+            environment,
+            s.reporter(json),
+            s.masker,
+            to=to or None,
+            batch_size=batch,
+            lock_wait=_lock_wait(wait),
+        )
 
 
 @task(
@@ -166,97 +231,100 @@ def rollback(
         "check": "exit 1 naming the files when the committed runbooks are out of date",
     }
 )
-@_errors_to_exit
 def runbook(c: Context, render: bool = False, env: str = "", check: bool = False) -> None:
-    """Render the release and rollback runbooks, or check they are up to date."""
-    if not render and not check:
-        raise UsageError("say --render to write the runbooks, or --check to compare them")
-    root = project_root()
-    names = [env] if env else sorted(p.stem for p in (root / "inventories").glob("*.yml"))
-    stale: list[str] = []
-    for name in names:
-        environment = load_environment(name, root)
-        app_source = find_source(environment)
-        for path, text in render_all(environment, app_source).items():
-            current = path.read_text(encoding="utf-8") if path.is_file() else None
-            if current == text:
-                continue
-            relative = str(path.relative_to(root))
-            if check:
-                stale.append(relative)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {relative}")
-    if stale:
-        raise Exit(
-            "releasebook: runbooks out of date (run `inv runbook --render`):\n  "
-            + "\n  ".join(stale),
-            code=1,
-        )
-    if check:
-        print("runbooks are up to date")
+    """Render the runbooks from the definitions, or check they are up to date."""
+    with session() as s:
+        if not render and not check:
+            raise UsageError("say --render to write the runbooks, or --check to compare them")
+        root = project_root()
+        names = [env] if env else environments(root)
+        stale: list[str] = []
+        for name in names:
+            environment = s.load(name) if env else load_environment(name, root)
+            for path, text in render_all(environment, find_source(environment)).items():
+                current = path.read_text(encoding="utf-8") if path.is_file() else None
+                if current == text:
+                    continue
+                relative = str(path.relative_to(root))
+                if check:
+                    stale.append(relative)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                print(f"wrote {relative}")
+        if stale:
+            raise Exit(
+                "releasebook: runbooks out of date (run `inv runbook --render`):\n  "
+                + "\n  ".join(stale),
+                code=1,
+            )
+        if check:
+            print("runbooks are up to date")
+
+
+def _state_json(facts: HostFacts) -> dict[str, object]:
+    return {
+        "current": facts.current,
+        "releases": list(facts.releases),
+        "last": facts.history[-1] if facts.history else None,
+        "lock": facts.lock.holder() if facts.lock else None,
+        "journal": facts.last_steps(),
+        "rollback_target": facts.rollback_target(),
+        "problems": list(facts.problems),
+    }
 
 
 @task(
     help={
         "env": "inventory to inspect: inventories/<env>.yml",
-        "json": "print the state as JSON",
+        "json": "print the state as one JSON object",
     }
 )
-@_errors_to_exit
 def status(c: Context, env: str = "", json: bool = False) -> None:
     """Show each host's live release, the releases kept, a held or stale lock, the last
-    outcome and the steps the last run completed; warn when hosts serve different releases."""
-    states = deploy.status(_load(env))
-    if json:
-        payload = {
-            name: {
-                "current": s.current,
-                "releases": list(s.releases),
-                "last": s.history[-1] if s.history else None,
-                "lock": jsonlib.loads(s.lock) if s.lock else None,
-                "journal": s.last_steps(),
-            }
-            for name, s in states.items()
-        }
-        sys.stdout.write(_json_dumps(payload) + "\n")
-        return
-    live = {state.current for state in states.values()}
-    if len(live) > 1:
-        print(
-            "WARNING: hosts are on different releases: "
-            + ", ".join(f"{n}={s.current or 'none'}" for n, s in states.items())
+    outcome and the steps the last run completed; warn when hosts differ."""
+    with session() as s:
+        states = read_status(s.load(env), s.masker)
+        if json:
+            s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
+            return
+        live = {state.current for state in states.values()}
+        if len(live) > 1:
+            s.print(
+                "WARNING: hosts are on different releases: "
+                + ", ".join(f"{n}={f.current or 'none'}" for n, f in states.items())
+            )
+        for name, facts in states.items():
+            for line in _status_lines(name, facts):
+                s.print(line)
+
+
+def _status_lines(name: str, facts: HostFacts) -> list[str]:
+    lines = [f"{name}: current {facts.current or '(none)'}"]
+    if facts.lock is not None:
+        lines.append(f"  LOCKED: {facts.lock.describe()}")
+    bad = facts.bad_releases()
+    for release_id in reversed(facts.made_order()):
+        marks = []
+        if release_id == facts.current:
+            marks.append("live")
+        if release_id in bad:
+            marks.append("failed")
+        lines.append(f"  {release_id}{'  (' + ', '.join(marks) + ')' if marks else ''}")
+    if facts.history:
+        last = facts.history[-1]
+        lines.append(
+            f"  last: {last.get('action')} {last.get('release')} {last.get('outcome')} "
+            f"at {last.get('at')} by {last.get('by')}"
         )
-    for name, state in states.items():
-        print(f"{name}: current {state.current or '(none)'}")
-        if state.lock is not None:
-            print(f"  LOCKED: {LockInfo.from_json(state.lock).describe()}")
-        bad = state.bad_releases()
-        for release_id in reversed(state.releases):
-            marks = []
-            if release_id == state.current:
-                marks.append("live")
-            if release_id in bad:
-                marks.append("failed")
-            print(f"  {release_id}{'  (' + ', '.join(marks) + ')' if marks else ''}")
-        if state.history:
-            last = state.history[-1]
-            print(
-                f"  last: {last.get('action')} {last.get('release')} {last.get('outcome')} "
-                f"at {last.get('at')} by {last.get('by')}"
-            )
-        journaled = state.last_steps()
-        if journaled:
-            print(
-                f"  steps completed by the last {journaled['action']} "
-                f"({journaled['release']}, until {journaled['at']}): "
-                + ", ".join(journaled["steps"])
-            )
-
-
-def _json_dumps(value: object) -> str:
-    return jsonlib.dumps(value, indent=2, sort_keys=True)
+    journaled = facts.last_steps()
+    if journaled:
+        lines.append(
+            f"  steps completed by the last {journaled['action']} "
+            f"({journaled['release']}, until {journaled['at']}): " + ", ".join(journaled["steps"])
+        )
+    lines.extend(f"  note: {problem}" for problem in facts.problems)
+    return lines
 
 
 namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)

@@ -16,10 +16,12 @@ from releasebook.gate.registry import unknown_ids
 
 GATE_SOURCE = Path(__file__).with_name("gate.py")
 GATE_IN_RELEASE = ".releasebook/gate.py"
+# What the build copies into the artifact's .releasebook/.
+GATE_FILES = (GATE_SOURCE,)
 
 # Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
 GATE_COMMAND = (
-    "cd {release_dir} && {with_env} venv/bin/python "
+    "cd {release_dir} && {launcher} venv/bin/python "
     + GATE_IN_RELEASE
     + " --json --expect-settings {settings_module} --wsgi {wsgi}"
     " --min-free-mb {min_free_mb} --deploy-path {deploy}{gate_options}"

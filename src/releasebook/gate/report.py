@@ -13,17 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from releasebook.errors import ReleasebookError
+from releasebook.errors import GateOutputError
 from releasebook.gate.registry import BY_ID, CHECKS, Severity
 
 Status = Literal["pass", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "skip")
 SEVERITIES: tuple[Severity, ...] = ("error", "warning")
 GATE_ROW = "gate"  # the check column of a host whose gate produced no report
-
-
-class GateOutputError(ReleasebookError):
-    """The gate's output on a host is not the JSON document it promises."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from releasebook.errors import InventoryError
 from releasebook.gate.registry import unknown_ids
 from releasebook.inventory.hops import parse_hops
@@ -29,7 +27,9 @@ from releasebook.inventory.model import (
     WebSettings,
     WorkerSettings,
 )
+from releasebook.inventory.yamlfile import read_yaml
 from releasebook.runbooks.release import RELEASE_STEPS
+from releasebook.runbooks.rollback import ROLLBACK_STEPS
 
 ROLES = ("web", "worker", "beat", "migrate")
 TRANSPORTS = ("ssh", "local")
@@ -38,62 +38,9 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
 ADDRESS = re.compile(r"^[A-Za-z0-9._:-]+$")
 BIND = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$|^unix:[A-Za-z0-9._/-]+$")
+HOOK_TIMES = ("before", "after")
+ENV_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-# --- YAML with line numbers -------------------------------------------------------
-
-
-def _to_python(node: yaml.Node, path: str, lines: dict[str, int], where: Path) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if not isinstance(key_node, yaml.ScalarNode) or not isinstance(key, str):
-                raise InventoryError(
-                    f"{where}:{key_node.start_mark.line + 1}: {path or '(top)'}: "
-                    "expected string keys"
-                )
-            child = f"{path}.{key}" if path else key
-            if key in out:
-                raise InventoryError(
-                    f"{where}:{key_node.start_mark.line + 1}: {child}: duplicate key"
-                )
-            out[key] = _to_python(value_node, child, lines, where)
-            lines[child] = key_node.start_mark.line + 1  # point at the key, not its value
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, f"{path}[{i}]", lines, where) for i, item in enumerate(node.value)]
-    value = yaml.SafeLoader("").construct_object(node)
-    if isinstance(value, str) and "\0" in value:
-        # No shell word or file name can hold it: the value would silently change.
-        raise InventoryError(
-            f"{where}:{node.start_mark.line + 1}: {path}: contains a NUL character"
-        )
-    return value
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: inventory file not found") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise InventoryError(f"{path}{line}: YAML syntax error: {exc.problem}") from None
-    lines: dict[str, int] = {}
-    if node is None:
-        raise InventoryError(f"{path}: inventory is empty; expected a mapping with 'hosts'")
-    data = _to_python(node, "", lines, path)
-    if not isinstance(data, dict):
-        raise InventoryError(f"{path}:1: expected a mapping at the top level")
-    return data, lines
 
 
 # --- validation helpers -----------------------------------------------------------
@@ -210,6 +157,7 @@ _TOP_KEYS = (
     "env",
     "hooks",
     "gate",
+    "timeouts",
     "roles",
     "hosts",
     *_LAYERED,
@@ -225,7 +173,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 def load_environment(name: str, root: Path) -> Environment:
     """Load ``<root>/inventories/<name>.yml``."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+    if not ENV_FILE_NAME.fullmatch(name):
         raise InventoryError(
             f"--env {name!r}: expected a name made of letters, digits, '-' and '_'"
         )
@@ -233,7 +181,7 @@ def load_environment(name: str, root: Path) -> Environment:
 
 
 def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
-    data, lines = _read_yaml(file)
+    data, lines = read_yaml(file)
     r = _Reader(file, lines)
     root = (root or file.resolve().parent.parent).resolve()
     r.mapping(data, "", _TOP_KEYS)
@@ -292,6 +240,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         max_parallel=r.get(data, "", "max_parallel", int, 10, _positive),
         min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _not_negative),
         gate_skips=_gate_skips(r, data),
+        timeouts=_timeouts(r, data),
         lines=lines,
     )
 
@@ -593,20 +542,39 @@ def _gate_skips(r: _Reader, data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _hooks(r: _Reader, data: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
-    # Hooks run in a host's step script; build and verify run on the controller.
-    host_steps = tuple(s.name for s in RELEASE_STEPS if s.where == "hosts")
-    controller_steps = {s.name for s in RELEASE_STEPS if s.where != "hosts"}
-    raw = r.mapping(data.get("hooks"), "hooks", ("before", "after"))
+    """Hooks run inside the new release's directory, so only in steps that run on hosts
+    once it exists: after install, and before or after each step that follows it."""
+    steps = {s.name: s for s in (*RELEASE_STEPS, *ROLLBACK_STEPS)}
+    raw = r.mapping(data.get("hooks"), "hooks", HOOK_TIMES)
     hooks: dict[tuple[str, str], tuple[str, ...]] = {}
-    for when, steps in raw.items():
-        named = steps if isinstance(steps, dict) else {}
-        for step in controller_steps.intersection(named):
-            raise r.error(
-                f"hooks.{when}.{step}",
-                f"hooks.{when}.{step}: {step} runs on the controller, where hooks do "
-                "not run; hooks run on the hosts, in the steps " + ", ".join(host_steps),
-            )
-        section = r.mapping(steps, f"hooks.{when}", host_steps)
-        for step in section:
-            hooks[(when, step)] = r.str_list(section, f"hooks.{when}", step)
+    for when, section in raw.items():
+        takes = tuple(name for name, step in steps.items() if when in step.hooks)
+        named = section if isinstance(section, dict) else {}
+        for name in named:
+            step = steps.get(name)
+            if step is None or when in step.hooks:
+                continue
+            where = f"hooks.{when}.{name}"
+            if step.where == "controller":
+                why = f"{name} runs on the controller, where hooks do not run"
+            elif step.bookkeeping:
+                why = f"{name} is releasebook's own bookkeeping"
+            else:
+                why = f"{name} runs before the new release's directory exists"
+            raise r.error(where, f"{where}: {why}; hooks run {when} the steps " + ", ".join(takes))
+        section = r.mapping(section, f"hooks.{when}", takes)
+        for name in section:
+            hooks[(when, name)] = r.str_list(section, f"hooks.{when}", name)
     return hooks
+
+
+def _timeouts(r: _Reader, data: Mapping[str, Any]) -> dict[str, float]:
+    """``timeouts: {step: seconds}``: how long a step may run on a host before it is
+    stopped (verify waits ``health.timeout``)."""
+    names = tuple(
+        dict.fromkeys(s.name for s in (*RELEASE_STEPS, *ROLLBACK_STEPS) if not s.http_check)
+    )
+    raw = r.mapping(data.get("timeouts"), "timeouts", names)
+    return {
+        name: float(r.get(raw, "timeouts", name, (int, float), check=_positive)) for name in raw
+    }

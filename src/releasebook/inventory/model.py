@@ -102,6 +102,7 @@ class Environment:
     max_parallel: int
     min_free_mb: int
     gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
+    timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:

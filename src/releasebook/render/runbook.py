@@ -13,17 +13,12 @@ import jinja2
 
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
-from releasebook.plan import (
-    HostWork,
-    Plan,
-    PlannedStep,
-    PlannedUpload,
-    Source,
-    build_plan,
-)
+from releasebook.plan.build import build_plan, runbook_commands
+from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
 from releasebook.render.readiness import render_readiness
 from releasebook.render.templating import markdown_environment
+from releasebook.runbooks import bookkeeping as book
 
 RUNBOOKS = ("release", "rollback")
 
@@ -95,11 +90,22 @@ def _environment(root: Path) -> jinja2.Environment:
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
     plan: Plan = build_plan(
-        env, "release" if name == "release" else "rollback", source=source, release=None
+        env, "release" if name == "release" else "rollback", source=source, run=None
     )
+    host, frame = next(iter(plan.frames.items()))
+    sample = frame.script([("STEP", ("COMMANDS OF THE STEP",), 600)]).rstrip("\n")
+    renew = "\n".join(runbook_commands(env, book.RENEW))
     try:
         template = _environment(env.root).get_template(f"{name}.md.j2")
-        return template.render(plan=plan, env=env, source=source, name=name)
+        return template.render(
+            plan=plan,
+            env=env,
+            source=source,
+            name=name,
+            frame=sample,
+            frame_host=host,
+            renew=renew,
+        )
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"templates/{exc.name}:{exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:

@@ -16,8 +16,10 @@ A host's deploy directory holds::
 
 Inside a release, everything that configures it is its own, so that the switch is the one
 moment a release's configuration goes live and a rollback brings the older one back:
-``.env`` (the env file the release's processes load), ``.releasebook/with-env`` (the
-launcher) and ``.releasebook/programs.conf`` (the process manager's program definitions).
+``.releasebook/env`` (the env file its processes load: ``shared/.env`` with the
+inventory's values and secrets of this release, mode 0600), ``.releasebook/with-env``
+(the launcher) and ``.releasebook/programs.conf`` (the process manager's program
+definitions). ``.env`` links to ``shared/.env`` for apps that read such a file.
 
 Paths take a release id or a requirements hash that may be a shell variable
 (:class:`~releasebook.quoting.ShellVar`), so the same layout names concrete paths for a
@@ -36,8 +38,9 @@ Key = str | ShellVar
 
 # Inside a release directory.
 MANIFEST = "release.json"
-RELEASE_ENV = ".env"
 RELEASE_STATE = ".releasebook"
+RELEASE_ENV = f"{RELEASE_STATE}/env"
+SHARED_ENV_LINK = ".env"  # -> shared/.env, for apps that read a .env file themselves
 LAUNCHER = f"{RELEASE_STATE}/with-env"
 PROGRAMS = f"{RELEASE_STATE}/programs.conf"
 STATIC = "staticfiles"

@@ -1,21 +1,19 @@
-"""The release and rollback runbooks, as data.
+"""The release runbook, as data: every step from taking the lock to recording the run.
 
-Each step says why it exists, where it runs, the exact commands (format templates whose
-``{names}`` are filled by :mod:`releasebook.plan` and shell-quoted by
-:mod:`releasebook.quoting`), how it is verified and how it is undone. Nothing here opens
-a connection or runs a command: the runner executes these, the renderer documents them.
+Steps before ``switch`` prepare the new release while the old one serves; each one's
+``undo`` removes what it made, and an aborted release runs the undo of every step it
+began, newest first. From ``switch`` on a failure rolls every host back (the rollback
+runbook). ``cleanup``, ``record`` and ``unlock`` run once the release is verified.
 """
 
 from __future__ import annotations
 
-from releasebook.gate.command import GATE_COMMAND, GATE_IN_RELEASE
-from releasebook.runbooks.model import Step, Upload, cmd
+from releasebook.gate.command import GATE_COMMAND
+from releasebook.masking import GENERATED_PREFIX
+from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.model import Runbook, Step, Upload, cmd
 
-ENSURE_SUPERVISORD = cmd(
-    "{supervisorctl} pid >/dev/null 2>&1 || {supervisord} -c {supervisor_conf}\n"
-    "for _ in $(seq 100); do {supervisorctl} pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
-    "{supervisorctl} update"
-)
+BOTH = ("before", "after")
 
 SETUP = Step(
     name="setup",
@@ -23,32 +21,27 @@ SETUP = Step(
     why=(
         "Creates the directories every later step relies on (`releases/`, `shared/`, "
         "`venvs/` and releasebook's own state, with a directory only the deploy user can "
-        "enter for the inventory's secrets, when it declares some), seeds the env file "
-        "(mode 0600) with the non-secret "
-        "values the inventory declares and with generated secrets that never leave the "
-        "host, and writes the process manager's configuration. Safe to repeat: existing "
-        "values in the env file are never overwritten."
+        "enter for the inventory's secrets, when it declares some) and the operator's env "
+        "file `shared/.env` (mode 0600), where it adds the secrets the inventory says to "
+        "generate on the host the first time they are missing: they never leave the host. "
+        "Nothing live reads these: each release gets its own env file when it is "
+        "configured, so a release that stops here changes nothing that serves."
     ),
     commands=(
         cmd("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
-        cmd("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", each="secret_delivery"),
+        cmd("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", when="secret_delivery"),
         cmd("touch {env_file} && chmod 600 {env_file}"),
         cmd(
-            "grep -q {pattern} {env_file} || printf '%s\\n' {line} >> {env_file}",
-            each="env_values",
-        ),
-        cmd(
             "grep -q {pattern} {env_file} || printf '%s=%s\\n' {name} "
-            "\"$({python} -c 'import secrets; print(secrets.token_urlsafe(50))')\" >> {env_file}",
+            f'"$({{python}} -c \'import secrets; print("{GENERATED_PREFIX}" + '
+            "secrets.token_urlsafe(50))')\" >> {env_file}",
             each="env_generate",
         ),
-        cmd("cat > {with_env} <<'RELEASEBOOK_EOF'\n{with_env_text}\nRELEASEBOOK_EOF"),
-        cmd("chmod 755 {with_env}"),
-        cmd("cat > {supervisor_conf} <<'RELEASEBOOK_EOF'\n{supervisor_conf_text}\nRELEASEBOOK_EOF"),
     ),
-    verify=(cmd("test -d {releases} && test -f {supervisor_conf}"),),
+    verify=(cmd("test -d {releases} && test -f {env_file}"),),
     verify_text="The directories exist and the env file is mode 0600.",
     undo_text="Nothing to undo: the layout is shared by every release.",
+    timeout=120,
 )
 
 PREFLIGHT = Step(
@@ -56,11 +49,10 @@ PREFLIGHT = Step(
     title="Preflight: can the hosts take a release",
     why=(
         "Refuses to start when a host cannot take the release: not enough free disk under "
-        "the deploy path, no Python of the version the wheels were built for (environment "
-        "markers can depend on it), or a required environment variable missing from the "
-        "env file (names only; values are never read into the output; the inventory's "
-        "secrets were checked on the controller and arrive with the upload). Nothing live "
-        "has changed yet."
+        "the deploy path, no Python of the implementation and version the wheels were "
+        "built for, or a required environment variable missing from `shared/.env` (names "
+        "only; values are never read into the output; the inventory's values and secrets "
+        "arrive with the release). Nothing live has changed yet."
     ),
     commands=(
         cmd(
@@ -71,12 +63,13 @@ PREFLIGHT = Step(
             "fi"
         ),
         cmd(
-            "host_python=$({python} -c 'import platform; print(platform.python_version())') || "
+            "host_python=$({python} -c 'import sys; "
+            'print(sys.implementation.name, "%d.%d" % sys.version_info[:2])\') || '
             "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}\n"
-            'if [ "$host_python" != {python_version} ]; then\n'
-            "  printf '%s here is Python %s; the wheels are built for Python %s on the "
-            "controller: set app.python to a matching interpreter\\n' "
-            '{python} "$host_python" {python_version} >&2; exit 1\n'
+            'if [ "$host_python" != {python_abi} ]; then\n'
+            "  printf '%s here is %s; the wheels are built for %s on the controller: set "
+            "app.python to a matching interpreter\\n' "
+            '{python} "$host_python" {python_abi} >&2; exit 1\n'
             "fi"
         ),
         cmd("missing_env=0"),
@@ -90,6 +83,7 @@ PREFLIGHT = Step(
     ),
     verify_text="Every host printed nothing on stderr and exited 0.",
     undo_text="Nothing to undo: preflight only reads.",
+    timeout=120,
 )
 
 BUILD = Step(
@@ -97,10 +91,12 @@ BUILD = Step(
     title="Build the artifact",
     why=(
         "Builds once, on the controller, so every host gets identical bits: the app's "
-        "source at the deployed git revision with its manifest (`release.json`), and a "
-        "wheelhouse of its locked requirements so hosts install offline; releasebook's own "
-        "wheel is in it, for apps that use `releasebook[django]`. The wheelhouse is cached "
-        "by the hash of the requirements, releasebook's version and the Python version. "
+        "source at the deployed git revision with its manifest (`release.json`) and the "
+        "readiness gate, and a wheelhouse of its locked requirements so hosts install "
+        "offline; releasebook's own wheel is in it, for apps that use `releasebook[django]`. "
+        "The wheelhouse is cached by the hash of the requirements, releasebook's version "
+        "and the Python version. Every file is written under a temporary name and renamed "
+        "once complete, so a build cut short (Ctrl-C, a full disk) is never reused. "
         "Secrets the inventory declares (`env.secrets`) are read here, from the "
         "controller's environment or files, into a file only its owner can read: the "
         "command names where each value comes from, never the value."
@@ -111,33 +107,44 @@ BUILD = Step(
         cmd("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
         cmd("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
         cmd("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
-        cmd("mkdir -p {build_app}/.releasebook && cp {gate_source} {build_app}/" + GATE_IN_RELEASE),
+        cmd("mkdir -p {build_app}/.releasebook && cp {gate_files} {build_app}/.releasebook/"),
         # One command per line: under `set -e`, a failure inside `a && b` that is not
         # the last command is ignored, and so is the status of a group built on it.
         cmd(
             "if ! test -f {wheelhouse}/.complete; then\n"
-            "  rm -rf {wheelhouse}\n"
-            "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse} "
+            "  rm -rf {wheelhouse_tmp}\n"
+            "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse_tmp} "
             "{tool_source}\n"
-            "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse} "
-            "--find-links {wheelhouse} -r {build_app}/{requirements} {tools_requirement}\n"
-            "  touch {wheelhouse}/.complete\n"
+            "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse_tmp} "
+            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {tools_requirement}\n"
+            "  touch {wheelhouse_tmp}/.complete\n"
+            "  rm -rf {wheelhouse}\n"
+            "  mv {wheelhouse_tmp} {wheelhouse}\n"
             "fi"
         ),
-        cmd("tar -czf {artifact_local} -C {build_app} ."),
+        cmd("tar -czf {artifact_local_tmp} -C {build_app} ."),
+        cmd("mv {artifact_local_tmp} {artifact_local}"),
         cmd(
-            "test -f {wheels_local} || tar -cf {wheels_local} --exclude=.complete -C {wheelhouse} ."
+            "if ! test -f {wheels_local}; then\n"
+            "  tar -cf {wheels_local_tmp} --exclude=.complete -C {wheelhouse} .\n"
+            "  mv {wheels_local_tmp} {wheels_local}\n"
+            "fi"
         ),
         cmd("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
         cmd("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
         cmd(
-            "{controller_python} -m releasebook.envsecrets {secrets_local} {secret_sources}",
-            each="secret_delivery",
+            "{controller_python} -m releasebook.inventory.secrets {secrets_local} {secret_sources}",
+            when="secret_delivery",
         ),
     ),
     verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
-    undo=(cmd("rm -rf {build_app}"),),
-    undo_text="Remove the build directory; nothing reached a host.",
+    undo=(
+        cmd("rm -rf {build_app}"),
+        cmd("rm -f {artifact_local} {artifact_local}.sha256 {artifact_local_tmp}"),
+        cmd("rm -f {secrets_local}", when="secret_delivery"),
+    ),
+    undo_text="Remove the build directory and this release's files; nothing reached a host.",
+    timeout=1800,
 )
 
 UPLOAD = Step(
@@ -145,29 +152,17 @@ UPLOAD = Step(
     title="Upload the artifact",
     why=(
         "Copies the artifact to every host and checks its SHA-256 there, so a truncated or "
-        "altered upload never gets installed. The wheel archive is skipped on hosts that "
-        "already have a virtualenv for these exact requirements. The inventory's secrets "
-        "travel as a file into the private directory, replace their lines in the env file "
-        "(which stays mode 0600) and the copy is removed, so their values are never part "
-        "of a command; the controller's copy is removed when the run ends."
+        "altered upload never gets installed. The wheel archive is sent only to hosts "
+        "that do not already have a virtualenv for these exact requirements. The "
+        "inventory's secrets travel as a file into the private directory, so their values "
+        "are never part of a command."
     ),
     uploads=(
         Upload("artifact_local", "artifact"),
         Upload("artifact_local", "artifact", ".sha256"),
-        Upload("wheels_local", "wheels", skip_if="{venv_ready}"),
-        Upload("wheels_local", "wheels", ".sha256", skip_if="{venv_ready}"),
+        Upload("wheels_local", "wheels", skip_if="{venv_ready}", needed="wheels_needed"),
+        Upload("wheels_local", "wheels", ".sha256", skip_if="{venv_ready}", needed="wheels_needed"),
         Upload("secrets_local", "secrets_upload", when="secret_delivery"),
-    ),
-    commands=(
-        cmd(
-            "secrets_new=$(mktemp {env_file}.XXXXXX)\n"
-            '{{ grep -v -E {secret_names_pattern} {env_file} || test "$?" = 1; }} '
-            '> "$secrets_new"\n'
-            'cat {secrets_upload} >> "$secrets_new"\n'
-            'mv "$secrets_new" {env_file}\n'
-            "rm -f {secrets_upload}",
-            each="secret_delivery",
-        ),
     ),
     verify=(
         cmd("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
@@ -176,9 +171,13 @@ UPLOAD = Step(
     verify_text="`sha256sum -c` accepts the uploaded files.",
     undo=(
         cmd("rm -f {artifact} {artifact}.sha256"),
-        cmd("rm -f {secrets_upload}", each="secret_delivery"),
+        cmd("rm -f {secrets_upload}", when="secret_delivery"),
     ),
-    undo_text="Remove the uploaded artifact.",
+    undo_text=(
+        "Remove this release's uploaded files. A wheel archive stays: it is the cache of "
+        "its virtualenv, removed by cleanup with it."
+    ),
+    timeout=1800,
 )
 
 INSTALL = Step(
@@ -215,25 +214,60 @@ INSTALL = Step(
     ),
     verify=(cmd("{release_dir}/venv/bin/python -c 'import django'"),),
     verify_text="The release's interpreter imports Django.",
-    undo=(cmd("rm -rf {release_dir}"),),
-    undo_text="Remove the half-made release directory; `current` still points at the live one.",
+    undo=(cmd("rm -rf {release_dir} {wheel_dir}"),),
+    undo_text=(
+        "Remove the half-made release directory; `current` still points at the live one. "
+        "A new virtualenv stays for the next try; cleanup removes it once no release uses it."
+    ),
+    hooks=("after",),
+    timeout=1800,
 )
 
-LINK_SHARED = Step(
-    name="link_shared",
-    title="Link shared files",
+CONFIGURE = Step(
+    name="configure",
+    title="Configure the release",
     why=(
-        "Points the release at what outlives releases: the env file and the media "
-        "directory in `shared/`. Uploads therefore survive every deploy and rollback."
+        "Writes the release's own configuration inside its directory, where nothing live "
+        "reads it until the switch: its env file `.releasebook/env` (mode 0600: "
+        "`shared/.env` without the names the inventory sets, then the inventory's values, "
+        "then its secrets, whose uploaded copy is removed), the launcher that loads it "
+        "and exports the settings module, and the process manager's program definitions "
+        "for this host. It links what outlives releases: `.env` to `shared/.env` (for "
+        "apps that read such a file) and `media` to `shared/media`, so uploads survive "
+        "every deploy and rollback. A rollback brings the older configuration back with "
+        "the older code."
     ),
     commands=(
+        cmd("mkdir -p {release_state}"),
+        cmd(
+            "( umask 077\n"
+            '  {{ grep -v -E {inventory_names_pattern} {env_file} || test "$?" = 1; }} '
+            "> {release_env_tmp} )",
+            when="inventory_names",
+        ),
+        cmd("( umask 077 && cat {env_file} > {release_env_tmp} )", when="no_inventory_names"),
+        cmd("printf '%s\\n' {line} >> {release_env_tmp}", each="env_values"),
+        cmd(
+            "cat {secrets_upload} >> {release_env_tmp} && rm -f {secrets_upload}",
+            when="secret_delivery",
+        ),
+        cmd("mv {release_env_tmp} {release_env}"),
+        cmd("cat > {launcher} <<'RELEASEBOOK_EOF'\n{launcher_text}\nRELEASEBOOK_EOF"),
+        cmd("chmod 755 {launcher}"),
+        cmd("cat > {programs} <<'RELEASEBOOK_EOF'\n{programs_text}\nRELEASEBOOK_EOF"),
         cmd("ln -sfn {env_file} {release_dir}/.env"),
         cmd("rm -rf {release_dir}/media && ln -sfn {media} {release_dir}/media"),
     ),
-    verify=(cmd("test -L {release_dir}/.env && test -L {release_dir}/media"),),
-    verify_text="`.env` and `media` in the release are links into `shared/`.",
-    undo=(cmd("rm -rf {release_dir}"),),
-    undo_text="Remove the release directory.",
+    verify=(
+        cmd('test "$(stat -c %a {release_env})" = 600 && test -x {launcher} && test -f {programs}'),
+    ),
+    verify_text=(
+        "The release's env file is mode 0600, its launcher and program definitions exist, "
+        "and `.env` and `media` link into `shared/`."
+    ),
+    undo_text="Nothing of its own: all it wrote is inside the release directory.",
+    hooks=BOTH,
+    timeout=120,
 )
 
 GATE = Step(
@@ -241,7 +275,7 @@ GATE = Step(
     title="Readiness gate: the production checklist",
     why=(
         "Runs the production-readiness checklist against the new release on every host, "
-        "with the environment's real settings and env file, before anything live changes: "
+        "with the release's own settings and env file, before anything live changes: "
         "required env vars, `check --deploy` findings, DEBUG, hosts, cookies, HTTPS and "
         "HSTS, static and media, the database and its pending migrations, cache and broker, "
         "disk, committed secrets, gunicorn's config. An error blocks the release; a warning "
@@ -249,12 +283,13 @@ GATE = Step(
     ),
     commands=(cmd(GATE_COMMAND),),
     reports=True,
-    verify_text="The gate printed its table with no failed error-severity check.",
-    undo=(cmd("rm -rf {release_dir}"),),
+    verify_text="The gate printed its report with no failed error-severity check.",
     undo_text=(
-        "Remove the release directory; fix what the failed checks name, or skip one with "
-        "`--skip ID --reason ...` (recorded in the history)."
+        "Nothing of its own: the gate only reads. Fix what the failed checks name, or skip "
+        "one with `--skip ID --reason ...` (recorded in the history)."
     ),
+    hooks=BOTH,
+    timeout=600,
 )
 
 MIGRATE = Step(
@@ -272,13 +307,14 @@ MIGRATE = Step(
     commands=(cmd("{django} migrate --noinput"),),
     verify=(cmd("{django} migrate --check"),),
     verify_text="`manage.py migrate --check` exits 0: no unapplied migrations.",
-    undo=(cmd("rm -rf {release_dir}"),),
     undo_text=(
-        "Remove the release directory. Migrations that did apply stay applied: the live "
-        "release must tolerate them (that is the backward-compatibility rule above). To "
-        "reverse one, run `manage.py migrate <app> <previous migration>` from the release "
-        "that contains it, before removing it."
+        "Nothing is undone: migrations that applied stay applied, and the live release "
+        "must tolerate them (that is the backward-compatibility rule above). To reverse "
+        "one, run `manage.py migrate <app> <previous migration>` through the release's "
+        "launcher, from the release that contains it, before it is removed."
     ),
+    hooks=BOTH,
+    timeout=3600,
 )
 
 COLLECTSTATIC = Step(
@@ -295,8 +331,9 @@ COLLECTSTATIC = Step(
         "collectstatic exited 0; the gate checked STATIC_ROOT and a dry run before. Open "
         "`/admin/` after the switch and check it is styled."
     ),
-    undo=(cmd("rm -rf {release_dir}"),),
-    undo_text="Remove the release directory.",
+    undo_text="Nothing of its own: the files are inside the release directory.",
+    hooks=BOTH,
+    timeout=900,
 )
 
 SWITCH = Step(
@@ -305,26 +342,44 @@ SWITCH = Step(
     barrier=True,
     why=(
         "Makes the release live with one atomic rename: a new symlink is created beside "
-        "`current` and moved over it, so there is no instant without a `current`. From "
-        "here on a failure rolls every host back to the release that was live before."
+        "`current` and moved over it, so there is no instant without a `current`. Its code, "
+        "env file and program definitions go live together. From here on a failure rolls "
+        "every host back to the release it served before."
     ),
     phase="live",
     commands=(
-        cmd("ln -sfn {release_dir} {deploy}/.current-{release}"),
-        cmd("mv -T {deploy}/.current-{release} {current}"),
+        cmd("ln -sfn {release_dir} {current_link}"),
+        cmd("mv -T {current_link} {current}"),
     ),
     verify=(cmd('test "$(readlink {current})" = {release_dir}'),),
     verify_text="`readlink current` names the release.",
-    undo_text="Switch back: run the rollback runbook.",
+    undo_text="Switch back: the rollback runbook, which `inv release` runs by itself.",
+    hooks=BOTH,
+    timeout=60,
+)
+
+# The host-level configuration is written when it differs, then supervisord is started
+# if it is not running, and told to load the programs `current` now defines.
+ENSURE_SUPERVISORD = cmd(
+    "conf_new=$(mktemp {supervisor_conf}.XXXXXX)\n"
+    "cat > \"$conf_new\" <<'RELEASEBOOK_EOF'\n{main_conf_text}\nRELEASEBOOK_EOF\n"
+    'if cmp -s "$conf_new" {supervisor_conf}; then rm -f "$conf_new"; '
+    'else mv "$conf_new" {supervisor_conf}; fi\n'
+    "if ! {supervisorctl} pid >/dev/null 2>&1; then\n"
+    "  {supervisord} -c {supervisor_conf}\n"
+    "  for _ in $(seq 100); do {supervisorctl} pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
+    "fi\n"
+    "{supervisorctl} reread >/dev/null\n"
+    "{supervisorctl} update"
 )
 
 RESTART_WEB = Step(
     name="restart_web",
     title="Restart the web servers",
     why=(
-        "Restarts gunicorn so it starts from `current`: the new code and the new "
-        "virtualenv. supervisord holds the listening socket and two gunicorn masters share "
-        "it; they are restarted one after the other, so one always accepts while the other "
+        "Restarts gunicorn so it starts from `current`: the new code, virtualenv and env "
+        "file. supervisord holds the listening socket and two gunicorn masters share it; "
+        "they are restarted one after the other, so one always accepts while the other "
         "drains its requests (TERM is a graceful shutdown) and no request is refused."
     ),
     roles=frozenset({"web"}),
@@ -335,7 +390,9 @@ RESTART_WEB = Step(
     ),
     verify=(cmd("{supervisorctl} status 'web:*'"),),
     verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
-    undo_text="Switch back and restart: run the rollback runbook.",
+    undo_text="Switch back and restart: the rollback runbook.",
+    hooks=BOTH,
+    timeout=600,
 )
 
 RESTART_WORKERS = Step(
@@ -359,7 +416,7 @@ RESTART_WORKERS = Step(
         cmd(
             "pinged=0\n"
             "for _ in $(seq 15); do\n"
-            "  if (cd {release_dir} && {with_env} venv/bin/python -m celery -A {celery_app} "
+            "  if (cd {release_dir} && {launcher} venv/bin/python -m celery -A {celery_app} "
             'inspect ping --timeout 2 --destination "celery@$(hostname)" >/dev/null 2>&1); then\n'
             "    pinged=1; break\n"
             "  fi\n"
@@ -373,7 +430,9 @@ RESTART_WORKERS = Step(
         "`supervisorctl status` says RUNNING for each program, and the new worker answers "
         "`celery inspect ping`: it is connected to the broker and consuming."
     ),
-    undo_text="Switch back and restart: run the rollback runbook.",
+    undo_text="Switch back and restart: the rollback runbook.",
+    hooks=BOTH,
+    timeout=900,
 )
 
 VERIFY = Step(
@@ -391,7 +450,21 @@ VERIFY = Step(
     phase="live",
     http_check=True,
     verify_text="Every web host answered 200 with the expected release id.",
-    undo_text="Run the rollback runbook; releasebook does this automatically.",
+    undo_text="Roll back: the rollback runbook, which `inv release` runs by itself.",
+)
+
+_IN_USE = (
+    "releases_physical=$(cd {releases} && pwd -P) || releases_physical={releases}\n"
+    "in_use=$(\n"
+    "  {{ readlink /proc/[0-9]*/cwd /proc/[0-9]*/exe /proc/[0-9]*/fd/*\n"
+    "    cat /proc/[0-9]*/cmdline | tr '\\0' '\\n'\n"
+    "  }} 2>/dev/null | while IFS= read -r path; do\n"
+    '    for dir in {releases} "$releases_physical"; do\n'
+    '      case "$path" in "$dir"/?*) rest=${{path#"$dir"/}}; '
+    "printf '%s\\n' \"${{rest%%/*}}\" ;; esac\n"
+    "    done\n"
+    "  done | sort -u\n"
+    ")"
 )
 
 CLEANUP = Step(
@@ -399,31 +472,20 @@ CLEANUP = Step(
     title="Remove old releases",
     phase="finish",
     why=(
-        "Keeps the newest releases (the inventory's `keep_releases`) and never removes the "
-        "current or the previous one, so a rollback target always exists, nor one a running "
-        "process still uses: its working directory, its program, an open file or an argument "
-        "is inside the release (a long Celery task, an old shell). Only the processes the "
-        "deploy user may inspect are seen. Entries of `releases/` that are not release ids "
-        "are left alone, and switch links left behind by an interrupted run are removed. "
-        "Virtualenvs no release uses any more go with them."
+        "Keeps the newest releases (the inventory's `keep_releases`, counted in the order "
+        "the history says they were made) and never removes the current or the previous "
+        "one, so a rollback target always exists; which releases go is decided on the "
+        "controller and named here. Nor does it remove one a running process still uses: "
+        "its working directory, its program, an open file or an argument is inside the "
+        "release (a long Celery task, an old shell); only the processes the deploy user "
+        "may inspect are seen. Entries of `releases/` that are not release ids are left "
+        "alone. Switch links and artifacts left behind by interrupted runs go, and so do "
+        "virtualenvs no release uses any more, with their wheel archives."
     ),
     commands=(
         cmd(
-            "releases_physical=$(cd {releases} && pwd -P) || releases_physical={releases}\n"
-            "in_use=$(\n"
-            "  {{ readlink /proc/[0-9]*/cwd /proc/[0-9]*/exe /proc/[0-9]*/fd/*\n"
-            "    cat /proc/[0-9]*/cmdline | tr '\\0' '\\n'\n"
-            "  }} 2>/dev/null | while IFS= read -r path; do\n"
-            '    for dir in {releases} "$releases_physical"; do\n'
-            '      case "$path" in "$dir"/?*) rest=${{path#"$dir"/}}; '
-            "printf '%s\\n' \"${{rest%%/*}}\" ;; esac\n"
-            "    done\n"
-            "  done | sort -u\n"
-            ")\n"
-            "live=$(readlink {current}) || live=\n"
-            "ls -1 {releases} | grep -E {release_id_pattern} | sort -r | tail -n +{keep_from} |\n"
-            "while read -r old; do\n"
-            '  case "$old" in {release}|{previous}|"${{live##*/}}") continue ;; esac\n'
+            _IN_USE + "\n"
+            "for old in {cleanup_releases}; do\n"
             '  if printf \'%s\\n\' "$in_use" | grep -qx "$old"; then\n'
             "    printf 'kept %s: a running process still uses it\\n' \"$old\"; continue\n"
             "  fi\n"
@@ -433,6 +495,13 @@ CLEANUP = Step(
         ),
         cmd(
             'for link in {deploy}/.current-*; do\n  if [ -L "$link" ]; then rm -f "$link"; fi\ndone'
+        ),
+        cmd(
+            "for tarball in {artifacts}/*.tar.gz; do\n"
+            '  [ -e "$tarball" ] || continue\n'
+            "  id=${{tarball##*/}}; id=${{id%.tar.gz}}\n"
+            '  [ -d {releases}/"$id" ] || rm -f "$tarball" "$tarball".sha256\n'
+            "done"
         ),
         cmd(
             "for venv in {venvs}/*; do\n"
@@ -449,26 +518,31 @@ CLEANUP = Step(
     verify=(cmd("test -d {release_dir}"),),
     verify_text="The current release is still there.",
     undo_text="Nothing to undo; removed releases are gone (they were older than the kept ones).",
+    hooks=BOTH,
 )
 
-RELEASE_STEPS: tuple[Step, ...] = (
-    SETUP,
-    PREFLIGHT,
-    BUILD,
-    UPLOAD,
-    INSTALL,
-    LINK_SHARED,
-    GATE,
-    MIGRATE,
-    COLLECTSTATIC,
-    SWITCH,
-    RESTART_WEB,
-    RESTART_WORKERS,
-    VERIFY,
-    CLEANUP,
+RELEASE = Runbook(
+    name="release",
+    title="Release",
+    steps=(
+        LOCK,
+        SETUP,
+        PREFLIGHT,
+        BUILD,
+        UPLOAD,
+        INSTALL,
+        CONFIGURE,
+        GATE,
+        MIGRATE,
+        COLLECTSTATIC,
+        SWITCH,
+        RESTART_WEB,
+        RESTART_WORKERS,
+        VERIFY,
+        CLEANUP,
+        RECORD,
+        UNLOCK,
+    ),
 )
-
-# Rolling back is switching to an older release: the same steps, another release id.
-ROLLBACK_STEPS: tuple[Step, ...] = (SWITCH, RESTART_WEB, RESTART_WORKERS, VERIFY)
-
-RELEASE_STEP_NAMES: tuple[str, ...] = tuple(s.name for s in RELEASE_STEPS)
+RELEASE_STEPS = RELEASE.steps
+RELEASE_STEP_NAMES = RELEASE.step_names

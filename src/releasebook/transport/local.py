@@ -8,7 +8,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from releasebook.transport.base import Result
+from releasebook.transport.base import LineStream, OnLine, Result
 
 
 class LocalTransport:
@@ -19,12 +19,21 @@ class LocalTransport:
         self._context = Context()
         self._cwd = cwd
 
-    def run(self, script: str, *, timeout: float | None = None) -> Result:
+    def run(
+        self, script: str, *, timeout: float | None = None, on_line: OnLine | None = None
+    ) -> Result:
         started = time.monotonic()
         with self._context.cd(str(self._cwd)):
             # bash, like the login shell of the SSH hosts; the script is the plan's own text.
             result = self._context.run(  # noqa: S604
-                script, hide=True, warn=True, in_stream=False, timeout=timeout, shell="/bin/bash"
+                script,
+                hide=True,
+                warn=True,
+                in_stream=False,
+                timeout=timeout,
+                shell="/bin/bash",
+                out_stream=LineStream(on_line),
+                err_stream=LineStream(),
             )
         assert result is not None  # warn=True always returns a result
         return Result(result.exited, result.stdout, result.stderr, time.monotonic() - started)

@@ -20,9 +20,10 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 
-from releasebook.errors import HostUnreachable
+from releasebook.errors import HostKeyChanged, HostUnreachable
 from releasebook.inventory import Host
-from releasebook.transport.base import Result
+from releasebook.transport.base import LineStream, OnLine, Result
+from releasebook.transport.known_hosts import KnownHosts, Lookup
 from releasebook.transport.sshconfig import (
     Endpoint,
     SshConfigError,
@@ -64,8 +65,9 @@ class SshTransport:
             self._route = resolve(host.address, settings, SshConfigFiles.load())
         except SshConfigError as exc:
             raise HostUnreachable(f"{host.name}: {exc}") from None
-        known = paramiko.HostKeys(str(settings.known_hosts))
+        known = KnownHosts.load(settings.known_hosts)
         self._skipped: dict[Endpoint, list[Path]] = {}  # encrypted keys left to the agent
+        self._known = known
         gateway: Connection | str | bool = self._route.proxy_command or False
         self._gateways: list[Connection] = []
         for hop in self._route.gateways:
@@ -76,7 +78,7 @@ class SshTransport:
     def _connection_to(
         self,
         endpoint: Endpoint,
-        known: paramiko.HostKeys,
+        known: KnownHosts,
         gateway: Connection | str | bool,
         role: str,
     ) -> Connection:
@@ -90,9 +92,10 @@ class SshTransport:
             connect_kwargs=self._auth(endpoint, role),
         )
         client = connection.client
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.set_log_channel(_PARAMIKO_LOG)
-        _pin(client.get_host_keys(), known, endpoint)
+        lookup = known.lookup(endpoint.key_name)
+        client.set_missing_host_key_policy(_Refuse(endpoint, lookup))
+        _pin(client.get_host_keys(), lookup, endpoint)
         return connection
 
     def _auth(self, endpoint: Endpoint, role: str) -> dict[str, object]:
@@ -174,8 +177,20 @@ class SshTransport:
         known_hosts = self._host.ssh.known_hosts
         try:
             connection.open()
-        except paramiko.BadHostKeyException as exc:
+        except _KeyRefused as exc:
+            if "not found in known_hosts" not in str(exc):
+                raise HostKeyChanged(f"{where}: {exc}. Refusing to connect.") from None
             raise HostUnreachable(
+                f"{where}: host key of {endpoint.key_name} not in {known_hosts}; add it after "
+                "checking its fingerprint (ssh-keyscan, or `inv hosts --trust`)"
+            ) from None
+        except paramiko.BadHostKeyException as exc:
+            if self._known.lookup(endpoint.key_name).is_revoked(exc.key):
+                raise HostKeyChanged(
+                    f"{where}: host key {_fingerprint(exc.key)} is REVOKED in known_hosts "
+                    f"{known_hosts}. Refusing to connect."
+                ) from None
+            raise HostKeyChanged(
                 f"{where}: host key CHANGED. known_hosts {known_hosts} has "
                 f"{_fingerprint(exc.expected_key)}, the host offered "
                 f"{_fingerprint(exc.key)}. Refusing to connect."
@@ -246,11 +261,19 @@ class SshTransport:
                     ) from None
             time.sleep(1.0)
 
-    def run(self, script: str, *, timeout: float | None = None) -> Result:
+    def run(
+        self, script: str, *, timeout: float | None = None, on_line: OnLine | None = None
+    ) -> Result:
         self._reopen()
         started = time.monotonic()
         result = self._connection.run(
-            script, hide=True, warn=True, in_stream=False, timeout=timeout
+            script,
+            hide=True,
+            warn=True,
+            in_stream=False,
+            timeout=timeout,
+            out_stream=LineStream(on_line),
+            err_stream=LineStream(),
         )
         stderr = result.stderr
         if result.exited == -1 and not self._connection.is_connected:
@@ -267,14 +290,39 @@ class SshTransport:
             gateway.close()
 
 
-def _pin(pinned: paramiko.HostKeys, known: paramiko.HostKeys, endpoint: Endpoint) -> None:
+def _pin(pinned: paramiko.HostKeys, lookup: Lookup, endpoint: Endpoint) -> None:
     """Trust, for this one connection, exactly the keys known_hosts holds under the name
-    OpenSSH would look up (HostKeyAlias, or HostName and port). paramiko looks the host
-    up by the name it connects to; nothing is ever written back."""
-    entry = known.lookup(endpoint.key_name)
+    OpenSSH would look up (HostKeyAlias, or HostName and port), revoked ones excepted.
+    paramiko looks the host up by the name it connects to; nothing is ever written back."""
     name = known_hosts_name(endpoint.hostname, endpoint.port)
-    for key_type, key in (entry or {}).items():
+    for key_type, key in lookup.by_type().items():
         pinned.add(name, key_type, key)
+
+
+class _KeyRefused(paramiko.SSHException):
+    """Raised by the policy below: the message is the user's."""
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """No key is ever accepted that known_hosts does not pin; the refusal says why: a
+    revoked key, a host known only through a certificate authority, or an unknown key."""
+
+    def __init__(self, endpoint: Endpoint, lookup: Lookup) -> None:
+        self._endpoint, self._lookup = endpoint, lookup
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        name = self._endpoint.key_name
+        if self._lookup.is_revoked(key):
+            raise _KeyRefused(f"host key of {name} ({_fingerprint(key)}) is REVOKED in known_hosts")
+        if self._lookup.authorities:
+            raise _KeyRefused(
+                f"{name} is known only through a certificate authority (@cert-authority), "
+                "and releasebook does not verify host certificates: pin the host's own key "
+                "(ssh-keyscan, or `inv hosts --trust`)"
+            )
+        raise _KeyRefused(f"Server {name!r} not found in known_hosts")
 
 
 def _read_key(path: Path, passphrase: str | None) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from releasebook.plan import HttpProbe
+from releasebook.plan.model import HttpProbe
 
 REQUEST_TIMEOUT = 5.0
 

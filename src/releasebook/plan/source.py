@@ -10,16 +10,17 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from releasebook.errors import UsageError
 from releasebook.inventory import Environment
-from releasebook.plan import TOOLS_REQUIREMENTS, ReleaseInfo, Source
-from releasebook.reporting import Reporter
+from releasebook.plan.model import ReleaseInfo, Source
+from releasebook.plan.values import TOOLS_REQUIREMENTS
 
 # releasebook's own source tree (src/releasebook/ -> the project holding pyproject.toml).
-TOOL_SOURCE = Path(__file__).resolve().parents[2]
+TOOL_SOURCE = Path(__file__).resolve().parents[3]
 
 
 def _tool_digest() -> str:
@@ -57,11 +58,15 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         cache=cache or env.root / ".releasebook" / "cache",
         python=sys.executable,
         python_version=platform.python_version(),
+        python_abi=f"{sys.implementation.name} {sys.version_info.major}.{sys.version_info.minor}",
         tool_source=TOOL_SOURCE,
     )
 
 
-def new_release(env: Environment, source: Source, reporter: Reporter) -> ReleaseInfo:
+def new_release(
+    env: Environment, source: Source, note: Callable[[str], None] | None = None
+) -> ReleaseInfo:
+    """A new release of the checkout's HEAD; ``note`` hears of uncommitted changes."""
     sha = _git(source.repo, "rev-parse", "HEAD")
     requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
     requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
@@ -69,8 +74,8 @@ def new_release(env: Environment, source: Source, reporter: Reporter) -> Release
     key = "\n".join((requirements, *TOOLS_REQUIREMENTS, source.python_version, _tool_digest()))
     digest = hashlib.sha256(key.encode()).hexdigest()
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
-    if dirty:
-        reporter.message(
+    if dirty and note is not None:
+        note(
             f"note: uncommitted changes under {source.subdir or '.'} are not released; "
             f"releasing commit {sha[:12]}"
         )

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from releasebook.errors import HostUnreachable
+from releasebook.execute.runner import run_scripts
 from releasebook.inventory import Environment
-from releasebook.quoting import quote
+from releasebook.plan.build import bookkeeping_script
+from releasebook.runbooks.bookkeeping import READ_HISTORY
 from releasebook.runbooks.release import RELEASE_STEP_NAMES
-from releasebook.runner import run_scripts
-from releasebook.state import deploy_dir
 from releasebook.transport import Transport
 
 Record = dict[str, Any]
 SHA_LENGTH = 10
-
-
-def history_file(env: Environment) -> Path:
-    return deploy_dir(env) / ".releasebook" / "history.jsonl"
 
 
 def parse_history(text: str) -> list[Record]:
@@ -45,10 +40,9 @@ def read_history(
     env: Environment, transports: Mapping[str, Transport], limit: int = 50
 ) -> dict[str, list[Record]]:
     """The last ``limit`` records of every host, oldest first."""
-    path = quote(history_file(env))
-    command = f"if [ -f {path} ]; then tail -n {quote(max(1, limit))} {path}; fi"
+    script = bookkeeping_script(env, READ_HISTORY, limit=max(1, limit))
     results = run_scripts(
-        {h.name: (command,) for h in env.hosts}, transports, max_parallel=env.max_parallel
+        dict.fromkeys((h.name for h in env.hosts), script), transports, env.max_parallel
     )
     histories: dict[str, list[Record]] = {}
     for host, result in results.items():

@@ -1,12 +1,15 @@
 """Secrets the inventory declares (``env.secrets``): read on the controller at each release
 and delivered into each host's env file without ever being part of a command line.
 
-The build step runs ``python -m releasebook.envsecrets OUT NAME=env:VARIABLE
+The build step runs ``python -m releasebook.inventory.secrets OUT NAME=env:VARIABLE
 NAME=file:PATH ...``: the command names where each value comes from, never the value, and
-writes the values, shell-quoted, to OUT (mode 0600). The upload step copies OUT into a
-directory only the deploy user can enter, merges it into ``shared/.env`` (mode 0600) and
+writes the values, shell-quoted, to OUT (mode 0600, under a temporary name until it is
+complete). The upload step copies OUT into a directory only the deploy user can enter;
+configuring the release merges it into the release's own env file (mode 0600) and
 removes it. A release reads the values first, so a missing one stops it before any host
 is contacted (exit 2), and every value is masked in releasebook's output from then on.
+A value shorter than ``MIN_SECRET_LENGTH`` is refused: it could not be masked without
+mangling ordinary words.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 from releasebook.errors import UsageError
-from releasebook.inventory import Environment, SecretSource
-from releasebook.reporting import hide_secrets
+from releasebook.inventory.model import Environment, SecretSource
+from releasebook.masking import MIN_SECRET_LENGTH, Masker
 
 BUILD_OUT = Path(".releasebook") / "build" / "out"  # under the project root
 _SPEC = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<kind>env|file):(?P<location>.+)", re.S)
@@ -55,6 +58,11 @@ def read_value(name: str, source: SecretSource, root: Path) -> str:
         value = value.removesuffix("\n").removesuffix("\r")  # as `echo VALUE > file` leaves it
     if not value.strip():
         raise UsageError(f"{where}: empty")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise UsageError(
+            f"{where}: {len(value)} characters; a secret needs at least {MIN_SECRET_LENGTH}, "
+            "so that masking it in output cannot mangle ordinary words"
+        )
     if "\n" in value or "\0" in value:
         raise UsageError(f"{where}: holds a line break; the env file has one line per variable")
     return value
@@ -80,32 +88,44 @@ def env_file_text(values: Mapping[str, str]) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a new file that is mode 0600 from its first byte."""
+    """Write ``text`` to ``path``, mode 0600 from its first byte, under a temporary name
+    until it is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
+    partial = path.with_name(path.name + ".tmp")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def hide_readable(env: Environment) -> None:
-    """Mask the declared values that can be read now, for commands that deliver none."""
+def readable_values(env: Environment) -> list[str]:
+    """The declared values that can be read now (to mask them in commands that deliver
+    none, such as status or rollback)."""
+    values = []
     for name, source in env.env_file.secrets.items():
         try:
-            hide_secrets([read_value(name, source, env.root)])
+            values.append(read_value(name, source, env.root))
         except UsageError:
             continue
+    return values
 
 
 @contextmanager
-def delivered(env: Environment, release_id: str) -> Iterator[None]:
+def delivered(env: Environment, release_id: str, masker: Masker) -> Iterator[None]:
     """Around a release: its secrets are readable (or UsageError before anything is
-    contacted) and masked in all output; the controller's copy is removed at the end."""
-    hide_secrets(read_secrets(env.env_file.secrets, env.root).values())
+    contacted) and masked in all output; the controller's copy is removed at the end,
+    however the run ends."""
+    masker.add(read_secrets(env.env_file.secrets, env.root).values())
     try:
         yield
     finally:
-        controller_file(env.root, release_id).unlink(missing_ok=True)
+        for path in (controller_file(env.root, release_id),):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
 def _parse(specs: Sequence[str]) -> dict[str, SecretSource]:

@@ -1,16 +1,22 @@
-"""What each host's process manager runs: supervisord's config and the env launcher.
+"""What each host's process manager runs: the launcher, the program definitions, and the
+host-level supervisord configuration that includes the live release's programs.
 
-Programs start from ``<deploy>/current`` through the launcher, which loads the env file
-at every start: the new release's code and virtualenv after each switch, and no secret
-ever written into the process manager's configuration.
+Each release carries its own launcher (``.releasebook/with-env``: loads the release's
+own env file, exports its settings module) and its own program definitions
+(``.releasebook/programs.conf``). The host-level configuration, the same for every
+release, only ``[include]``s ``current/.releasebook/programs.conf``: the programs change
+when ``current`` does, and a rollback brings the older definitions back with the code.
+The definitions name the launcher through ``current`` and run in ``current`` (entered at
+each start, so a process runs in its physical release directory for life): their text
+stays the same from one release to the next, so ``supervisorctl update`` leaves running
+programs alone unless the inventory changed them.
 
 Web restarts drop no request. supervisord owns the listening socket (an ``fcgi-program``)
 and hands it to each gunicorn master as fd 0; two masters share it and are restarted one
 at a time. supervisord closes the socket only when no process holds it, so it is never
 closed during a release: while one master drains (TERM is gunicorn's graceful shutdown)
 the other accepts, and connections that arrive while workers boot wait in the kernel's
-backlog instead of being refused or reset. Each new master starts from ``current``, so it
-runs the new release's code with the new release's virtualenv.
+backlog instead of being refused or reset.
 """
 
 from __future__ import annotations
@@ -20,22 +26,23 @@ from collections.abc import Mapping
 from releasebook.quoting import quote, render_command
 
 LAUNCHER = """#!/bin/sh
-# Written by releasebook: run a command with the deploy's env file loaded.
+# Written by releasebook for release {release}: run a command with its env file loaded.
 set -a
-. {env_file}
+. {release_env}
 set +a
 export DJANGO_SETTINGS_MODULE={settings_module}
 exec "$@"
 """
 
-_HEADER = """; Written by releasebook for environment {environment}; changes are overwritten.
+MAIN_CONF = """; Written by releasebook for environment {environment}; changes are overwritten.
+; The programs are those of the live release: current/.releasebook/programs.conf.
 [unix_http_server]
 file={socket}
 chmod=0700
 
 [supervisord]
 logfile={logs}/supervisord.log
-pidfile={state}/supervisord.pid
+pidfile={pidfile}
 directory={deploy}
 identifier=releasebook
 
@@ -44,8 +51,12 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
 serverurl=unix://{socket}
+
+[include]
+files = {programs}
 """
 
+WEB_GROUP = "web"
 WEB_PROCESSES = ("web:web_0", "web:web_1")
 
 # TERM goes to the main process only: it drains its own children (gunicorn workers,
@@ -60,7 +71,7 @@ killasgroup=true
 redirect_stderr=true
 """
 
-_WEB_GROUP = """
+_WEB = """
 [fcgi-program:web]
 socket={socket}
 process_name=%(program_name)s_%(process_num)d
@@ -77,25 +88,31 @@ directory={current}
 {settings}stdout_logfile={logs}/{name}.log
 """
 
+_MAIN_KEYS = ("environment", "socket", "logs", "pidfile", "deploy", "programs")
+
+
+def _ini(value: object) -> str:
+    # supervisord expands %(name)s in its config; a literal % is written %%.
+    return str(value).replace("%", "%%")
+
 
 def launcher_text(values: Mapping[str, object]) -> str:
     return render_command(LAUNCHER, values)
 
 
-def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -> str:
-    """The supervisord config for one host. ``values`` are the plan's host variables."""
+def main_conf_text(values: Mapping[str, object]) -> str:
+    return MAIN_CONF.format(**{key: _ini(values[key]) for key in _MAIN_KEYS}).rstrip("\n")
 
-    def ini(value: object) -> str:
-        # supervisord expands %(name)s in its config; a literal % is written %%.
-        return str(value).replace("%", "%%")
 
+def programs_text(values: Mapping[str, object], roles: tuple[str, ...]) -> str:
+    """The program definitions for one host. ``values`` are the plan's host variables."""
     # Relative to the working directory, which supervisord enters through `current` and
     # so is the physical release directory: sys.prefix and sys.path then name that
     # release's venv for the life of the process, not whatever `current` points to later.
     python = "venv/bin/python"
-    launch = quote(str(values["with_env"]))
+    launch = quote(str(values["current_launcher"]))
     programs: list[tuple[str, str, object]] = []
-    text = _HEADER.format(**{k: ini(values[k]) for k in _HEADER_KEYS})
+    text = "; Written by releasebook: the programs of this release on this host.\n"
     if "web" in roles:
         gunicorn = render_command(
             "-m gunicorn --bind fd://0 --workers {web_workers} --timeout {web_timeout} "
@@ -103,12 +120,12 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
             values,
         )
         bind = str(values["bind"])
-        text += _WEB_GROUP.format(
+        text += _WEB.format(
             settings=_SETTINGS.format(stop_timeout=int(str(values["web_timeout"])) + 10),
-            socket=ini(f"unix://{bind[5:]}" if bind.startswith("unix:") else f"tcp://{bind}"),
-            command=ini(f"{launch} {python} {gunicorn}"),
-            current=ini(values["current"]),
-            logs=ini(values["logs"]),
+            socket=_ini(f"unix://{bind[5:]}" if bind.startswith("unix:") else f"tcp://{bind}"),
+            command=_ini(f"{launch} {python} {gunicorn}"),
+            current=_ini(values["current"]),
+            logs=_ini(values["logs"]),
         )
     celery_app = values.get("celery_app")
     if celery_app and "worker" in roles:
@@ -119,19 +136,15 @@ def supervisor_conf_text(values: Mapping[str, object], roles: tuple[str, ...]) -
         programs.append(("worker", f"{launch} {python} {worker}", values["worker_stop_timeout"]))
     if celery_app and "beat" in roles:
         beat = render_command(
-            "-m celery -A {celery_app} beat --loglevel INFO --schedule {state}/celerybeat-schedule",
-            values,
+            "-m celery -A {celery_app} beat --loglevel INFO --schedule {beat_schedule}", values
         )
         programs.append(("beat", f"{launch} {python} {beat}", 10))
     for name, command, stop_timeout in programs:
         text += _PROGRAM.format(
             settings=_SETTINGS.format(stop_timeout=stop_timeout),
             name=name,
-            command=ini(command),
-            current=ini(values["current"]),
-            logs=ini(values["logs"]),
+            command=_ini(command),
+            current=_ini(values["current"]),
+            logs=_ini(values["logs"]),
         )
     return text.rstrip("\n")
-
-
-_HEADER_KEYS = ("environment", "socket", "logs", "state", "deploy")

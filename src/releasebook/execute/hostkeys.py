@@ -25,11 +25,12 @@ from typing import Literal
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
-from releasebook.errors import HostUnreachable, ReleasebookError
+from releasebook.errors import HostUnreachable
+from releasebook.execute.parallel import run_parallel
 from releasebook.inventory import Environment, Host
-from releasebook.parallel import run_parallel
 from releasebook.quoting import quote
 from releasebook.transport import SshTransport
+from releasebook.transport.known_hosts import KnownHosts
 from releasebook.transport.sshconfig import (
     Endpoint,
     Route,
@@ -45,13 +46,6 @@ Status = Literal["trusted", "new", "changed", "unreachable", "unchecked"]
 _PARAMIKO_LOG = "releasebook.transport.hostkeys.paramiko"
 logging.getLogger(_PARAMIKO_LOG).addHandler(logging.NullHandler())
 _UNTRUSTED = {"new": "is not trusted", "changed": "CHANGED", "unreachable": "could not be fetched"}
-
-
-class HostKeyChanged(ReleasebookError):
-    """Exit 5: a host offered a key other than the one pinned in known_hosts (a rebuilt
-    host, or someone in the middle). Nothing was written."""
-
-    exit_code = 5
 
 
 @dataclass(frozen=True)
@@ -74,8 +68,8 @@ def fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
-def _load(path: Path) -> paramiko.HostKeys:
-    return paramiko.HostKeys(str(path)) if path.is_file() else paramiko.HostKeys()
+def _load(path: Path) -> KnownHosts:
+    return KnownHosts.load(path)
 
 
 def _negotiable(key_type: str) -> list[str]:
@@ -151,8 +145,8 @@ class _Check:
         walk = self.walks[0]
         endpoint = walk.hops[walk.done]
         known_hosts = walk.host.ssh.known_hosts
-        entry = _load(known_hosts).lookup(endpoint.key_name)
-        known = dict(entry) if entry is not None else {}
+        lookup = _load(known_hosts).lookup(endpoint.key_name)
+        known = lookup.by_type()
         base = KeyStatus(
             ", ".join(w.host.name for w in self.walks),
             endpoint.key_name,
@@ -167,6 +161,8 @@ class _Check:
             return replace(base, status="unreachable", error=str(exc))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             return replace(base, status="unreachable", error=f"{type(exc).__name__}: {exc}")
+        if lookup.is_revoked(key):
+            return replace(base, key=key, status="changed", error="REVOKED in known_hosts")
         if not known:
             return replace(base, key=key)
         trusted = known.get(key.get_name()) == key
@@ -179,8 +175,8 @@ def _pinned(status: KeyStatus) -> bool:
         return True
     if status.status != "new" or status.key is None:
         return False
-    entry = _load(status.known_hosts).lookup(status.name)
-    return entry is not None and entry.get(status.key.get_name()) == status.key
+    pinned = _load(status.known_hosts).lookup(status.name).by_type()
+    return pinned.get(status.key.get_name()) == status.key
 
 
 def _walks(env: Environment) -> tuple[list[_Walk], list[KeyStatus]]:
@@ -285,7 +281,7 @@ def trust(
         if status.status != "new" or status.key is None or not confirm(status):
             continue
         path = status.known_hosts
-        if _load(path).lookup(status.name) is not None:
+        if _load(path).lookup(status.name).keys:
             continue  # pinned meanwhile (by hand, or a second entry for the same address)
         _append(path, status.name, status.key)
         written.append(replace(status, status="trusted", known=(status.key,)))
@@ -310,7 +306,9 @@ def format_status(status: KeyStatus, env_name: str) -> str:
         return f"{where}: cannot fetch its key: {status.error}"
     if status.status == "unchecked":
         return f"{where}: {status.error}"
-    pinned = "\n".join(f"    {fingerprint(k)}" for k in status.known)
+    pinned = "\n".join(f"    {fingerprint(k)}" for k in status.known) or "    (no other key)"
+    if status.error:
+        return f"{where}: host key {offered} is {status.error}; refusing it"
     return (
         f"{where}: host key CHANGED; refusing to replace it\n"
         f"  known_hosts {status.known_hosts} has:\n{pinned}\n"

@@ -1,0 +1,391 @@
+"""The values that fill the definitions' command templates: for the controller, for each
+host, for the lock and the script frame. Concrete for a run, symbolic for the runbook
+(``ShellVar``: ``"${RELEASE}"`` and friends, set by the operator in their shell).
+
+Every path comes from :class:`~releasebook.runbooks.layout.HostLayout`; every value is
+quoted when a template is filled (``releasebook.quoting``), except ``Raw`` fragments that
+are assembled here from already-quoted parts.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from releasebook.errors import InventoryError
+from releasebook.gate.command import GATE_FILES, GATE_IN_RELEASE, validate_skips
+from releasebook.inventory import Environment, Host
+from releasebook.inventory.secrets import BUILD_OUT, source_args
+from releasebook.plan.facts import RELEASE_ID, HostFacts
+from releasebook.plan.model import PathLike, ReleaseInfo, Source
+from releasebook.quoting import Raw, ShellVar, quote
+from releasebook.runbooks import bookkeeping as book
+from releasebook.runbooks import layout as paths
+from releasebook.runbooks.layout import HostLayout, joined, keyed
+from releasebook.runbooks.processes import (
+    WEB_PROCESSES,
+    launcher_text,
+    main_conf_text,
+    programs_text,
+)
+
+# Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
+# manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
+TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
+HEREDOC_END = "RELEASEBOOK_EOF"
+Id = str | ShellVar
+
+
+@dataclass(frozen=True)
+class Ids:
+    """What names this run's files: concrete, or shell variables for the runbook."""
+
+    release: Id
+    previous: Id
+    git_sha: Id
+    requirements_hash: Id
+    lock_token: Id
+    marker: Id
+
+    @classmethod
+    def symbolic(cls) -> Ids:
+        return cls(
+            ShellVar("RELEASE"),
+            ShellVar("PREVIOUS"),
+            ShellVar("GIT_SHA"),
+            ShellVar("REQ_HASH"),
+            ShellVar("LOCK_TOKEN"),
+            ShellVar("MARK", prefix="@@rb-"),
+        )
+
+    @property
+    def concrete(self) -> bool:
+        return isinstance(self.release, str)
+
+
+def _name(key: Id, suffix: str = "", prefix: str = "") -> Id:
+    if isinstance(key, ShellVar):
+        return ShellVar(key.name, suffix, prefix=prefix)
+    return f"{prefix}{key}{suffix}"
+
+
+def _plus(value: PathLike, suffix: str) -> PathLike:
+    if isinstance(value, ShellVar):
+        return value.with_suffix(suffix)
+    return Path(f"{value}{suffix}")
+
+
+def deploy_dir(env: Environment, base: Path | None = None) -> Path:
+    """The deploy path; a relative one (local transport) is under the project root, or,
+    in the runbook (``base`` None), shown relative to it."""
+    if env.deploy_path.is_absolute():
+        return env.deploy_path
+    return (base if base is not None else env.root) / env.deploy_path
+
+
+def layout_of(env: Environment, base: Path | None = None) -> HostLayout:
+    return HostLayout(deploy_dir(env, base))
+
+
+# --- the controller -----------------------------------------------------------------
+
+
+def controller_values(
+    env: Environment, source: Source, ids: Ids, release: ReleaseInfo | None
+) -> dict[str, object]:
+    """Build-side values. Without ``release`` (the runbook), paths are relative to the
+    repository and run-specific values are shell variables."""
+    concrete = release is not None
+    root = env.root if concrete else Path()
+    build_root = root / ".releasebook" / "build"
+    out = root / BUILD_OUT
+    cache = source.cache if concrete else Path(".releasebook/cache")
+    tree: Id = (
+        f"{ids.git_sha}:{source.subdir}"
+        if isinstance(ids.git_sha, str)
+        else ShellVar(ids.git_sha.name, f":{source.subdir}")
+    )
+    tool = source.tool_source if concrete else _relative_tool(source)
+    wheelhouse = keyed(cache / "wheels", ids.requirements_hash)
+    artifact = keyed(out, ids.release, ".tar.gz")
+    wheels = keyed(out, ids.requirements_hash, ".tar", "wheels-")
+    secrets = env.env_file.secrets
+    return {
+        "repo": source.repo if concrete else Path(),
+        "git_tree": tree,
+        "build_app": keyed(build_root, ids.release),
+        "build_out": out,
+        "manifest_json": json.dumps(release.manifest(), sort_keys=True)
+        if release is not None
+        else _symbolic_json(
+            {
+                "created_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+                "created_by": "$(whoami)",
+                "git_sha": "${GIT_SHA}",
+                "release_id": "${RELEASE}",
+                "requirements_hash": "${REQ_HASH}",
+            }
+        ),
+        "wheelhouse": wheelhouse,
+        "wheelhouse_tmp": _plus(wheelhouse, ".tmp"),
+        "controller_python": source.python if concrete else ".venv/bin/python",
+        "tool_source": tool,
+        "gate_files": Raw(
+            " ".join(
+                quote(path if concrete else joined(tool, f"src/releasebook/gate/{path.name}"))
+                for path in GATE_FILES
+            )
+        ),
+        "requirements": env.app.requirements,
+        "tools_requirement": Raw(" ".join(quote(r) for r in TOOLS_REQUIREMENTS)),
+        "artifact_local": artifact,
+        "artifact_local_tmp": _plus(artifact, ".tmp"),
+        "artifact_name": _name(ids.release, ".tar.gz"),
+        "wheels_local": wheels,
+        "wheels_local_tmp": _plus(wheels, ".tmp"),
+        "wheels_name": _name(ids.requirements_hash, ".tar", "wheels-"),
+        "secrets_local": keyed(out, ids.release, ".secrets"),
+        "secret_delivery": bool(secrets),
+        "secret_sources": Raw(" ".join(quote(arg) for arg in source_args(secrets))),
+    }
+
+
+def _symbolic_json(fields: Mapping[str, str], numbers: Mapping[str, str] | None = None) -> Raw:
+    """A JSON object whose values the operator's shell expands: one double-quoted word.
+    ``numbers`` are written without JSON quotes."""
+    items = {k: f'\\"{v}\\"' for k, v in fields.items()} | dict(numbers or {})
+    inner = ", ".join(f'\\"{k}\\": {v}' for k, v in sorted(items.items()))
+    return Raw('"{' + inner + '}"')
+
+
+def _relative_tool(source: Source) -> Path | ShellVar:
+    """releasebook's source as the runbook shows it: relative when it is this checkout."""
+    try:
+        return source.tool_source.relative_to(source.repo)
+    except ValueError:
+        return ShellVar("RELEASEBOOK_SOURCE")
+
+
+# --- one host --------------------------------------------------------------------------
+
+
+def host_values(
+    env: Environment,
+    host: Host,
+    ids: Ids,
+    *,
+    base: Path | None,
+    python_abi: object,
+    facts: HostFacts | None = None,
+) -> dict[str, object]:
+    """A host's values. ``facts`` (a run) decide what the host needs; without them (the
+    runbook, a dry run) the commands decide on the host, or are shown as a choice."""
+    layout = layout_of(env, base)
+    release_dir = layout.release(ids.release)
+    venv = layout.venv(ids.requirements_hash)
+    tools = layout.tools
+    supervisorctl = Raw(f"{quote(layout.tool('supervisorctl'))} -c {quote(layout.supervisor_conf)}")
+    inventory_names = [*env.env_file.values, *env.env_file.secrets]
+    values: dict[str, object] = {
+        "environment": env.name,
+        "deploy": layout.deploy,
+        "releases": layout.releases,
+        "venvs": layout.venvs,
+        "current": layout.current,
+        "shared": layout.shared,
+        "media": layout.media,
+        "logs": layout.logs,
+        "env_file": layout.env_file,
+        "state": layout.state,
+        "artifacts": layout.artifacts,
+        "history": layout.history,
+        "journal": layout.journal,
+        "socket": layout.supervisor_socket,
+        "pidfile": layout.supervisor_pid,
+        "supervisor_conf": layout.supervisor_conf,
+        "tools": tools,
+        "supervisord": layout.tool("supervisord"),
+        "uv": layout.tool("uv"),
+        "supervisorctl": supervisorctl,
+        "beat_schedule": layout.beat_schedule,
+        "release": ids.release,
+        "previous": ids.previous,
+        "release_dir": release_dir,
+        "release_state": layout.in_release(ids.release, paths.RELEASE_STATE),
+        "release_env": layout.in_release(ids.release, paths.RELEASE_ENV),
+        "release_env_tmp": layout.in_release(ids.release, paths.RELEASE_ENV + ".tmp"),
+        "launcher": layout.in_release(ids.release, paths.LAUNCHER),
+        "programs": layout.in_release(ids.release, paths.PROGRAMS),
+        "current_launcher": layout.current / paths.LAUNCHER,
+        "current_link": layout.current_link(ids.release),
+        "artifact": layout.artifact(ids.release),
+        "wheels": layout.wheels(ids.requirements_hash),
+        "wheel_dir": layout.wheel_dir(ids.requirements_hash),
+        "secrets_dir": layout.secrets_dir,
+        "secrets_upload": layout.secrets_upload(ids.release),
+        "venv": venv,
+        "python": env.app.python,
+        "python_abi": python_abi,
+        "settings_module": env.app.settings_module,
+        "wsgi": env.app.wsgi,
+        "celery_app": env.app.celery_app or "",
+        "bind": host.bind,
+        "web_workers": host.web.workers,
+        "web_timeout": host.web.timeout,
+        "worker_concurrency": host.worker.concurrency,
+        "worker_stop_timeout": host.worker.stop_timeout,
+        "min_free_mb": env.min_free_mb,
+        "min_free_kb": env.min_free_mb * 1024,
+        "release_id_pattern": RELEASE_ID.pattern,
+        "venv_ready": Raw(
+            f"{{ test -f {quote(_plus(venv, '/.complete'))} && "
+            f"test -x {quote(layout.tool('supervisord'))} && "
+            f"test -x {quote(layout.tool('uv'))}; }}"
+        ),
+        "facts_known": facts is not None,
+        "wheels_needed": facts is None or not facts.venv_ready(str(ids.requirements_hash)),
+        "django": Raw(
+            f"cd {quote(release_dir)} && "
+            f"{quote(layout.in_release(ids.release, paths.LAUNCHER))} "
+            f"{quote(_plus(release_dir, '/venv/bin/python'))} manage.py"
+        ),
+        "inventory_names": bool(inventory_names),
+        "no_inventory_names": not inventory_names,
+        "inventory_names_pattern": "^(" + "|".join(inventory_names) + ")=",
+        "env_values": [
+            {"line": f"{name}={shlex.quote(value.replace('{deploy}', str(layout.deploy)))}"}
+            for name, value in env.env_file.values.items()
+        ],
+        "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
+        "web_processes": [{"process": name} for name in WEB_PROCESSES],
+        # Names the inventory sets arrive with the release; preflight checks the others.
+        "env_required": [
+            {"pattern": f"^{n}=.", "name": n}
+            for n in env.env_file.required
+            if n not in env.env_file.secrets
+            and n not in env.env_file.values
+            and n not in env.env_file.generate
+        ],
+        "secret_delivery": bool(env.env_file.secrets),
+    }
+    values["launcher_text"] = heredoc_body(launcher_text(values).rstrip("\n"))
+    values["programs_text"] = heredoc_body(programs_text(values, host.roles))
+    main = {**values, "programs": layout.current / paths.PROGRAMS}
+    values["main_conf_text"] = heredoc_body(main_conf_text(main))
+    return values
+
+
+def cleanup_releases(
+    env: Environment, ids: Ids, facts: HostFacts | None, layout: HostLayout
+) -> Raw:
+    """What cleanup removes: decided from facts in a run; in the runbook, the shell
+    expression that finds the same (all but the newest ``keep_releases``, never the new,
+    the previous or the live one)."""
+    if facts is not None and isinstance(ids.release, str):
+        protect = [r for r in (ids.release, ids.previous, facts.current) if r]
+        removed = facts.cleanup(ids.release, env.keep_releases, [str(p) for p in protect])
+        return Raw(" ".join(quote(r) for r in removed))
+    return Raw(
+        f"$(ls -1 {quote(layout.releases)} | grep -E {quote(RELEASE_ID.pattern)} | sort -r "
+        f"| tail -n +{env.keep_releases + 1} "
+        f"| grep -vx -e {quote(ids.release)} -e {quote(ids.previous)} "
+        f'-e "$(basename "$(readlink {quote(layout.current)})")")'
+    )
+
+
+def heredoc_body(text: str) -> Raw:
+    """File contents written with ``<<'RELEASEBOOK_EOF'``: taken literally unless a line
+    ends the heredoc early, which inventory validation should already make impossible."""
+    if HEREDOC_END in (line.strip() for line in text.splitlines()):
+        raise InventoryError(f"a value would end the {HEREDOC_END} heredoc; refusing to plan")
+    return Raw(text)
+
+
+# --- the lock and the frame -------------------------------------------------------------
+
+
+def lock_values(
+    env: Environment, token: Id, info: book.LockInfo | None, *, concrete: bool = True
+) -> dict[str, object]:
+    """The values of the bookkeeping commands (lock, probe, history, frame): concrete
+    paths, or, in the runbook (``concrete`` False), paths as the runbook shows them and
+    the lock's info as the operator's shell fills it in."""
+    layout = layout_of(env, env.root if concrete else None)
+    info_json: object
+    if info is not None:
+        info_json = info.to_json()
+    else:
+        info_json = _symbolic_json(
+            {
+                "command": "${COMMAND}",
+                "controller": "$(hostname)",
+                "release": "${RELEASE}",
+                "started": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+                "token": "${LOCK_TOKEN}",
+                "user": "$(whoami)",
+            },
+            {"lease_until": "$(($(date +%s) + 300))", "pid": "$$"},
+        )
+    return {
+        "deploy": layout.deploy,
+        "state": layout.state,
+        "history": layout.history,
+        "journal": layout.journal,
+        "supervisord": layout.tool("supervisord"),
+        "uv": layout.tool("uv"),
+        "lock_dir": layout.lock_dir,
+        "lock_info": layout.lock_info,
+        "lock_gone": _plus(layout.lock_dir, ".gone"),
+        "lock_info_tmp": _name(token, prefix=f"{layout.lock_info}."),
+        "lock_token_mark": book.token_mark(token)
+        if isinstance(token, str)
+        else ShellVar(token.name, '"', prefix='"token": "'),
+        "lock_info_json": info_json,
+        "lock_lost_message": book.LOCK_LOST_MESSAGE,
+        "steps_lock": layout.steps_lock,
+        "busy_message": book.BUSY_MESSAGE,
+    }
+
+
+# --- the gate's command line ------------------------------------------------------------
+
+
+def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
+    """`` --require NAME ... --skip ID ...``, shell-quoted, for a ``Raw`` plan value."""
+    words: list[str] = []
+    for name in env.env_file.required:
+        words += ["--require", quote(name)]
+    for check_id in validate_skips(skip):
+        words += ["--skip", quote(check_id)]
+    return "".join(f" {word}" for word in words)
+
+
+def gate_argv(
+    env: Environment,
+    deploy_path: Path,
+    *,
+    skip: Iterable[str] = (),
+    python: str = "venv/bin/python",
+) -> tuple[str, ...]:
+    """The same command as an argument vector (unquoted), to run from the release directory."""
+    argv = [
+        python,
+        GATE_IN_RELEASE,
+        "--json",
+        "--expect-settings",
+        env.app.settings_module,
+        "--wsgi",
+        env.app.wsgi,
+        "--min-free-mb",
+        str(env.min_free_mb),
+        "--deploy-path",
+        str(deploy_path),
+    ]
+    for name in env.env_file.required:
+        argv += ["--require", name]
+    for check_id in validate_skips(skip):
+        argv += ["--skip", check_id]
+    return tuple(argv)
