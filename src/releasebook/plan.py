@@ -20,6 +20,7 @@ from releasebook.envsecrets import BUILD_OUT, source_args
 from releasebook.errors import InventoryError
 from releasebook.gate.command import GATE_IN_RELEASE, GATE_SOURCE, validate_skips
 from releasebook.inventory import Environment, Host
+from releasebook.inventory.migrations import acknowledge_args
 from releasebook.quoting import Raw, ShellVar, quote, render_command
 from releasebook.runbooks.model import Cmd, Step
 from releasebook.runbooks.release import RELEASE_STEPS, ROLLBACK_STEPS
@@ -444,12 +445,14 @@ def _probe(env: Environment, host: Host, release: Id) -> HttpProbe:
 
 
 def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
-    """`` --require NAME ... --skip ID ...``, shell-quoted, for a ``Raw`` plan value."""
+    """`` --require NAME ... --skip ID ... --acknowledge APP.MIGRATION=REASON ...``,
+    shell-quoted, for a ``Raw`` plan value."""
     words: list[str] = []
     for name in env.env_file.required:
         words += ["--require", quote(name)]
     for check_id in validate_skips(skip):
         words += ["--skip", quote(check_id)]
+    words += [quote(word) for word in acknowledge_args(env.migrations)]
     return "".join(f" {word}" for word in words)
 
 

@@ -18,6 +18,7 @@ import yaml
 from releasebook.errors import InventoryError
 from releasebook.gate.registry import unknown_ids
 from releasebook.inventory.hops import parse_hops
+from releasebook.inventory.migrations import parse_migrations
 from releasebook.inventory.model import (
     AppSettings,
     EnvFileSettings,
@@ -210,6 +211,7 @@ _TOP_KEYS = (
     "env",
     "hooks",
     "gate",
+    "migrations",
     "roles",
     "hosts",
     *_LAYERED,
@@ -292,6 +294,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         max_parallel=r.get(data, "", "max_parallel", int, 10, _positive),
         min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _not_negative),
         gate_skips=_gate_skips(r, data),
+        migrations=parse_migrations(r, data),
         lines=lines,
     )
 
