@@ -1039,9 +1039,11 @@ class _Linter:
         )
 
     def add_index(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
-        from django.contrib.postgres.operations import AddIndexConcurrently
+        if not self.postgres:
+            return
+        from django.contrib.postgres.operations import AddIndexConcurrently  # needs psycopg
 
-        if not self.postgres or isinstance(op, AddIndexConcurrently):
+        if isinstance(op, AddIndexConcurrently):
             return
         model = self.model(before, app, op.model_name)
         if model is not None and self.schema.has_table(model._meta.db_table):
