@@ -19,7 +19,7 @@ the only thing on stdout is one JSON document::
                   "duration_ms"}],
      "migration_findings": [{"check", "migration", "app", "name", "operation", "kind",
                              "description", "problem", "alternative",
-                             "acknowledged": null | {"by", "reason"}}],
+                             "acknowledged": null | {"by", "reason"}, "note"}],
      "acknowledged_migrations": [{"migration", "by": "inventory|migration", "reason",
                                   "checks": [...], "operations": [...]}]}
 
@@ -652,6 +652,7 @@ MIG_NAMES, MIG_WRITES, MIG_REVERSIBLE, MIG_LOCKS = (
 ACK_ATTRIBUTE = "releasebook_acknowledge"
 MIGRATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+$")
 VARCHAR = re.compile(r"^varchar\((\d+)\)$")
+MIG_SHOWN = 3  # findings a check's message explains in full
 
 EXPAND_DROP = (
     "release the code without it first, keeping the {what} (a SeparateDatabaseAndState "
@@ -691,8 +692,11 @@ class Finding:
     def migration(self) -> str:
         return f"{self.app}.{self.name}"
 
+    def short(self) -> str:
+        return f"{self.migration} operation {self.operation} {self.kind}"
+
     def where(self) -> str:
-        return f"{self.migration} operation {self.operation} {self.kind} ({self.description})"
+        return f"{self.short()} ({self.description})"
 
     def text(self) -> str:
         note = f" [{self.note}]" if self.note else ""
@@ -711,6 +715,7 @@ class Finding:
             "problem": self.problem,
             "alternative": self.alternative,
             "acknowledged": {"by": ack.by, "reason": ack.reason} if ack else None,
+            "note": self.note,
         }
 
 
@@ -1190,7 +1195,10 @@ def _migration_check(ctx: Ctx, check_id: str, clean: str) -> Outcome:
             if f.acknowledged is not None
         )
     if blocking:
-        return False, f"{len(blocking)} unsafe: " + "; ".join(f.text() for f in blocking) + tail
+        # In full up to a few; the rest by name (all are in migration_findings).
+        shown, rest = blocking[:MIG_SHOWN], blocking[MIG_SHOWN:]
+        more = f"; and {len(rest)} more: " + "; ".join(f.short() for f in rest) if rest else ""
+        return False, f"{len(blocking)} unsafe: " + "; ".join(f.text() for f in shown) + more + tail
     return True, f"{len(lint.pending)} migration(s) to apply, {clean}" + tail
 
 
