@@ -148,40 +148,56 @@ def command_disk(args: argparse.Namespace) -> dict[str, Any]:
     return {"migrations": sorted(_label(k) for k in known)}
 
 
-def _target_migrations(target: Path, python: Path) -> set[Key]:
-    """The migrations the older release has, listed by its own interpreter and code."""
-    if not python.is_file():
-        raise Problem(
-            f"no interpreter at {python}: the release's virtualenv is gone (pass --python)"
-        )
-    argv = [str(python), str(Path(__file__).resolve()), "disk", "--json"]
-    try:
-        done = subprocess.run(
-            [*argv, "--project-dir", str(target)],
-            cwd=target,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=DISK_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise Problem(f"listing the migrations of {target} took over {DISK_TIMEOUT:g}s") from None
-    except OSError as exc:
-        raise Problem(f"cannot run {python}: {exc.strerror}") from None
-    try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        names = report["migrations"] if report.get("ok") else None
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
-        report, names = {}, None
-    if not isinstance(names, list) or not all(isinstance(n, str) and "." in n for n in names):
-        reason = report.get("error") if isinstance(report, dict) else None
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise Problem(
-            f"could not list the migrations of {target} with {python} "
-            f"(exit {done.returncode}): {reason or tail}"
-        )
-    return {(app, name) for app, _, name in (n.partition(".") for n in names)}
+class _Listing:
+    """The migrations the older release has, listed by its own interpreter and code, in
+    a process started before this one sets Django up, so the two boots overlap."""
+
+    def __init__(self, target: Path, python: Path) -> None:
+        if not python.is_file():
+            raise Problem(
+                f"no interpreter at {python}: the release's virtualenv is gone (pass --python)"
+            )
+        self.target, self.python = target, python
+        script = str(Path(__file__).resolve())
+        try:
+            self.process = subprocess.Popen(
+                [str(python), script, "disk", "--json", "--project-dir", str(target)],
+                cwd=target,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError as exc:
+            raise Problem(f"cannot run {python}: {exc.strerror}") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+    def result(self) -> set[Key]:
+        try:
+            stdout, stderr = self.process.communicate(timeout=DISK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise Problem(
+                f"listing the migrations of {self.target} took over {DISK_TIMEOUT:g}s"
+            ) from None
+        try:
+            report = json.loads(stdout.strip().splitlines()[-1])
+            names = report["migrations"] if report.get("ok") else None
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+            report, names = {}, None
+        if not isinstance(names, list) or not all(isinstance(n, str) and "." in n for n in names):
+            reason = report.get("error") if isinstance(report, dict) else None
+            tail = (stderr.strip().splitlines() or ["no output"])[-1]
+            raise Problem(
+                f"could not list the migrations of {self.target} with {self.python} "
+                f"(exit {self.process.returncode}): {reason or tail}"
+            )
+        return {(app, name) for app, _, name in (n.partition(".") for n in names)}
 
 
 def _targets(graph: Any, applied: set[Key], newer: set[Key]) -> list[tuple[str, str | None]]:
@@ -228,8 +244,12 @@ def command_plan_to(args: argparse.Namespace) -> dict[str, Any]:
     target = args.target.absolute()
     if not target.is_dir():
         raise Problem(f"{target}: not a directory (expected an older release's directory)")
-    setup_django(args.project_dir)
-    known = _target_migrations(target, args.python or target / "venv" / "bin" / "python")
+    listing = _Listing(target, args.python or target / "venv" / "bin" / "python")
+    try:
+        setup_django(args.project_dir)
+        known = listing.result()
+    finally:
+        listing.stop()
     executor = _executor(args.database)
     loader = executor.loader
     graph = loader.graph
