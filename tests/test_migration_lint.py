@@ -23,7 +23,7 @@ from services import fresh_database
 from releasebook.errors import InventoryError
 from releasebook.gate.command import GATE_COMMAND
 from releasebook.gate.registry import CHECKS
-from releasebook.gate.report import parse_gate_output
+from releasebook.gate.report import acknowledged_record, parse_gate_output
 from releasebook.inventory import Environment, load_inventory
 from releasebook.plan import gate_options
 from releasebook.quoting import Raw, render_command
@@ -524,7 +524,9 @@ def test_acknowledged_and_safe_migrations_pass_and_are_reported(
     assert "2 acknowledged: shelf.0002_remove_blurb operation 1 RemoveField" in message
     assert f"(inventory: {INVENTORY_REASON})" in message
     assert f"(migration: {MODULE_REASON})" in message
-    assert parse_gate_output("web1", done.stdout).ok
+    parsed = parse_gate_output("web1", done.stdout)
+    assert parsed.ok
+    assert acknowledged_record([parsed]) == report["acknowledged_migrations"]
 
 
 def test_safe_additive_migrations_have_no_findings(

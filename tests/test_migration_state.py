@@ -23,6 +23,18 @@ from migrating import STATE_IN_RELEASE, Mig, make_deploy, make_release, manage, 
 from services import fresh_database
 
 from releasebook.gate import migration_state
+from releasebook.gate.command import (
+    MIGRATION_LEAVES_COMMAND,
+    MIGRATION_PLAN_TO_COMMAND,
+    MIGRATION_UNAPPLY_COMMAND,
+)
+from releasebook.gate.migration_report import (
+    RollbackPlan,
+    UnapplyCommand,
+    parse_leaves,
+    parse_rollback_plan,
+)
+from releasebook.quoting import render_command
 
 MIGRATIONS = [
     Mig(
@@ -101,8 +113,36 @@ class Deploy:
         assert done.returncode == code, done.stderr
         return done, json.loads(done.stdout)
 
-    def plan_to(self, version: int, older: int) -> Any:
-        return self.state(version, "plan-to", str(self.releases[older]))[1]
+    def shell(self, template: str, **values: object) -> subprocess.CompletedProcess[str]:
+        """A command template of releasebook.gate.command, rendered and run as a step is."""
+        command = render_command(template, {"with_env": with_env(self.root), **values})
+        return subprocess.run(
+            ["sh", "-c", command], env=clean_env(), capture_output=True, text=True, timeout=120
+        )
+
+    def leaves(self, version: int) -> tuple[Any, dict[str, tuple[str, ...]]]:
+        done = self.shell(MIGRATION_LEAVES_COMMAND, release_dir=self.releases[version])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout), parse_leaves("web1", done.stdout)
+
+    def plan_to(self, version: int, older: Path) -> tuple[Any, RollbackPlan]:
+        done = self.shell(
+            MIGRATION_PLAN_TO_COMMAND, newer_dir=self.releases[version], older_dir=older
+        )
+        assert done.returncode == 0, done.stderr
+        report, plan = json.loads(done.stdout), parse_rollback_plan("web1", done.stdout)
+        assert plan.reversible is report["reversible"]
+        assert [m.migration for m in plan.newer] == [e["migration"] for e in report["newer"]]
+        assert [list(c.argv) for c in plan.commands] == [c["argv"] for c in report["commands"]]
+        return report, plan
+
+    def unapply(self, version: int, command: UnapplyCommand) -> subprocess.CompletedProcess[str]:
+        return self.shell(
+            MIGRATION_UNAPPLY_COMMAND,
+            newer_dir=self.releases[version],
+            app=command.app,
+            target=command.target,
+        )
 
     def applied(self) -> list[str]:
         with psycopg.connect(self.url) as conn:
@@ -129,7 +169,7 @@ def deploy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy]:
 
 def test_leaves_are_the_applied_leaf_of_every_app(deploy: Deploy) -> None:
     deploy.migrate("0003_add_pages")
-    _done, report = deploy.state(3, "leaves")
+    report, leaves = deploy.leaves(3)
     assert report == {
         "ok": True,
         "version": 1,
@@ -137,15 +177,16 @@ def test_leaves_are_the_applied_leaf_of_every_app(deploy: Deploy) -> None:
         "database": "default",
         "leaves": {"contenttypes": [CONTENTTYPES_LEAF], "shelf": ["0003_add_pages"]},
     }
+    assert leaves == {"contenttypes": (CONTENTTYPES_LEAF,), "shelf": ("0003_add_pages",)}
     deploy.migrate("0002_add_subtitle")
-    assert deploy.state(3, "leaves")[1]["leaves"]["shelf"] == ["0002_add_subtitle"]
+    assert deploy.leaves(3)[1]["shelf"] == ("0002_add_subtitle",)
 
 
 def test_plan_to_an_older_release_lists_what_it_lacks_and_how_to_unapply_it(
     deploy: Deploy,
 ) -> None:
     deploy.migrate("0003_add_pages")
-    report = deploy.plan_to(3, 2)
+    report, plan = deploy.plan_to(3, deploy.releases[2])
     assert report["ok"] is True
     assert report["target"] == str(deploy.releases[2])
     assert report["newer"] == [
@@ -167,16 +208,18 @@ def test_plan_to_an_older_release_lists_what_it_lacks_and_how_to_unapply_it(
         }
     ]
     # The command it names, run from the newer release, unapplies exactly that.
-    manage(deploy.releases[3], *report["commands"][0]["argv"], "--noinput", env=clean_env())
+    (command,) = plan.commands
+    done = deploy.unapply(3, command)
+    assert done.returncode == 0, done.stderr
     assert "pages" not in deploy.columns()
     assert deploy.applied() == ["0001_initial", "0002_add_subtitle"]
-    after = deploy.plan_to(3, 2)
-    assert (after["newer"], after["commands"], after["reversible"]) == ([], [], True)
+    after, plan = deploy.plan_to(3, deploy.releases[2])
+    assert (after["newer"], after["commands"], plan.reversible) == ([], [], True)
 
 
 def test_an_irreversible_migration_is_reported_and_django_agrees(deploy: Deploy) -> None:
     deploy.migrate("0004_backfill")
-    report = deploy.plan_to(4, 2)
+    report, plan = deploy.plan_to(4, deploy.releases[2])
     assert [(e["migration"], e["reversible"]) for e in report["newer"]] == [
         ("shelf.0004_backfill", False),
         ("shelf.0003_add_pages", True),
@@ -185,20 +228,10 @@ def test_an_irreversible_migration_is_reported_and_django_agrees(deploy: Deploy)
         {"operation": 1, "kind": "RunPython", "description": "Raw Python operation"}
     ]
     assert report["reversible"] is False
-    assert report["commands"] == [
-        {
-            "app": "shelf",
-            "target": "0002_add_subtitle",
-            "argv": ["migrate", "shelf", "0002_add_subtitle"],
-        }
-    ]
-    refused = manage(
-        deploy.releases[4],
-        *report["commands"][0]["argv"],
-        "--noinput",
-        env=clean_env(),
-        check=False,
-    )
+    assert [m.migration for m in plan.irreversible] == ["shelf.0004_backfill"]
+    assert plan.irreversible[0].irreversible_operations == ("1 RunPython (Raw Python operation)",)
+    assert [c.argv for c in plan.commands] == [("migrate", "shelf", "0002_add_subtitle")]
+    refused = deploy.unapply(4, plan.commands[0])
     assert refused.returncode != 0
     assert "IrreversibleError" in refused.stderr
     assert deploy.applied() == [
@@ -212,17 +245,18 @@ def test_an_irreversible_migration_is_reported_and_django_agrees(deploy: Deploy)
 def test_applied_migrations_no_release_has_are_named(deploy: Deploy) -> None:
     deploy.migrate("0004_backfill")
     # v2 went live again with the schema kept: neither it nor v1 has 0003 or 0004.
-    report = deploy.plan_to(2, 1)
+    report, plan = deploy.plan_to(2, deploy.releases[1])
     assert [e["migration"] for e in report["newer"]] == ["shelf.0002_add_subtitle"]
     assert report["not_on_disk"] == ["shelf.0003_add_pages", "shelf.0004_backfill"]
+    assert plan.not_on_disk == ("shelf.0003_add_pages", "shelf.0004_backfill")
     assert report["reversible"] is False
-    assert report["commands"][0]["argv"] == ["migrate", "shelf", "0001_initial"]
+    assert [c.argv for c in plan.commands] == [("migrate", "shelf", "0001_initial")]
 
 
 def test_going_back_to_before_an_app_existed_unapplies_it_to_zero(deploy: Deploy) -> None:
     deploy.migrate("0002_add_subtitle")
     empty = make_release(deploy.root, "20240101-000000-000", [])
-    report = deploy.state(2, "plan-to", str(empty))[1]
+    report, plan = deploy.plan_to(2, empty)
     assert [e["migration"] for e in report["newer"]] == [
         "shelf.0002_add_subtitle",
         "shelf.0001_initial",
@@ -230,6 +264,7 @@ def test_going_back_to_before_an_app_existed_unapplies_it_to_zero(deploy: Deploy
     assert report["commands"] == [
         {"app": "shelf", "target": "zero", "argv": ["migrate", "shelf", "zero"]}
     ]
+    assert plan.commands == (UnapplyCommand(app="shelf", target="zero"),)
 
 
 def test_errors_are_one_json_document_and_a_non_zero_exit(deploy: Deploy, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from releasebook.errors import ReleasebookError
+from releasebook.gate.migration_report import APP_LABEL, MIGRATION_NAME, printable
 from releasebook.gate.registry import BY_ID, CHECKS, Severity
 
 Status = Literal["pass", "fail", "skip"]
@@ -47,11 +48,24 @@ class CheckResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AcknowledgedMigration:
+    """A migration whose RB-MIG findings passed because it was acknowledged: in the
+    inventory (``by`` "inventory") or in its module (``by`` "migration")."""
+
+    migration: str
+    by: str
+    reason: str
+    checks: tuple[str, ...]
+    operations: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class HostReport:
     host: str
     ok: bool
     results: tuple[CheckResult, ...] = ()
     pending_migrations: tuple[str, ...] = ()
+    acknowledged_migrations: tuple[AcknowledgedMigration, ...] = ()
     error: str | None = None  # set when the gate produced no usable report
 
     @property
@@ -100,6 +114,54 @@ def _result(data: Any, where: str) -> CheckResult:
     )
 
 
+ACK_BY = ("inventory", "migration")
+
+
+def _acknowledged(data: Any, where: str) -> AcknowledgedMigration:
+    if not isinstance(data, dict):
+        raise GateOutputError(f"{where}: each acknowledged migration should be an object")
+    by = _field(data, "by", str, where)
+    if by not in ACK_BY:
+        raise GateOutputError(f"{where}: 'by' should be inventory or migration, got {by!r:.40}")
+    checks, operations = data.get("checks"), data.get("operations")
+    if not isinstance(checks, list) or not all(c in BY_ID for c in checks):
+        raise GateOutputError(f"{where}: 'checks' should list readiness check ids")
+    if not isinstance(operations, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in operations
+    ):
+        raise GateOutputError(f"{where}: 'operations' should list operation numbers")
+    migration = _field(data, "migration", str, where)
+    app, _, name = migration.partition(".")
+    if not (APP_LABEL.fullmatch(app) and MIGRATION_NAME.fullmatch(name)):
+        raise GateOutputError(f"{where}: 'migration' should be app.migration")
+    return AcknowledgedMigration(
+        migration=migration,
+        by=by,
+        reason=printable(_field(data, "reason", str, where)),
+        checks=tuple(checks),
+        operations=tuple(operations),
+    )
+
+
+def acknowledged_record(reports: Sequence[HostReport]) -> list[dict[str, Any]]:
+    """The acknowledged migrations, each once (every host lints the same plan), as the
+    history keeps them next to the gate's ``skipped``."""
+    seen: dict[tuple[str, str, str], AcknowledgedMigration] = {}
+    for report in reports:
+        for ack in report.acknowledged_migrations:
+            seen.setdefault((ack.migration, ack.by, ack.reason), ack)
+    return [
+        {
+            "migration": a.migration,
+            "by": a.by,
+            "reason": a.reason,
+            "checks": list(a.checks),
+            "operations": list(a.operations),
+        }
+        for a in seen.values()
+    ]
+
+
 def _document(stdout: str) -> Any:
     """The JSON document: the whole output, or else its last line that is an object."""
     try:
@@ -126,11 +188,24 @@ def parse_gate_output(host: str, stdout: str) -> HostReport:
         pending = data.get("pending_migrations", [])
         if not isinstance(pending, list) or not all(isinstance(p, str) for p in pending):
             raise GateOutputError("'pending_migrations' should be a list of strings")
+        acknowledged = data.get("acknowledged_migrations", [])  # absent from older gates
+        if not isinstance(acknowledged, list):
+            raise GateOutputError("'acknowledged_migrations' should be a list")
+        acks = tuple(
+            _acknowledged(item, f"acknowledged_migrations[{i}]")
+            for i, item in enumerate(acknowledged)
+        )
     except GateOutputError as exc:
         raise GateOutputError(f"{host}: gate report: {exc}") from None
     if ok != (not any(r.blocking for r in results)):
         raise GateOutputError(f"{host}: gate report: 'ok' disagrees with its results")
-    return HostReport(host=host, ok=ok, results=results, pending_migrations=tuple(pending))
+    return HostReport(
+        host=host,
+        ok=ok,
+        results=results,
+        pending_migrations=tuple(pending),
+        acknowledged_migrations=acks,
+    )
 
 
 def gate_passed(reports: Sequence[HostReport]) -> bool:
