@@ -27,6 +27,7 @@ from releasebook.gate.report import acknowledged_record, parse_gate_output
 from releasebook.inventory import Environment, load_inventory
 from releasebook.plan import gate_options
 from releasebook.quoting import Raw, render_command
+from releasebook.render.readiness import render_readiness
 
 NAMES, WRITES, REVERSIBLE, LOCKS = ("RB-MIG-001", "RB-MIG-002", "RB-MIG-003", "RB-MIG-004")
 MIGRATION_CHECKS = (NAMES, WRITES, REVERSIBLE, LOCKS)
@@ -550,6 +551,23 @@ def test_the_plan_passes_acknowledgements_on_the_gate_command_line(tmp_path: Pat
     assert gate_options(env).endswith(
         " --acknowledge 'shelf.0002_x=it'\"'\"'s unread; $(nothing) runs'"
     )
+
+
+def test_the_readiness_document_has_the_policy_the_checks_and_the_acknowledgements(
+    tmp_path: Path,
+) -> None:
+    reason = "shelf's blurb | unread"
+    env = load(inventory(tmp_path, f"migrations: {{acknowledge: {{shelf.0002_x: {reason!r}}}}}\n"))
+    doc = render_readiness(env, Path(__file__).resolve().parent.parent / "templates")
+    policy = doc[doc.index("## 3. Migrations") : doc.index("## 4. Health checks")]
+    assert "on the migrate host\n`web1`, after the readiness gate" in policy
+    for words in ("Expand, then contract", "Long migrations", "releasebook_acknowledge = {"):
+        assert words in policy
+    assert "Acknowledged in `inventories/shelf.yml`:" in policy
+    assert "| `shelf.0002_x` | shelf's blurb \\| unread |" in policy
+    for spec in CHECKS:
+        if spec.id.startswith("RB-MIG-"):
+            assert f"| `{spec.id}` | {spec.title} | 36.8 " in doc
 
 
 # --- the lint on SQLite -----------------------------------------------------------------
