@@ -21,6 +21,7 @@ from migrating import PROJECT, SETTINGS, Mig, make_deploy, make_release, manage,
 from services import fresh_database
 
 from releasebook.errors import InventoryError
+from releasebook.gate import gate
 from releasebook.gate.command import GATE_COMMAND
 from releasebook.gate.registry import CHECKS
 from releasebook.gate.report import acknowledged_record, parse_gate_output
@@ -585,6 +586,24 @@ def test_on_sqlite_only_the_postgresql_lock_check_is_not_applicable(tmp_path: Pa
     assert {f["check"] for f in report["migration_findings"]} == {NAMES, WRITES, REVERSIBLE}
     assert results(report)[NAMES]["status"] == "fail"
     assert done.returncode == 1
+
+
+def test_a_lint_still_running_fails_the_later_checks_at_once(tmp_path: Path) -> None:
+    ctx = gate.Ctx(
+        project=tmp_path,
+        expect_settings=None,
+        required=(),
+        min_free_mb=0,
+        deploy_path=tmp_path,
+        wsgi=None,
+    )
+    ctx.lint_lock.acquire()  # as an abandoned RB-MIG-001 thread holds it
+    (passed, message), duration_ms = gate.run_bounded(
+        ctx, gate.check_migrations_keep_writes, 30, "RB-MIG-002"
+    )
+    assert not passed
+    assert message.startswith("not checked: the migration lint did not finish")
+    assert duration_ms < 5000
 
 
 # --- inventory errors ----------------------------------------------------------------

@@ -1164,8 +1164,14 @@ def lint_migrations(ctx: Ctx) -> MigrationLint:
 
 
 def _linted(ctx: Ctx) -> MigrationLint:
-    """The lint of the pending migrations, made once for the four checks that report it."""
-    with ctx.lint_lock:
+    """The lint of the pending migrations, made once for the four checks that report it.
+    Checks run one after another, so a lint still running belongs to an earlier check
+    that timed out: the others fail at once instead of each waiting out its timeout."""
+    if not ctx.lint_lock.acquire(blocking=False):
+        raise Fail(
+            "not checked: the migration lint did not finish within an earlier check's timeout"
+        )
+    try:
         if ctx.lint is None and ctx.lint_error is None:
             try:
                 ctx.lint = lint_migrations(ctx)
@@ -1173,6 +1179,8 @@ def _linted(ctx: Ctx) -> MigrationLint:
                 ctx.lint_error = str(exc)
             except Exception as exc:
                 ctx.lint_error = "migrations could not be read: " + _describe(exc)
+    finally:
+        ctx.lint_lock.release()
     if ctx.lint is None:
         raise Fail(ctx.lint_error or "migrations could not be read")
     return ctx.lint
