@@ -813,10 +813,12 @@ class _Linter:
 
     @staticmethod
     def _irreversible(op: Any) -> Issue:
+        from django.db import migrations
+
         name = type(op).__name__
-        if name == "RunPython":
+        if isinstance(op, migrations.RunPython):
             missing, fix = "reverse_code", "reverse_code=migrations.RunPython.noop"
-        elif name == "RunSQL":
+        elif isinstance(op, migrations.RunSQL):
             missing, fix = "reverse_sql", "reverse_sql=migrations.RunSQL.noop"
         else:
             return (
