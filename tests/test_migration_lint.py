@@ -24,7 +24,11 @@ from releasebook.errors import InventoryError
 from releasebook.gate import gate
 from releasebook.gate.command import GATE_COMMAND
 from releasebook.gate.registry import CHECKS
-from releasebook.gate.report import acknowledged_record, parse_gate_output
+from releasebook.gate.report import (
+    acknowledged_record,
+    format_migration_findings,
+    parse_gate_output,
+)
 from releasebook.inventory import Environment, load_inventory
 from releasebook.plan import gate_options
 from releasebook.quoting import Raw, render_command
@@ -459,6 +463,25 @@ def test_only_the_unsafe_operations_are_found(
     assert {f["migration"] for f in report["migration_findings"]} == expected
     assert len(report["pending_migrations"]) == len(unsafe_migrations()) - 1
     assert results(report)["RB-DB-004"]["status"] == "pass"
+
+
+def test_the_controller_explains_each_finding_once(
+    unsafe_run: tuple[subprocess.CompletedProcess[str], Any],
+) -> None:
+    done, report = unsafe_run
+    hosts = [parse_gate_output(host, done.stdout) for host in ("web1", "web2")]
+    text = format_migration_findings(hosts)
+    for finding in report["migration_findings"]:
+        where = (
+            f"{finding['check']} {finding['migration']} operation {finding['operation']} "
+            f"{finding['kind']} ({finding['description']})"
+        )
+        if finding["acknowledged"] is None:
+            assert text.count(f"{where}\n  why: {finding['problem']}\n") == 1
+            assert f"  instead: {finding['alternative']}" in text
+        else:
+            assert text.count(f"{where}: acknowledged (migration: legacy_a is unread)") == 1
+    assert "  note: releasebook_acknowledge ignored" in text
 
 
 def test_acknowledging_one_operation_leaves_the_other_blocking(

@@ -15,7 +15,12 @@ from releasebook.gate.migration_report import (
     parse_leaves,
     parse_rollback_plan,
 )
-from releasebook.gate.report import GateOutputError, acknowledged_record, parse_gate_output
+from releasebook.gate.report import (
+    GateOutputError,
+    acknowledged_record,
+    format_migration_findings,
+    parse_gate_output,
+)
 
 
 def plan_doc(**changes: Any) -> str:
@@ -139,3 +144,37 @@ def test_acknowledged_migrations_in_gate_reports() -> None:
     ):
         with pytest.raises(GateOutputError, match=re.escape(problem)):
             parse_gate_output("web1", gate_doc([bad]))
+
+
+def test_findings_from_a_host_are_checked_and_made_printable() -> None:
+    finding = {
+        "check": "RB-MIG-001",
+        "migration": "shop.0003_x",
+        "app": "shop",
+        "name": "0003_x",
+        "operation": 2,
+        "kind": "RemoveField",
+        "description": "Remove field sku from item",
+        "problem": "drops column shop_item.sku\x1b]0;owned\x07",
+        "alternative": "keep it one more release",
+        "acknowledged": None,
+        "note": "",
+    }
+    doc = json.dumps({"ok": True, "results": [], "migration_findings": [finding]})
+    (parsed,) = parse_gate_output("web1", doc).migration_findings
+    assert parsed.problem == "drops column shop_item.sku?]0;owned?"
+    assert format_migration_findings([parse_gate_output("web1", doc)]) == (
+        "RB-MIG-001 shop.0003_x operation 2 RemoveField (Remove field sku from item)\n"
+        "  why: drops column shop_item.sku?]0;owned?\n"
+        "  instead: keep it one more release\n"
+    )
+    for bad, problem in (
+        (finding | {"check": "RB-NOPE-001"}, "'check' should be a readiness check id"),
+        (finding | {"operation": "2"}, "'operation' should be an operation number"),
+        (finding | {"acknowledged": {"by": "me"}}, "'acknowledged' should be null or say by whom"),
+        (finding | {"problem": None}, "'problem' should be a string"),
+    ):
+        with pytest.raises(GateOutputError, match=re.escape(problem)):
+            parse_gate_output(
+                "web1", json.dumps({"ok": True, "results": [], "migration_findings": [bad]})
+            )

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from releasebook.errors import ReleasebookError
-from releasebook.gate.migration_report import APP_LABEL, MIGRATION_NAME, printable
+from releasebook.gate.lint_report import (
+    AcknowledgedMigration,
+    LintReportError,
+    MigrationFinding,
+    parse_acknowledged,
+    parse_findings,
+)
 from releasebook.gate.registry import BY_ID, CHECKS, Severity
 
 Status = Literal["pass", "fail", "skip"]
@@ -48,24 +54,13 @@ class CheckResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AcknowledgedMigration:
-    """A migration whose RB-MIG findings passed because it was acknowledged: in the
-    inventory (``by`` "inventory") or in its module (``by`` "migration")."""
-
-    migration: str
-    by: str
-    reason: str
-    checks: tuple[str, ...]
-    operations: tuple[int, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
 class HostReport:
     host: str
     ok: bool
     results: tuple[CheckResult, ...] = ()
     pending_migrations: tuple[str, ...] = ()
     acknowledged_migrations: tuple[AcknowledgedMigration, ...] = ()
+    migration_findings: tuple[MigrationFinding, ...] = ()
     error: str | None = None  # set when the gate produced no usable report
 
     @property
@@ -114,54 +109,6 @@ def _result(data: Any, where: str) -> CheckResult:
     )
 
 
-ACK_BY = ("inventory", "migration")
-
-
-def _acknowledged(data: Any, where: str) -> AcknowledgedMigration:
-    if not isinstance(data, dict):
-        raise GateOutputError(f"{where}: each acknowledged migration should be an object")
-    by = _field(data, "by", str, where)
-    if by not in ACK_BY:
-        raise GateOutputError(f"{where}: 'by' should be inventory or migration, got {by!r:.40}")
-    checks, operations = data.get("checks"), data.get("operations")
-    if not isinstance(checks, list) or not all(c in BY_ID for c in checks):
-        raise GateOutputError(f"{where}: 'checks' should list readiness check ids")
-    if not isinstance(operations, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in operations
-    ):
-        raise GateOutputError(f"{where}: 'operations' should list operation numbers")
-    migration = _field(data, "migration", str, where)
-    app, _, name = migration.partition(".")
-    if not (APP_LABEL.fullmatch(app) and MIGRATION_NAME.fullmatch(name)):
-        raise GateOutputError(f"{where}: 'migration' should be app.migration")
-    return AcknowledgedMigration(
-        migration=migration,
-        by=by,
-        reason=printable(_field(data, "reason", str, where)),
-        checks=tuple(checks),
-        operations=tuple(operations),
-    )
-
-
-def acknowledged_record(reports: Sequence[HostReport]) -> list[dict[str, Any]]:
-    """The acknowledged migrations, each once (every host lints the same plan), as the
-    history keeps them next to the gate's ``skipped``."""
-    seen: dict[tuple[str, str, str], AcknowledgedMigration] = {}
-    for report in reports:
-        for ack in report.acknowledged_migrations:
-            seen.setdefault((ack.migration, ack.by, ack.reason), ack)
-    return [
-        {
-            "migration": a.migration,
-            "by": a.by,
-            "reason": a.reason,
-            "checks": list(a.checks),
-            "operations": list(a.operations),
-        }
-        for a in seen.values()
-    ]
-
-
 def _document(stdout: str) -> Any:
     """The JSON document: the whole output, or else its last line that is an object."""
     try:
@@ -188,14 +135,10 @@ def parse_gate_output(host: str, stdout: str) -> HostReport:
         pending = data.get("pending_migrations", [])
         if not isinstance(pending, list) or not all(isinstance(p, str) for p in pending):
             raise GateOutputError("'pending_migrations' should be a list of strings")
-        acknowledged = data.get("acknowledged_migrations", [])  # absent from older gates
-        if not isinstance(acknowledged, list):
-            raise GateOutputError("'acknowledged_migrations' should be a list")
-        acks = tuple(
-            _acknowledged(item, f"acknowledged_migrations[{i}]")
-            for i, item in enumerate(acknowledged)
-        )
-    except GateOutputError as exc:
+        # Both absent from gates older than the migration lint.
+        acks = parse_acknowledged(data.get("acknowledged_migrations", []))
+        findings = parse_findings(data.get("migration_findings", []))
+    except (GateOutputError, LintReportError) as exc:
         raise GateOutputError(f"{host}: gate report: {exc}") from None
     if ok != (not any(r.blocking for r in results)):
         raise GateOutputError(f"{host}: gate report: 'ok' disagrees with its results")
@@ -205,7 +148,38 @@ def parse_gate_output(host: str, stdout: str) -> HostReport:
         results=results,
         pending_migrations=tuple(pending),
         acknowledged_migrations=acks,
+        migration_findings=findings,
     )
+
+
+def acknowledged_record(reports: Sequence[HostReport]) -> list[dict[str, Any]]:
+    """The acknowledged migrations, each once (every host lints the same plan), as the
+    history keeps them next to the gate's ``skipped``."""
+    seen: dict[tuple[str, str, str], AcknowledgedMigration] = {}
+    for report in reports:
+        for ack in report.acknowledged_migrations:
+            seen.setdefault((ack.migration, ack.by, ack.reason), ack)
+    return [ack.record() for ack in seen.values()]
+
+
+def format_migration_findings(reports: Sequence[HostReport]) -> str:
+    """Each migration finding once, in full (the table cuts long messages): what is
+    unsafe, why, and the expand/contract alternative; acknowledged ones in a line each."""
+    seen: dict[tuple[str, str, int, str], MigrationFinding] = {}
+    for report in reports:
+        for finding in report.migration_findings:
+            key = (finding.check, finding.migration, finding.operation, finding.kind)
+            seen.setdefault(key, finding)
+    lines: list[str] = []
+    for f in (f for f in seen.values() if f.acknowledged_by is None):
+        lines += [f"{f.check} {f.where}", f"  why: {f.problem}", f"  instead: {f.alternative}"]
+        lines += [f"  note: {f.note}"] if f.note else []
+    lines += [
+        f"{f.check} {f.where}: acknowledged ({f.acknowledged_by}: {f.reason})"
+        for f in seen.values()
+        if f.acknowledged_by is not None
+    ]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def gate_passed(reports: Sequence[HostReport]) -> bool:
