@@ -3,6 +3,9 @@
 ``parse_gate_output`` turns the stdout of ``.releasebook/gate.py --json`` into a
 :class:`HostReport`; ``format_table`` lays every host's results out for a person
 (check, host, status, message, time); ``summary`` is the one line that goes with it.
+The migration lint's findings and acknowledgements ride along on each report (parsed by
+:mod:`releasebook.gate.lint_report`): ``format_migration_findings`` explains them in
+full, ``acknowledged_record`` is what the history keeps of the acknowledgements.
 """
 
 from __future__ import annotations
