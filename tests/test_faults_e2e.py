@@ -457,8 +457,9 @@ def test_full_filesystem_on_one_host_changes_nothing_live(
     filler = srv / "filler"
     stat = os.statvfs(srv)
     with filler.open("wb") as fill:
-        # Room for the lock and the history, not for unpacking the release.
-        os.posix_fallocate(fill.fileno(), 0, stat.f_bavail * stat.f_frsize - 48 * 1024)
+        # Room for the upload (a ~36 KB artifact), the lock and the history, not for
+        # unpacking the release (~230 KB).
+        os.posix_fallocate(fill.fileno(), 0, stat.f_bavail * stat.f_frsize - 96 * 1024)
     try:
         with _users(fleet) as users:
             refused = project.inv("release", "--env=e2e")

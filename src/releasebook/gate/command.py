@@ -3,7 +3,9 @@ artifact, and the command line for each host.
 
 The build copies :data:`GATE_SOURCE` into the artifact as :data:`GATE_IN_RELEASE`; the
 plan then runs :data:`GATE_COMMAND` (a ``releasebook.runbooks.release`` template, filled and quoted
-by ``releasebook.plan``) with ``gate_options`` as a ``Raw`` value.
+by ``releasebook.plan``) with ``gate_options`` as a ``Raw`` value. The migration state
+script (:data:`MIGRATION_STATE_SOURCE`, shipped as :data:`MIGRATION_STATE_IN_RELEASE`)
+has its templates here too, for the migrate and rollback steps.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from releasebook.gate.registry import unknown_ids
 
 GATE_SOURCE = Path(__file__).with_name("gate.py")
 GATE_IN_RELEASE = ".releasebook/gate.py"
+# The migration state script ships next to the gate (the build copies both).
+MIGRATION_STATE_SOURCE = Path(__file__).with_name("migration_state.py")
+MIGRATION_STATE_IN_RELEASE = ".releasebook/migration_state.py"
 # What the build copies into the artifact's .releasebook/.
-GATE_FILES = (GATE_SOURCE,)
+GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE)
 
 # Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
 GATE_COMMAND = (
@@ -25,6 +30,25 @@ GATE_COMMAND = (
     + GATE_IN_RELEASE
     + " --json --expect-settings {settings_module} --wsgi {wsgi}"
     " --min-free-mb {min_free_mb} --deploy-path {deploy}{gate_options}"
+)
+
+
+# Templates for the migrate and rollback steps: placeholders are plan host values, with
+# {newer_dir} the release that has the newer migrations' files (the one going away on a
+# rollback) and {older_dir} the release going live. The output is parsed by
+# releasebook.gate.migration_report.
+MIGRATION_LEAVES_COMMAND = (
+    "cd {release_dir} && {with_env} venv/bin/python "
+    + MIGRATION_STATE_IN_RELEASE
+    + " leaves --json"
+)
+MIGRATION_PLAN_TO_COMMAND = (
+    "cd {newer_dir} && {with_env} venv/bin/python "
+    + MIGRATION_STATE_IN_RELEASE
+    + " plan-to {older_dir} --json"
+)
+MIGRATION_UNAPPLY_COMMAND = (
+    "cd {newer_dir} && {with_env} venv/bin/python manage.py migrate --noinput {app} {target}"
 )
 
 

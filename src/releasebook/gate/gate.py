@@ -7,7 +7,8 @@ release's own interpreter, settings and environment::
 
     cd <release_dir> && <with-env launcher> venv/bin/python .releasebook/gate.py --json \\
         --expect-settings config.settings.prod --require DJANGO_SECRET_KEY ... \\
-        --min-free-mb 1024 --deploy-path /srv/app [--skip RB-XXX-000 ...]
+        --min-free-mb 1024 --deploy-path /srv/app [--skip RB-XXX-000 ...] \\
+        [--acknowledge app.0003_drop_x=REASON ...]
 
 Every check runs in its own daemon thread bounded by its own timeout, so a database or
 broker that never answers fails its check instead of hanging the gate. With ``--json``
@@ -15,7 +16,15 @@ the only thing on stdout is one JSON document::
 
     {"ok": bool, "version": 1, "pending_migrations": ["app.0002_x", ...],
      "results": [{"id", "title", "severity", "status": "pass|fail|skip", "message",
-                  "duration_ms"}]}
+                  "duration_ms"}],
+     "migration_findings": [{"check", "migration", "app", "name", "operation", "kind",
+                             "description", "problem", "alternative",
+                             "acknowledged": null | {"by", "reason"}, "note"}],
+     "acknowledged_migrations": [{"migration", "by": "inventory|migration", "reason",
+                                  "checks": [...], "operations": [...]}]}
+
+The RB-MIG checks lint the pending migrations (see "migration safety" below); an
+acknowledged finding passes and is listed in ``acknowledged_migrations``.
 
 Exit status: 0 when no ``error`` check failed, 1 otherwise, 2 on bad usage. Values of
 environment variables and secrets are never printed: names, kinds and file:line only,
@@ -75,6 +84,10 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     ("RB-DB-002", "Database answers", "error"),
     ("RB-DB-003", "Models match migrations", "error"),
     ("RB-DB-004", "Migration plan", "error"),
+    ("RB-MIG-001", "Migrations drop or rename nothing the old release uses", "error"),
+    ("RB-MIG-002", "Column changes keep the old release's writes valid", "error"),
+    ("RB-MIG-003", "Migrations can be reversed", "error"),
+    ("RB-MIG-004", "Migrations take no long locks (PostgreSQL)", "error"),
     ("RB-CACHE-001", "Cache answers", "error"),
     ("RB-CELERY-001", "Celery broker reachable", "error"),
     ("RB-DISK-001", "Free disk space", "error"),
@@ -104,6 +117,11 @@ class Ctx:
     wsgi: str | None
     django_ready: bool = False
     pending: list[str] = field(default_factory=list)
+    # migration -> why it is acknowledged (--acknowledge, from the inventory)
+    acknowledged: dict[str, str] = field(default_factory=dict)
+    lint: MigrationLint | None = None
+    lint_error: str | None = None
+    lint_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -616,6 +634,600 @@ def check_migration_plan(ctx: Ctx, timeout: float) -> Outcome:
     return True, f"{len(ctx.pending)} to apply: " + ", ".join(ctx.pending)
 
 
+# --- migration safety -------------------------------------------------------------
+# Every migration the release would apply (the plan against the real database) is read
+# with Django's own loader, executor and project states, operation by operation, the way
+# `migrate` would run it. While it runs, and until the switch, the old release keeps
+# serving: what it still names must stay, what it writes must stay valid, and on
+# PostgreSQL no table may be locked for the length of a scan or an index build. A
+# finding blocks unless its migration is acknowledged, with a reason, in the inventory
+# (--acknowledge) or in the migration module (``releasebook_acknowledge``).
+
+MIG_NAMES, MIG_WRITES, MIG_REVERSIBLE, MIG_LOCKS = (
+    "RB-MIG-001",
+    "RB-MIG-002",
+    "RB-MIG-003",
+    "RB-MIG-004",
+)
+ACK_ATTRIBUTE = "releasebook_acknowledge"
+MIGRATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+$")
+VARCHAR = re.compile(r"^varchar\((\d+)\)$")
+MIG_SHOWN = 3  # findings a check's message explains in full
+
+EXPAND_DROP = (
+    "release the code without it first, keeping the {what} (a SeparateDatabaseAndState "
+    "whose state_operations hold this operation and no database_operations; a kept "
+    "column must be nullable or have a db_default), then {verb} it in a later release"
+)
+EXPAND_RENAME = (
+    "add the new {what} beside the old one, write both, backfill, read the new one, and "
+    "drop the old one in a later release; or keep the database name ({keep})"
+)
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    by: str  # "inventory" or "migration"
+    reason: str
+    operations: tuple[int, ...] = ()  # 1-based; empty: every operation of the migration
+
+    def covers(self, operation: int) -> bool:
+        return not self.operations or operation in self.operations
+
+
+@dataclass
+class Finding:
+    check: str
+    app: str
+    name: str  # the migration's name in its app
+    operation: int  # 1-based position in Migration.operations
+    kind: str  # the operation's class; nested ones as SeparateDatabaseAndState/RemoveField
+    description: str  # Django's own describe()
+    problem: str
+    alternative: str
+    acknowledged: Acknowledgement | None = None
+    note: str = ""  # why an acknowledgement in the migration module did not count
+
+    @property
+    def migration(self) -> str:
+        return f"{self.app}.{self.name}"
+
+    def short(self) -> str:
+        return f"{self.migration} operation {self.operation} {self.kind}"
+
+    def where(self) -> str:
+        return f"{self.short()} ({self.description})"
+
+    def text(self) -> str:
+        note = f" [{self.note}]" if self.note else ""
+        return f"{self.where()}: {self.problem}; instead, {self.alternative}{note}"
+
+    def as_json(self) -> dict[str, Any]:
+        ack = self.acknowledged
+        return {
+            "check": self.check,
+            "migration": self.migration,
+            "app": self.app,
+            "name": self.name,
+            "operation": self.operation,
+            "kind": self.kind,
+            "description": self.description,
+            "problem": self.problem,
+            "alternative": self.alternative,
+            "acknowledged": {"by": ack.by, "reason": ack.reason} if ack else None,
+            "note": self.note,
+        }
+
+
+@dataclass
+class MigrationLint:
+    vendor: str
+    pending: list[str]
+    findings: list[Finding]
+
+
+class _Schema:
+    """The tables and columns the database has now: what the serving release uses."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        with connection.cursor() as cursor:
+            self.tables = set(connection.introspection.table_names(cursor))
+        self._columns: dict[str, set[str]] = {}
+
+    def has_table(self, table: str) -> bool:
+        return table in self.tables
+
+    def has_column(self, table: str, column: str | None) -> bool:
+        if column is None or table not in self.tables:
+            return False
+        if table not in self._columns:
+            introspection = self.connection.introspection
+            with self.connection.cursor() as cursor:
+                described = introspection.get_table_description(cursor, table)
+            self._columns[table] = {c.name for c in described}
+        return column in self._columns[table]
+
+
+Issue = tuple[str, str, str]  # check id, problem, alternative
+Located = tuple[str, str, str, str]  # check id, operation kind, problem, alternative
+
+
+class _Linter:
+    def __init__(self, connection: Any, schema: _Schema) -> None:
+        self.connection = connection
+        self.schema = schema
+        self.postgres = connection.vendor == "postgresql"
+
+    def model(self, state: Any, app: str, name: str) -> Any:
+        """The rendered model, or None when Django would not migrate it here (unmanaged,
+        proxy, swapped, routed elsewhere) or it does not exist in that state."""
+        try:
+            model = state.apps.get_model(app, name)
+        except LookupError:
+            return None
+        from django.db import router
+
+        if not model._meta.can_migrate(self.connection):
+            return None
+        return model if router.allow_migrate_model(self.connection.alias, model) else None
+
+    def operation(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Located]:
+        from django.db import migrations
+        from django.db.migrations.operations.base import Operation
+
+        if isinstance(op, migrations.SeparateDatabaseAndState):
+            # Only its database_operations touch the database, each from the state the
+            # previous one left (as SeparateDatabaseAndState.database_forwards runs them).
+            current = before
+            for inner in op.database_operations:
+                following = current.clone()
+                inner.state_forwards(app, following)
+                for check, kind, problem, alternative in self.operation(
+                    inner, app, current, following
+                ):
+                    yield check, f"{type(op).__name__}/{kind}", problem, alternative
+                current = following
+            return
+        kind = type(op).__name__
+        if not op.reversible:
+            check, problem, alternative = self._irreversible(op)
+            yield check, kind, problem, alternative
+        handlers: tuple[tuple[type[Operation], Callable[..., Iterator[Issue]]], ...] = (
+            (migrations.RemoveField, self.remove_field),
+            (migrations.DeleteModel, self.delete_model),
+            (migrations.RenameField, self.rename_field),
+            (migrations.RenameModel, self.rename_model),
+            (migrations.AlterModelTable, self.alter_model_table),
+            (migrations.AddField, self.add_field),
+            (migrations.AlterField, self.alter_field),
+            (migrations.AddIndex, self.add_index),
+            (migrations.AddConstraint, self.add_constraint),
+            (migrations.AlterUniqueTogether, self.alter_unique_together),
+        )
+        for operation_class, handler in handlers:
+            if isinstance(op, operation_class):
+                for check, problem, alternative in handler(op, app, before, after):
+                    yield check, kind, problem, alternative
+                return
+
+    @staticmethod
+    def _irreversible(op: Any) -> Issue:
+        from django.db import migrations
+
+        name = type(op).__name__
+        if isinstance(op, migrations.RunPython):
+            missing, fix = "reverse_code", "reverse_code=migrations.RunPython.noop"
+        elif isinstance(op, migrations.RunSQL):
+            missing, fix = "reverse_sql", "reverse_sql=migrations.RunSQL.noop"
+        else:
+            return (
+                MIG_REVERSIBLE,
+                f"{name} is not reversible: a rollback could not unapply this migration, "
+                "only a restore from a backup undoes it",
+                "make the operation reversible, or split what cannot be undone into its "
+                "own, acknowledged migration",
+            )
+        return (
+            MIG_REVERSIBLE,
+            f"{name} without {missing}: a rollback could not unapply this migration, only "
+            "a restore from a backup undoes it",
+            f"pass {fix} when there is nothing to undo, or the code that undoes it",
+        )
+
+    # names the old release uses
+
+    def remove_field(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        model = self.model(before, app, op.model_name)
+        if model is None:
+            return
+        field = model._meta.get_field(op.name)
+        label = f"{model._meta.object_name}.{op.name}"
+        column = getattr(field, "column", None)
+        through = getattr(field.remote_field, "through", None) if field.many_to_many else None
+        if through is not None and through._meta.auto_created:
+            table = through._meta.db_table
+            if self.schema.has_table(table):
+                yield (
+                    MIG_NAMES,
+                    f"drops table {table} of the many-to-many {label}, which the old release "
+                    "still reads and writes",
+                    EXPAND_DROP.format(what="table", verb="drop"),
+                )
+            return
+        table = model._meta.db_table
+        if self.schema.has_column(table, column):
+            yield (
+                MIG_NAMES,
+                f"drops column {table}.{column} ({label}), which the old release "
+                "still selects and inserts: its queries fail until the switch",
+                EXPAND_DROP.format(what="column", verb="drop"),
+            )
+
+    def delete_model(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        model = self.model(before, app, op.name)
+        if model is not None and self.schema.has_table(model._meta.db_table):
+            yield (
+                MIG_NAMES,
+                f"drops table {model._meta.db_table} ({model._meta.object_name}), which the "
+                "old release still queries",
+                EXPAND_DROP.format(what="table", verb="drop"),
+            )
+
+    def rename_field(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        old_model = self.model(before, app, op.model_name)
+        new_model = self.model(after, app, op.model_name)
+        if old_model is None or new_model is None:
+            return
+        old = old_model._meta.get_field(op.old_name)
+        new = new_model._meta.get_field(op.new_name)
+        yield from self._renamed_column(old_model, old, new, f"db_column={old.column!r}")
+
+    def _renamed_column(self, model: Any, old: Any, new: Any, keep: str) -> Iterator[Issue]:
+        table = model._meta.db_table
+        label = f"{model._meta.object_name}.{old.name}"
+        if old.many_to_many and new.many_to_many:
+            old_through, new_through = old.remote_field.through, new.remote_field.through
+            old_table, new_table = old_through._meta.db_table, new_through._meta.db_table
+            if (
+                old_through._meta.auto_created
+                and old_table != new_table
+                and self.schema.has_table(old_table)
+            ):
+                yield (
+                    MIG_NAMES,
+                    f"renames table {old_table} of the many-to-many {label} to {new_table}; "
+                    "the old release still queries the old name",
+                    EXPAND_RENAME.format(what="table", keep=f"db_table={old_table!r}"),
+                )
+            return
+        if old.column != new.column and self.schema.has_column(table, old.column):
+            yield (
+                MIG_NAMES,
+                f"renames column {table}.{old.column} ({label}) to {new.column}; the old "
+                "release still selects and inserts the old name",
+                EXPAND_RENAME.format(what="column", keep=keep),
+            )
+
+    def rename_model(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        old = self.model(before, app, op.old_name)
+        new = self.model(after, app, op.new_name)
+        if old is not None and new is not None:
+            yield from self._renamed_table(old, new._meta.db_table)
+
+    def alter_model_table(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        old = self.model(before, app, op.name)
+        new = self.model(after, app, op.name)
+        if old is not None and new is not None:
+            yield from self._renamed_table(old, new._meta.db_table)
+
+    def _renamed_table(self, old: Any, new_table: str) -> Iterator[Issue]:
+        table = old._meta.db_table
+        if table != new_table and self.schema.has_table(table):
+            yield (
+                MIG_NAMES,
+                f"renames table {table} ({old._meta.object_name}) to {new_table}; the old "
+                "release still queries the old name",
+                EXPAND_RENAME.format(what="table", keep=f"Meta.db_table={table!r}"),
+            )
+
+    # writes the old release makes
+
+    def add_field(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        from django.db.models import NOT_PROVIDED
+
+        model = self.model(after, app, op.model_name)
+        if model is None or not self.schema.has_table(model._meta.db_table):
+            return  # a table made in this plan: the old release never sees it
+        field = model._meta.get_field(op.name)
+        if field.many_to_many or getattr(field, "column", None) is None:
+            return
+        table, label = model._meta.db_table, f"{model._meta.object_name}.{op.name}"
+        db_default = getattr(field, "db_default", NOT_PROVIDED)
+        if not field.null and db_default is NOT_PROVIDED and not getattr(field, "generated", 0):
+            yield (
+                MIG_WRITES,
+                f"adds NOT NULL column {table}.{field.column} ({label}) without a database "
+                "default: the old release's inserts leave it out and fail",
+                "add it with db_default=... (Django 5.0+) or null=True, and make it NOT NULL "
+                "in a later release, once every running release writes it",
+            )
+        if self.postgres:
+            yield from self._new_index(model, None, field)
+            yield from self._new_foreign_key(model, None, field)
+
+    def alter_field(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        old_model = self.model(before, app, op.model_name)
+        new_model = self.model(after, app, op.model_name)
+        if old_model is None or new_model is None:
+            return
+        old = old_model._meta.get_field(op.name)
+        new = new_model._meta.get_field(op.name)
+        if old.many_to_many or new.many_to_many:
+            return
+        if getattr(old, "column", None) is None or getattr(new, "column", None) is None:
+            return
+        yield from self._renamed_column(old_model, old, new, f"db_column={old.column!r}")
+        table, label = old_model._meta.db_table, f"{old_model._meta.object_name}.{op.name}"
+        if not self.schema.has_table(table):
+            return
+        if old.null and not new.null:
+            yield (
+                MIG_WRITES,
+                f"makes {table}.{new.column} ({label}) NOT NULL: the old release may still "
+                "write NULL there, and SET NOT NULL scans the whole table under an exclusive "
+                "lock",
+                "backfill and release code that always writes a value first; set NOT NULL "
+                "in a later release (on PostgreSQL, after validating a CHECK (... IS NOT "
+                "NULL) NOT VALID constraint)",
+            )
+        old_type = old.db_parameters(connection=self.connection)["type"]
+        new_type = new.db_parameters(connection=self.connection)["type"]
+        if old_type != new_type and not self._widening(old_type, new_type):
+            yield (
+                MIG_WRITES,
+                f"changes column {table}.{new.column} ({label}) from {old_type} to "
+                f"{new_type}: the old release reads and writes the old type, and most type "
+                "changes rewrite the table under an exclusive lock",
+                "add a column of the new type beside the old one, write both, backfill, "
+                "read the new one, and drop the old one in a later release",
+            )
+        if self.postgres:
+            yield from self._new_index(old_model, old, new)
+            yield from self._new_foreign_key(old_model, old, new)
+
+    def _widening(self, old_type: str | None, new_type: str | None) -> bool:
+        """A longer varchar (or varchar to text on PostgreSQL) changes no stored row."""
+        old = VARCHAR.match(old_type or "")
+        if old is None:
+            return False
+        if self.postgres and new_type == "text":
+            return True
+        new = VARCHAR.match(new_type or "")
+        return new is not None and int(new.group(1)) >= int(old.group(1))
+
+    # locks on PostgreSQL
+
+    def _new_index(self, model: Any, old: Any, new: Any) -> Iterator[Issue]:
+        if new.primary_key:
+            return
+        indexed = new.db_index and not (old is not None and old.db_index)
+        unique = new.unique and not (old is not None and old.unique)
+        if not (indexed or unique):
+            return
+        table = model._meta.db_table
+        what = "a unique index" if unique else "an index"
+        yield (
+            MIG_LOCKS,
+            f"builds {what} on {table}.{new.column} without CONCURRENTLY, blocking writes "
+            "to the table until it is built",
+            "add the field without db_index/unique, then the index in a migration with "
+            "atomic = False: AddIndexConcurrently, or for uniqueness CREATE UNIQUE INDEX "
+            "CONCURRENTLY and ADD CONSTRAINT ... UNIQUE USING INDEX",
+        )
+
+    def _new_foreign_key(self, model: Any, old: Any, new: Any) -> Iterator[Issue]:
+        if not (new.remote_field and getattr(new, "db_constraint", False)):
+            return
+        target = new.remote_field.model._meta.db_table
+        if old is not None and old.remote_field and getattr(old, "db_constraint", False):
+            same_target = old.remote_field.model._meta.db_table == target
+            old_type = old.db_parameters(connection=self.connection)["type"]
+            new_type = new.db_parameters(connection=self.connection)["type"]
+            if same_target and old.column == new.column and old_type == new_type:
+                return  # the constraint is kept as it is
+        table = model._meta.db_table
+        yield (
+            MIG_LOCKS,
+            f"adds a foreign key from {table}.{new.column} to {target}: validating it scans "
+            f"every row of {table} while writes to both tables wait",
+            "add the column with db_constraint=False, then add the constraint NOT VALID and "
+            "VALIDATE CONSTRAINT in a later migration (RunSQL in a SeparateDatabaseAndState)",
+        )
+
+    def add_index(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        if not self.postgres:
+            return
+        from django.contrib.postgres.operations import AddIndexConcurrently  # needs psycopg
+
+        if isinstance(op, AddIndexConcurrently):
+            return
+        model = self.model(before, app, op.model_name)
+        if model is not None and self.schema.has_table(model._meta.db_table):
+            yield (
+                MIG_LOCKS,
+                f"creates index {op.index.name} on {model._meta.db_table} without "
+                "CONCURRENTLY, blocking writes to the table until it is built",
+                "use django.contrib.postgres.operations.AddIndexConcurrently in a migration "
+                "with atomic = False",
+            )
+
+    def add_constraint(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        from django.db.models import UniqueConstraint
+
+        if not self.postgres or not isinstance(op.constraint, UniqueConstraint):
+            return
+        model = self.model(before, app, op.model_name)
+        if model is not None and self.schema.has_table(model._meta.db_table):
+            yield self._unique(model._meta.db_table, f"unique constraint {op.constraint.name}")
+
+    def alter_unique_together(self, op: Any, app: str, before: Any, after: Any) -> Iterator[Issue]:
+        old_model = self.model(before, app, op.name)
+        new_model = self.model(after, app, op.name)
+        if not self.postgres or old_model is None or new_model is None:
+            return
+        old = {tuple(f) for f in old_model._meta.unique_together}
+        added = [f for f in new_model._meta.unique_together if tuple(f) not in old]
+        if added and self.schema.has_table(old_model._meta.db_table):
+            fields = ", ".join("(" + ", ".join(f) + ")" for f in added)
+            yield self._unique(old_model._meta.db_table, f"unique_together {fields}")
+
+    @staticmethod
+    def _unique(table: str, what: str) -> Issue:
+        return (
+            MIG_LOCKS,
+            f"adds {what} on {table}: building its unique index blocks writes to the table "
+            "while it reads every row (and fails on duplicates)",
+            "CREATE UNIQUE INDEX CONCURRENTLY in a migration with atomic = False, then ALTER "
+            "TABLE ... ADD CONSTRAINT ... UNIQUE USING INDEX, as the database_operations of a "
+            "SeparateDatabaseAndState whose state_operations hold this operation",
+        )
+
+
+def _module_acknowledgement(migration: Any) -> tuple[Acknowledgement | None, str]:
+    """``releasebook_acknowledge`` on the Migration class: a reason, or a dict with a
+    ``reason`` and optionally the 1-based ``operations`` it covers."""
+    raw = getattr(migration, ACK_ATTRIBUTE, None)
+    if raw is None:
+        return None, ""
+    if isinstance(raw, str):
+        raw = {"reason": raw}
+    problem = f"{ACK_ATTRIBUTE} ignored: expected a dict with a non-empty 'reason'"
+    if not isinstance(raw, dict) or set(raw) - {"reason", "operations"}:
+        return None, problem + " and optionally 'operations'"
+    reason = raw.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        return None, problem
+    operations = raw.get("operations", ())
+    count = len(migration.operations)
+    if not isinstance(operations, list | tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= count for n in operations
+    ):
+        return None, (
+            f"{ACK_ATTRIBUTE} ignored: 'operations' must list operation numbers 1 to {count}"
+        )
+    return Acknowledgement("migration", " ".join(reason.split()), tuple(operations)), ""
+
+
+def lint_migrations(ctx: Ctx) -> MigrationLint:
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    connection = connections[DEFAULT_DB_ALIAS]
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    pending = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+    lint = MigrationLint(vendor=connection.vendor, pending=pending, findings=[])
+    if not plan:
+        return lint
+    # The state the applied migrations leave, built as `migrate` builds it (a private
+    # method, unchanged since Django 1.10); rendering it once lets each operation
+    # re-render only the models it changes.
+    state = executor._create_project_state(with_applied_migrations=True)  # type: ignore[attr-defined]
+    _ = state.apps
+    linter = _Linter(connection, _Schema(connection))
+    for migration, _backwards in plan:
+        app = migration.app_label
+        in_module, note = _module_acknowledgement(migration)
+        reason = ctx.acknowledged.get(f"{app}.{migration.name}")
+        in_inventory = Acknowledgement("inventory", reason) if reason else None
+        for number, operation in enumerate(migration.operations, start=1):
+            before = state.clone()
+            operation.state_forwards(app, state)
+            for check, kind, problem, alternative in linter.operation(
+                operation, app, before, state
+            ):
+                ack = in_module if in_module and in_module.covers(number) else in_inventory
+                lint.findings.append(
+                    Finding(
+                        check=check,
+                        app=app,
+                        name=migration.name,
+                        operation=number,
+                        kind=kind,
+                        description=str(operation.describe()),
+                        problem=problem,
+                        alternative=alternative,
+                        acknowledged=ack,
+                        note="" if ack else note,
+                    )
+                )
+    return lint
+
+
+def _linted(ctx: Ctx) -> MigrationLint:
+    """The lint of the pending migrations, made once for the four checks that report it.
+    Checks run one after another, so a lint still running belongs to an earlier check
+    that timed out: the others fail at once instead of each waiting out its timeout."""
+    if not ctx.lint_lock.acquire(blocking=False):
+        raise Fail(
+            "not checked: the migration lint did not finish within an earlier check's timeout"
+        )
+    try:
+        if ctx.lint is None and ctx.lint_error is None:
+            try:
+                ctx.lint = lint_migrations(ctx)
+            except Fail as exc:
+                ctx.lint_error = str(exc)
+            except Exception as exc:
+                ctx.lint_error = "migrations could not be read: " + _describe(exc)
+    finally:
+        ctx.lint_lock.release()
+    if ctx.lint is None:
+        raise Fail(ctx.lint_error or "migrations could not be read")
+    return ctx.lint
+
+
+def _migration_check(ctx: Ctx, check_id: str, clean: str) -> Outcome:
+    lint = _linted(ctx)
+    if check_id == MIG_LOCKS and lint.vendor != "postgresql":
+        return True, f"not applicable: the database is {lint.vendor}, not PostgreSQL"
+    if not lint.pending:
+        return True, "no migrations to apply"
+    mine = [f for f in lint.findings if f.check == check_id]
+    blocking = [f for f in mine if f.acknowledged is None]
+    acknowledged = [f for f in mine if f.acknowledged is not None]
+    tail = ""
+    if acknowledged:
+        tail = f"; {len(acknowledged)} acknowledged: " + "; ".join(
+            f"{f.where()} ({f.acknowledged.by}: {f.acknowledged.reason})"
+            for f in acknowledged
+            if f.acknowledged is not None
+        )
+    if blocking:
+        # In full up to a few; the rest by name (all are in migration_findings).
+        shown, rest = blocking[:MIG_SHOWN], blocking[MIG_SHOWN:]
+        more = f"; and {len(rest)} more: " + "; ".join(f.short() for f in rest) if rest else ""
+        return False, f"{len(blocking)} unsafe: " + "; ".join(f.text() for f in shown) + more + tail
+    return True, f"{len(lint.pending)} migration(s) to apply, {clean}" + tail
+
+
+def check_migrations_keep_names(ctx: Ctx, timeout: float) -> Outcome:
+    return _migration_check(ctx, MIG_NAMES, "nothing the old release uses is dropped or renamed")
+
+
+def check_migrations_keep_writes(ctx: Ctx, timeout: float) -> Outcome:
+    return _migration_check(ctx, MIG_WRITES, "no column change breaks the old release's writes")
+
+
+def check_migrations_reversible(ctx: Ctx, timeout: float) -> Outcome:
+    return _migration_check(ctx, MIG_REVERSIBLE, "every operation can be unapplied")
+
+
+def check_migrations_locks(ctx: Ctx, timeout: float) -> Outcome:
+    return _migration_check(ctx, MIG_LOCKS, "no index build or validation locks a table")
+
+
 # --- cache, broker, disk, web -----------------------------------------------------
 
 
@@ -845,6 +1457,10 @@ RUNNERS: dict[str, tuple[CheckFn, float, bool]] = {
     "RB-DB-002": (check_db_connection, 10, True),
     "RB-DB-003": (check_makemigrations, 30, True),
     "RB-DB-004": (check_migration_plan, 20, True),
+    "RB-MIG-001": (check_migrations_keep_names, 60, True),
+    "RB-MIG-002": (check_migrations_keep_writes, 60, True),
+    "RB-MIG-003": (check_migrations_reversible, 60, True),
+    "RB-MIG-004": (check_migrations_locks, 60, True),
     "RB-CACHE-001": (check_cache, 10, True),
     "RB-CELERY-001": (check_broker, 10, True),
     "RB-DISK-001": (check_disk, 5, False),
@@ -931,6 +1547,15 @@ def _timeout_override(text: str) -> tuple[str, float]:
     return check_id, value
 
 
+def _acknowledgement(text: str) -> tuple[str, str]:
+    migration, sep, reason = text.partition("=")
+    if not sep or not MIGRATION_NAME.match(migration) or not reason.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected APP.MIGRATION=REASON (e.g. shop.0003_drop_x=why), got {text!r}"
+        )
+    return migration, " ".join(reason.split())
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="gate.py", description="releasebook readiness gate (run inside a release)"
@@ -940,6 +1565,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--expect-settings", metavar="MODULE")
     parser.add_argument("--require", action="append", default=[], metavar="NAME")
     parser.add_argument("--skip", action="append", default=[], metavar="ID")
+    parser.add_argument(
+        "--acknowledge",
+        action="append",
+        default=[],
+        type=_acknowledgement,
+        metavar="APP.MIGRATION=REASON",
+        help="let this migration's findings pass, for the reason given (recorded)",
+    )
     parser.add_argument("--min-free-mb", type=int, default=1024, metavar="N")
     parser.add_argument("--deploy-path", type=Path, metavar="PATH")
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="PATH")
@@ -977,6 +1610,7 @@ def run_gate(args: argparse.Namespace) -> dict[str, Any]:
         min_free_mb=args.min_free_mb,
         deploy_path=(args.deploy_path or project).absolute(),
         wsgi=args.wsgi,
+        acknowledged=dict(args.acknowledge),
     )
     timeouts = {check_id: spec[1] for check_id, spec in RUNNERS.items()} | dict(args.timeout)
     skip = set(args.skip)
@@ -1009,7 +1643,40 @@ def run_gate(args: argparse.Namespace) -> dict[str, Any]:
         for check_id, title, severity in TABLE
     ]
     ok = not any(r["status"] == "fail" and r["severity"] == "error" for r in results)
-    return {"ok": ok, "version": VERSION, "pending_migrations": ctx.pending, "results": results}
+    ran = {r["id"] for r in results if r["status"] != "skip"}
+    findings = [f for f in (ctx.lint.findings if ctx.lint else []) if f.check in ran]
+    return {
+        "ok": ok,
+        "version": VERSION,
+        "pending_migrations": ctx.pending,
+        "results": results,
+        "migration_findings": [_redacted(f.as_json(), secrets) for f in findings],
+        "acknowledged_migrations": [
+            _redacted(a, secrets) for a in acknowledged_migrations(findings)
+        ],
+    }
+
+
+def acknowledged_migrations(findings: list[Finding]) -> list[dict[str, Any]]:
+    """One entry per migration and acknowledgement that let findings pass."""
+    grouped: dict[tuple[str, Acknowledgement], list[Finding]] = {}
+    for f in findings:
+        if f.acknowledged is not None:
+            grouped.setdefault((f.migration, f.acknowledged), []).append(f)
+    return [
+        {
+            "migration": migration,
+            "by": ack.by,
+            "reason": ack.reason,
+            "checks": sorted({f.check for f in covered}),
+            "operations": sorted({f.operation for f in covered}),
+        }
+        for (migration, ack), covered in grouped.items()
+    ]
+
+
+def _redacted(data: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
+    return {k: redact(v, secrets) if isinstance(v, str) else v for k, v in data.items()}
 
 
 def _text(report: dict[str, Any]) -> str:

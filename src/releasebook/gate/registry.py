@@ -270,6 +270,55 @@ CHECKS: tuple[CheckSpec, ...] = (
         "history the error names.",
     ),
     _spec(
+        "RB-MIG-001",
+        "Migrations drop or rename nothing the old release uses",
+        "36.8",
+        "error",
+        "Each migration the release would apply is read with Django's loader and project "
+        "states: RemoveField, DeleteModel, RenameField, RenameModel, AlterModelTable and an "
+        "AlterField that renames the column fail when the table or column exists now, "
+        "because the old release keeps serving until the switch and still names them.",
+        "Expand/contract: stop using the field or model in one release (a "
+        "SeparateDatabaseAndState whose state_operations remove it keeps the column), drop "
+        "or rename it in a later release; or acknowledge the migration with a reason.",
+    ),
+    _spec(
+        "RB-MIG-002",
+        "Column changes keep the old release's writes valid",
+        "36.8",
+        "error",
+        "An AddField that is NOT NULL without a database default (db_default) on an existing "
+        "table, an AlterField that makes a column NOT NULL or changes its type fail: the old "
+        "release's inserts omit the new column or write the old type, and most type changes "
+        "rewrite the table.",
+        "Add the column nullable or with db_default, backfill, and make it NOT NULL (or move "
+        "to the new type through a new column) in a later release; or acknowledge it.",
+    ),
+    _spec(
+        "RB-MIG-003",
+        "Migrations can be reversed",
+        "36.8",
+        "error",
+        "Every operation is reversible as Django's executor sees it: a RunPython without "
+        "reverse_code or a RunSQL without reverse_sql (also inside SeparateDatabaseAndState) "
+        "fails, since a rollback could not unapply it.",
+        "Give it reverse_code=migrations.RunPython.noop or reverse_sql=migrations.RunSQL.noop "
+        "when there is nothing to undo, or the code that undoes it; or acknowledge it.",
+    ),
+    _spec(
+        "RB-MIG-004",
+        "Migrations take no long locks (PostgreSQL)",
+        "36.8",
+        "error",
+        "On PostgreSQL, on a table that exists now: an AddIndex (not AddIndexConcurrently), an "
+        "AddField or AlterField that creates an index (db_index, unique, ForeignKey), an "
+        "AddConstraint of a UniqueConstraint, a new unique_together, and a foreign key added "
+        "by AddField or AlterField (it validates every row) fail.",
+        "Use AddIndexConcurrently in a migration with atomic = False, build unique indexes "
+        "CONCURRENTLY before adding the constraint, add foreign keys NOT VALID and validate "
+        "them later; or acknowledge the migration.",
+    ),
+    _spec(
         "RB-CACHE-001",
         "Cache answers",
         "36.9",

@@ -3,6 +3,9 @@
 ``parse_gate_output`` turns the stdout of ``.releasebook/gate.py --json`` into a
 :class:`HostReport`; ``format_table`` lays every host's results out for a person
 (check, host, status, message, time); ``summary`` is the one line that goes with it.
+The migration lint's findings and acknowledgements ride along on each report (parsed by
+:mod:`releasebook.gate.lint_report`): ``format_migration_findings`` explains them in
+full, ``acknowledged_record`` is what the history keeps of the acknowledgements.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from releasebook.errors import GateOutputError
+from releasebook.gate.lint_report import (
+    AcknowledgedMigration,
+    LintReportError,
+    MigrationFinding,
+    parse_acknowledged,
+    parse_findings,
+)
 from releasebook.gate.registry import BY_ID, CHECKS, Severity
 
 Status = Literal["pass", "fail", "skip"]
@@ -48,6 +58,8 @@ class HostReport:
     ok: bool
     results: tuple[CheckResult, ...] = ()
     pending_migrations: tuple[str, ...] = ()
+    acknowledged_migrations: tuple[AcknowledgedMigration, ...] = ()
+    migration_findings: tuple[MigrationFinding, ...] = ()
     error: str | None = None  # set when the gate produced no usable report
 
     @property
@@ -122,11 +134,51 @@ def parse_gate_output(host: str, stdout: str) -> HostReport:
         pending = data.get("pending_migrations", [])
         if not isinstance(pending, list) or not all(isinstance(p, str) for p in pending):
             raise GateOutputError("'pending_migrations' should be a list of strings")
-    except GateOutputError as exc:
+        # Both absent from gates older than the migration lint.
+        acks = parse_acknowledged(data.get("acknowledged_migrations", []))
+        findings = parse_findings(data.get("migration_findings", []))
+    except (GateOutputError, LintReportError) as exc:
         raise GateOutputError(f"{host}: gate report: {exc}") from None
     if ok != (not any(r.blocking for r in results)):
         raise GateOutputError(f"{host}: gate report: 'ok' disagrees with its results")
-    return HostReport(host=host, ok=ok, results=results, pending_migrations=tuple(pending))
+    return HostReport(
+        host=host,
+        ok=ok,
+        results=results,
+        pending_migrations=tuple(pending),
+        acknowledged_migrations=acks,
+        migration_findings=findings,
+    )
+
+
+def acknowledged_record(reports: Sequence[HostReport]) -> list[dict[str, Any]]:
+    """The acknowledged migrations, each once (every host lints the same plan), as the
+    history keeps them next to the gate's ``skipped``."""
+    seen: dict[tuple[str, str, str], AcknowledgedMigration] = {}
+    for report in reports:
+        for ack in report.acknowledged_migrations:
+            seen.setdefault((ack.migration, ack.by, ack.reason), ack)
+    return [ack.record() for ack in seen.values()]
+
+
+def format_migration_findings(reports: Sequence[HostReport]) -> str:
+    """Each migration finding once, in full (the table cuts long messages): what is
+    unsafe, why, and the expand/contract alternative; acknowledged ones in a line each."""
+    seen: dict[tuple[str, str, int, str], MigrationFinding] = {}
+    for report in reports:
+        for finding in report.migration_findings:
+            key = (finding.check, finding.migration, finding.operation, finding.kind)
+            seen.setdefault(key, finding)
+    lines: list[str] = []
+    for f in (f for f in seen.values() if f.acknowledged_by is None):
+        lines += [f"{f.check} {f.where}", f"  why: {f.problem}", f"  instead: {f.alternative}"]
+        lines += [f"  note: {f.note}"] if f.note else []
+    lines += [
+        f"{f.check} {f.where}: acknowledged ({f.acknowledged_by}: {f.reason})"
+        for f in seen.values()
+        if f.acknowledged_by is not None
+    ]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def gate_passed(reports: Sequence[HostReport]) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from releasebook.errors import InventoryError
 from releasebook.gate.registry import unknown_ids
 from releasebook.inventory.hops import parse_hops
+from releasebook.inventory.migrations import parse_migrations
 from releasebook.inventory.model import (
     AppSettings,
     EnvFileSettings,
@@ -158,6 +159,7 @@ _TOP_KEYS = (
     "hooks",
     "gate",
     "timeouts",
+    "migrations",
     "roles",
     "hosts",
     *_LAYERED,
@@ -241,6 +243,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         min_free_mb=r.get(disk, "disk", "min_free_mb", int, 500, _not_negative),
         gate_skips=_gate_skips(r, data),
         timeouts=_timeouts(r, data),
+        migrations=parse_migrations(r, data),
         lines=lines,
     )
 

@@ -88,6 +88,14 @@ class EnvFileSettings:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """``migrations:`` in the inventory. ``acknowledge`` maps ``app.migration`` to why the
+    readiness gate's migration findings for it may pass (recorded with the release)."""
+
+    acknowledge: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     file: Path
@@ -103,6 +111,7 @@ class Environment:
     min_free_mb: int
     gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
     timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
+    migrations: MigrationSettings = field(default_factory=MigrationSettings)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:

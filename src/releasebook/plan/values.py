@@ -18,6 +18,7 @@ from pathlib import Path
 from releasebook.errors import InventoryError
 from releasebook.gate.command import GATE_FILES, GATE_IN_RELEASE, validate_skips
 from releasebook.inventory import Environment, Host
+from releasebook.inventory.migrations import acknowledge_args
 from releasebook.inventory.secrets import BUILD_OUT, source_args
 from releasebook.plan.facts import RELEASE_ID, HostFacts
 from releasebook.plan.model import PathLike, ReleaseInfo, Source
@@ -354,12 +355,14 @@ def lock_values(
 
 
 def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
-    """`` --require NAME ... --skip ID ...``, shell-quoted, for a ``Raw`` plan value."""
+    """`` --require NAME ... --skip ID ... --acknowledge APP.MIGRATION=REASON ...``,
+    shell-quoted, for a ``Raw`` plan value."""
     words: list[str] = []
     for name in env.env_file.required:
         words += ["--require", quote(name)]
     for check_id in validate_skips(skip):
         words += ["--skip", quote(check_id)]
+    words += [quote(word) for word in acknowledge_args(env.migrations)]
     return "".join(f" {word}" for word in words)
 
 
@@ -388,4 +391,5 @@ def gate_argv(
         argv += ["--require", name]
     for check_id in validate_skips(skip):
         argv += ["--skip", check_id]
+    argv += acknowledge_args(env.migrations)
     return tuple(argv)
