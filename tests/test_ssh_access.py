@@ -168,7 +168,12 @@ def test_known_hosts_markers_and_negation_on_real_sshd(fleet: SimFleet, tmp_path
     app = fleet["app"]
     name, key = app.host_key_line.split(" ", 1)
     known_hosts = tmp_path / "known_hosts"
-    ssh = (f"known_hosts: {known_hosts}", "user: root", f"identity_file: {fleet.client_key}")
+    ssh = (
+        f"known_hosts: {known_hosts}",
+        "user: root",
+        f"port: {app.port}",
+        f"identity_file: {fleet.client_key}",
+    )
     cases = {
         f"{app.host_key_line}\n@revoked * {key}\n": "is REVOKED in known_hosts",
         f"@cert-authority * {key}\n": "known only through a certificate authority",
