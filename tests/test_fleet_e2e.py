@@ -194,7 +194,7 @@ def test_a_running_task_finishes_across_a_worker_restart(
     label = f"task-{uuid.uuid4().hex[:8]}"
     call = fleet.run(
         "worker1",
-        "cd /srv/app/current && /srv/app/.releasebook/with-env venv/bin/python -m celery "
+        "cd /srv/app/current && .releasebook/with-env venv/bin/python -m celery "
         f"-A config call notes.tasks.slow_note --args '[20, \"{label}\"]'",
     )
     assert call.ok, call.stderr

@@ -53,21 +53,53 @@ class Runner:
     running: str = "start-up"  # the group now running, for messages
 
     def run(self, group: Sequence[PlannedStep]) -> list[list[Outcome]]:
+        """Run ``group``. What began is kept from each outcome as it is reported, so it
+        is known even when a stop signal ends the group (its running scripts finish,
+        report, and the signal is raised)."""
         steps = ", ".join(p.step.name for p in group)
         targets = ", ".join(dict.fromkeys(w.target for p in group for w in p.work))
         self.running = f"{steps} on {targets}"
-        results = run_group(
-            group, self.transports, self.reporter, self.env.max_parallel, self.frames
-        )
-        for planned, outcomes in zip(group, results, strict=True):
-            name = planned.step.name
-            slowest = max((o.duration for o in outcomes), default=0.0)
-            self.durations[name] = round(self.durations.get(name, 0.0) + slowest, 3)
-            for outcome in outcomes:
-                begun = self.began.setdefault(outcome.target, [])
-                if outcome.began and name not in begun:
-                    begun.append(name)
-        return results
+        slowest: dict[str, float] = {}
+        try:
+            return run_group(
+                group,
+                self.transports,
+                _Tracking(self.reporter, self.began, slowest),
+                self.env.max_parallel,
+                self.frames,
+            )
+        finally:
+            for name, seconds in slowest.items():
+                self.durations[name] = round(self.durations.get(name, 0.0) + seconds, 3)
+
+
+@dataclass
+class _Tracking:
+    """The run's reporter, noting what each outcome says began and how long it took."""
+
+    inner: Reporter
+    began: dict[str, list[str]]
+    slowest: dict[str, float]
+
+    def plan_started(self, plan: Plan) -> None:
+        self.inner.plan_started(plan)
+
+    def step_started(self, planned: PlannedStep) -> None:
+        self.inner.step_started(planned)
+
+    def host_finished(self, planned: PlannedStep, outcome: Outcome) -> None:
+        name = planned.step.name
+        begun = self.began.setdefault(outcome.target, [])
+        if outcome.began and name not in begun:
+            begun.append(name)
+        self.slowest[name] = max(self.slowest.get(name, 0.0), outcome.duration)
+        self.inner.host_finished(planned, outcome)
+
+    def message(self, text: str, **data: Any) -> None:
+        self.inner.message(text, **data)
+
+    def finished(self, ok: bool, summary: str) -> None:
+        self.inner.finished(ok, summary)
 
 
 def run_until_failure(plan: Plan, runner: Runner, batch_size: int | None) -> list[Outcome]:

@@ -25,6 +25,7 @@ RELEASE_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}$")
 BAD_OUTCOMES = ("rolled_back", "failed_after_switch", "rollback_failed", "retired")
 GOOD_RELEASE = ("released",)
 _STEP = re.compile(r"^[a-z_]+$")
+UNDO = "undo"  # what the journal calls the undo steps a run ran
 _JOURNAL_TIME = re.compile(r"^[0-9T:Z-]{10,25}$")
 Record = dict[str, Any]
 
@@ -136,16 +137,22 @@ class HostFacts:
         return [r for r in removable if r not in protect]
 
     def last_steps(self) -> dict[str, Any] | None:
-        """The steps this host completed in the newest run it journaled."""
-        if not self.journal:
+        """The steps this host completed in the newest run it journaled, and the undo
+        steps it ran for that run, if any."""
+        entries = list(self.journal)
+        undone: list[str] = []
+        while entries and entries[-1].action == UNDO:
+            undone.insert(0, entries.pop().step)
+        if not entries:
             return None
-        last = self.journal[-1]
+        last = entries[-1]
         steps: list[str] = []
-        for entry in reversed(self.journal):
+        for entry in reversed(entries):
             if (entry.action, entry.release) != (last.action, last.release):
                 break
             steps.insert(0, entry.step)
-        return {"action": last.action, "release": last.release, "steps": steps, "at": last.at}
+        found = {"action": last.action, "release": last.release, "steps": steps, "at": last.at}
+        return {**found, "undone": undone} if undone else found
 
 
 def parse_probe(host: str, output: str) -> HostFacts:
