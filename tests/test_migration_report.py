@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from releasebook.errors import GateOutputError
+from releasebook.errors import GateOutputError, MigrationStateError
 from releasebook.gate.migration_report import (
-    MigrationStateError,
     UnapplyCommand,
     parse_leaves,
     parse_rollback_plan,

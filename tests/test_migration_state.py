@@ -23,11 +23,6 @@ from migrating import STATE_IN_RELEASE, Mig, make_deploy, make_release, manage, 
 from services import fresh_database
 
 from releasebook.gate import migration_state
-from releasebook.gate.command import (
-    MIGRATION_LEAVES_COMMAND,
-    MIGRATION_PLAN_TO_COMMAND,
-    MIGRATION_UNAPPLY_COMMAND,
-)
 from releasebook.gate.migration_report import (
     RollbackPlan,
     UnapplyCommand,
@@ -35,6 +30,8 @@ from releasebook.gate.migration_report import (
     parse_rollback_plan,
 )
 from releasebook.quoting import render_command
+from releasebook.runbooks.release import MIGRATE
+from releasebook.runbooks.rollback import SCHEMA, UNAPPLY
 
 MIGRATIONS = [
     Mig(
@@ -114,20 +111,24 @@ class Deploy:
         return done, json.loads(done.stdout)
 
     def shell(self, template: str, **values: object) -> subprocess.CompletedProcess[str]:
-        """A command template of releasebook.gate.command, rendered and run as a step is."""
-        command = render_command(template, {"with_env": with_env(self.root), **values})
+        """A command template of the runbooks' steps, rendered and run as a step is (the
+        release's launcher is, here, the deploy's test launcher)."""
+        launcher = with_env(self.root)
+        command = render_command(
+            template, {"launcher": launcher, "live_launcher": launcher, **values}
+        )
         return subprocess.run(
             ["sh", "-c", command], env=clean_env(), capture_output=True, text=True, timeout=120
         )
 
     def leaves(self, version: int) -> tuple[Any, dict[str, tuple[str, ...]]]:
-        done = self.shell(MIGRATION_LEAVES_COMMAND, release_dir=self.releases[version])
+        done = self.shell(MIGRATE.commands[1].template, release_dir=self.releases[version])
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout), parse_leaves("web1", done.stdout)
 
     def plan_to(self, version: int, older: Path) -> tuple[Any, RollbackPlan]:
         done = self.shell(
-            MIGRATION_PLAN_TO_COMMAND, newer_dir=self.releases[version], older_dir=older
+            SCHEMA.commands[0].template, live_dir=self.releases[version], release_dir=older
         )
         assert done.returncode == 0, done.stderr
         report, plan = json.loads(done.stdout), parse_rollback_plan("web1", done.stdout)
@@ -138,8 +139,8 @@ class Deploy:
 
     def unapply(self, version: int, command: UnapplyCommand) -> subprocess.CompletedProcess[str]:
         return self.shell(
-            MIGRATION_UNAPPLY_COMMAND,
-            newer_dir=self.releases[version],
+            UNAPPLY.commands[0].template,
+            live_dir=self.releases[version],
             app=command.app,
             target=command.target,
         )

@@ -314,6 +314,8 @@ def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
     plan = make_plan(env, "rollback", "concrete")
     assert [p.step.name for p in plan.steps] == [
         "lock",
+        "schema",
+        "unapply",
         "retire",
         "switch",
         "restart_web",
@@ -323,6 +325,12 @@ def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
         "unlock",
     ]
     assert targets(plan, "retire") == []  # every host has a release to go back to
+    # the schema is compared on the migrate host, from the live release; nothing to unapply
+    assert targets(plan, "schema") == names_with(env, "migrate")
+    (schema,) = plan.step("schema").work
+    assert schema.commands[0].startswith(f"cd /srv/example/releases/{PREVIOUS_ID} && ")
+    assert f"plan-to /srv/example/releases/{PREVIOUS_ID} --json" in schema.commands[0]
+    assert all(not w.commands for w in plan.step("unapply").work)
     assert targets(plan, "switch") == [h.name for h in env.hosts]
     for work in plan.step("switch").work:
         assert f"ln -sfn /srv/example/releases/{PREVIOUS_ID} " in work.commands[0]

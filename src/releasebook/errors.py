@@ -7,6 +7,8 @@ ReleasebookError          (exit 1)
 ├── HostUnreachable       (exit 1)  a host could not be reached before anything changed
 │   └── HostKeyChanged    (exit 5)  a host offered another key than the one pinned
 ├── GateOutputError       (exit 1)  the readiness gate's output on a host is not its report
+│   └── LintReportError   (exit 1)  ... nor is its migration lint's part
+├── MigrationStateError   (exit 1)  migration_state.py failed on a host or said nonsense
 ├── ReleaseFailed         (exit 1)  a step failed: nothing live changed, or all rolled back
 ├── RollbackFailed        (exit 3)  restoring the previous release failed: hosts need attention
 └── LockHeld              (exit 4)  another run holds the environment lock; nothing changed
@@ -49,6 +51,14 @@ class HostKeyChanged(HostUnreachable):
 
 class GateOutputError(ReleasebookError):
     """The gate's output on a host is not the JSON document it promises."""
+
+
+class LintReportError(GateOutputError):
+    """The migration lint's part of a gate report is not what it promises."""
+
+
+class MigrationStateError(ReleasebookError):
+    """migration_state.py failed on a host, or printed something other than its JSON."""
 
 
 class ReleaseFailed(ReleasebookError):

@@ -197,6 +197,7 @@ def preflight(
     help={
         "env": "inventory to roll back: inventories/<env>.yml",
         "to": "release id to go back to (default: the release live before the current one)",
+        "migrate": "also unapply the migrations that release does not have (reversible only)",
         "json": JSON_HELP,
         "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
@@ -206,11 +207,13 @@ def rollback(
     c: Context,
     env: str = "",
     to: str = "",
+    migrate: bool = False,
     json: bool = False,
     batch_size: str = "",
     wait: float = 0,
 ) -> None:
-    """Switch every host back to an earlier release, restart and verify."""
+    """Switch every host back to an earlier release, restart and verify; with --migrate,
+    unapply the migrations it does not have first."""
     with session() as s:
         environment = s.load(env)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
@@ -219,6 +222,7 @@ def rollback(
             s.reporter(json),
             s.masker,
             to=to or None,
+            migrate=migrate,
             batch_size=batch,
             lock_wait=_lock_wait(wait),
         )
@@ -323,6 +327,8 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
             f"  steps completed by the last {journaled['action']} "
             f"({journaled['release']}, until {journaled['at']}): " + ", ".join(journaled["steps"])
         )
+        if journaled.get("undone"):
+            lines.append("  then undone: " + ", ".join(journaled["undone"]))
     lines.extend(f"  note: {problem}" for problem in facts.problems)
     return lines
 

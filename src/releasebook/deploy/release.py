@@ -31,6 +31,7 @@ from releasebook.deploy.running import Runner, lock_info_for, run_until_failure,
 from releasebook.errors import (
     GateOutputError,
     Interrupted,
+    MigrationStateError,
     ReleasebookError,
     ReleaseFailed,
     RollbackFailed,
@@ -39,7 +40,15 @@ from releasebook.execute.events import Reporter
 from releasebook.execute.lock import HeldLock, environment_lock
 from releasebook.execute.outcome import Outcome
 from releasebook.execute.runner import plain_script, run_scripts
-from releasebook.gate.report import HostReport, format_table, host_failed, parse_gate_output
+from releasebook.gate.migration_report import parse_leaves
+from releasebook.gate.report import (
+    HostReport,
+    acknowledged_record,
+    format_migration_findings,
+    format_table,
+    host_failed,
+    parse_gate_output,
+)
 from releasebook.gate.report import summary as gate_summary
 from releasebook.inventory import Environment
 from releasebook.inventory.secrets import delivered
@@ -171,6 +180,20 @@ class _Release:
                     return True
         return False
 
+    def _schema_left(self, outcomes: list[Outcome]) -> dict[str, Any]:
+        """What migrate applied (the gate's plan) and the leaves it left, for the history:
+        a later rollback says from it what stays applied."""
+        left: dict[str, Any] = {"applied": self.base.get("gate", {}).get("pending_migrations", [])}
+        for outcome in outcomes:
+            try:
+                left["leaves"] = {
+                    app: list(names)
+                    for app, names in parse_leaves(outcome.target, outcome.stdout).items()
+                }
+            except MigrationStateError as exc:
+                left["leaves_error"] = str(exc)
+        return left
+
     def _success_record(self, host: str) -> Record:
         return {
             **self.base,
@@ -204,6 +227,8 @@ class _Release:
             )
             self.base["gate"] = gate
             failed = [o for o in outcomes if o.target in blocking] or failed
+        if name == "migrate" and not failed:
+            self.base["migrations"] = self._schema_left(outcomes)
         action = decide(
             name, planned.step.phase, failed, live=self.live, stop_after=self.stop_after
         )
@@ -343,6 +368,14 @@ class _Release:
                 else ""
             )
         )
+        applied = self.base.get("migrations", {}).get("applied", [])
+        schema = (
+            "The schema is kept: " + ", ".join(applied) + " stay applied (they passed the "
+            "readiness gate's migration lint, so the older code tolerates them; "
+            f"`inv rollback --env={env.name} --migrate` would unapply reversible ones)."
+            if applied
+            else "No migration was applied: the schema is as it was."
+        )
         plan = build_plan(
             env,
             "rollback",
@@ -393,7 +426,7 @@ class _Release:
                 + failure_text(failed[0].step, failed)
             )
         self.reporter.finished(False, f"release {self.info.release_id} failed; rolled back")
-        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}")
+        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}\n{schema}")
 
     def record_unrecorded(self) -> None:
         """The success record where cleanup's script did not carry it, and a failed
@@ -440,9 +473,12 @@ def _gate_result(
         **{k: {"reason": v, "by": "inventory"} for k, v in env.gate_skips.items()},
         **{k: {"reason": v, "by": user} for k, v in skips.items()},
     }
+    if any(r.migration_findings for r in reports):
+        reporter.message("migration lint:\n" + format_migration_findings(reports))
     kept = {
         "summary": gate_summary(reports),
         "skipped": skipped,
+        "acknowledged_migrations": acknowledged_record(reports),
         "warnings": sorted({r.id for report in reports for r in report.warnings}),
         "blocking": sorted({r.id for report in reports for r in report.blocking}),
         "pending_migrations": next(

@@ -1,5 +1,12 @@
 """``inv rollback``: the rollback runbook to the release each host served before the live
-one (from the history), or to a chosen one, verified, and recorded."""
+one (from the history), or to a chosen one, verified, and recorded.
+
+Before switching, the schema step compares what the database has applied with the
+migrations the release to go back to has. Without ``--migrate`` newer migrations stay
+applied, and the output and the history say which; with it, reversible ones are unapplied
+first, from the live release, and an irreversible one refuses the rollback before
+anything changes.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,23 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
-from releasebook.deploy.connection import Opener, attempt, connect, open_real
+from releasebook.deploy.connection import Opener, attempt, connect, open_real, record_everywhere
 from releasebook.deploy.release import failure_text
 from releasebook.deploy.running import Runner, lock_info_for, run_until_failure, with_records
-from releasebook.errors import RollbackFailed, UsageError
+from releasebook.errors import (
+    MigrationStateError,
+    ReleasebookError,
+    ReleaseFailed,
+    RollbackFailed,
+    UsageError,
+)
 from releasebook.execute.events import Reporter
 from releasebook.execute.lock import HeldLock, environment_lock
+from releasebook.execute.outcome import Outcome
+from releasebook.execute.runner import plain_script
+from releasebook.gate.migration_report import RollbackPlan, parse_rollback_plan
 from releasebook.inventory import Environment
 from releasebook.masking import Masker
 from releasebook.plan.build import Run, build_plan
@@ -22,7 +39,8 @@ from releasebook.plan.model import Plan, ReleaseInfo, Source
 from releasebook.plan.source import find_source
 from releasebook.runbooks.bookkeeping import LockInfo
 
-STEPS = ("lock", "switch", "restart_web", "restart_workers", "verify", "record", "unlock")
+STEPS = ("lock", "schema", "switch", "restart_web", "restart_workers", "verify", "record", "unlock")
+FINISH = ("record", "unlock")
 
 
 def rollback(
@@ -31,12 +49,14 @@ def rollback(
     masker: Masker,
     *,
     to: str | None = None,
+    migrate: bool = False,
     source: Source | None = None,
     batch_size: int | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
 ) -> str:
-    """Switch every host back to an earlier release; the release id it went to."""
+    """Switch every host back to an earlier release; the release id it went to.
+    ``migrate``: unapply the migrations the older release does not have, first."""
     if to is not None:
         validate_release_id(to)
     source = source or find_source(env)
@@ -51,9 +71,15 @@ def rollback(
         created_at=base["at"],
     )
 
-    def plan_with(lock: LockInfo, held: HeldLock | None = None, to_id: str = "") -> Plan:
+    def plan_with(
+        lock: LockInfo,
+        held: HeldLock | None = None,
+        to_id: str = "",
+        unapply: list[tuple[str, str]] | None = None,
+    ) -> Plan:
         facts = held.facts if held is not None else None
         targets = _targets(facts, to) if facts is not None else None
+        steps = STEPS if unapply is None else ("unapply", *STEPS)
         return build_plan(
             env,
             "rollback",
@@ -66,7 +92,8 @@ def rollback(
                 facts=facts,
             ),
             targets=targets,
-            steps=STEPS,
+            steps=steps,
+            unapply=unapply,
         )
 
     lock = lock_info_for("rollback", to or "")
@@ -78,7 +105,14 @@ def rollback(
             plan = plan_with(held.info, held, target_id)
             runner = Runner(env, transports, reporter, plan.frames)
             left = {name: held.facts[name].current for name in targets}
-            failed = run_until_failure(_without_record(plan), runner, batch_size)
+            schema = _schema(plan, runner, migrate=migrate)
+            base["schema"] = schema.record
+            if schema.unapply:
+                plan = plan_with(held.info, held, target_id, schema.unapply)
+                runner.frames = plan.frames
+            failed = run_until_failure(_between(plan), runner, batch_size)
+            if failed and failed[0].step == "unapply":
+                raise _unapply_failed(plan, runner, failed, base, masker)
             records = {
                 name: {
                     **base,
@@ -91,7 +125,7 @@ def rollback(
                 }
                 for name in targets
             }
-            finish = [p for p in plan.steps if p.step.name in ("record", "unlock")]
+            finish = [p for p in plan.steps if p.step.name in FINISH]
             for planned, outcomes in zip(
                 finish, runner.run(with_records(plan, finish, records, masker)), strict=True
             ):
@@ -102,15 +136,115 @@ def rollback(
                 raise RollbackFailed(failure_text(failed[0].step, failed))
     sources = ", ".join(sorted({str(v) for v in left.values() if v})) or "nothing"
     verb = "rolled back" if to is None else "switched, as asked (--to),"
-    reporter.finished(True, f"{env.name} {verb} from {sources} to {target_id}")
+    reporter.finished(True, f"{env.name} {verb} from {sources} to {target_id}; {schema.summary}")
     return target_id
 
 
-def _without_record(plan: Plan) -> Plan:
-    """The plan from after the lock up to verify: the record and the unlock run once the
-    outcome is known."""
-    steps = tuple(p for p in plan.steps if p.step.name not in ("lock", "record", "unlock"))
-    return replace(plan, steps=steps)
+def _unapply_failed(
+    plan: Plan,
+    runner: Runner,
+    failed: list[Outcome],
+    base: dict[str, Any],
+    masker: Masker,
+) -> ReleasebookError:
+    """Unapplying failed before anything was switched: its undo (migrate forward again,
+    from the live release) runs, and the attempt is recorded."""
+    (work,) = plan.step("unapply").work
+    result = runner.transports[work.target].run(plain_script(work.undo), timeout=work.timeout)
+    reason = failure_text("unapply", failed)
+    record_everywhere(
+        plan.environment,
+        runner.transports,
+        masker,
+        {**base, "outcome": "failed", "step": "unapply", "reason": reason},
+    )
+    runner.reporter.finished(False, "rollback failed while unapplying migrations")
+    if not result.ok:
+        return RollbackFailed(
+            f"{reason}\nApplying them again failed too ({result.tail()}): the schema is "
+            "between releases; the code was not switched. Run `manage.py migrate` from the "
+            "live release."
+        )
+    return ReleaseFailed(
+        f"{reason}\nThe migrations were applied again and no code was switched: every host "
+        "serves the live release as before."
+    )
+
+
+class _Schema:
+    """What the schema step found, and what the rollback does about it."""
+
+    def __init__(self, found: RollbackPlan | None, migrate: bool, problem: str = "") -> None:
+        self.found, self.migrate, self.problem = found, migrate, problem
+
+    @property
+    def unapply(self) -> list[tuple[str, str]]:
+        if self.found is None or not self.migrate:
+            return []
+        return [(c.app, c.target) for c in self.found.commands]
+
+    @property
+    def newer(self) -> list[str]:
+        return [m.migration for m in self.found.newer] if self.found is not None else []
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self.found is None:
+            return {"compared": False, "reason": self.problem}
+        key = "unapplied" if self.unapply else "kept"
+        return {"compared": True, key: self.newer, "not_on_disk": list(self.found.not_on_disk)}
+
+    @property
+    def summary(self) -> str:
+        if self.found is None:
+            return f"the schema was not compared ({self.problem}) and is kept"
+        if not self.newer:
+            return "the schema needed no change"
+        if self.unapply:
+            return "unapplied " + ", ".join(self.newer)
+        return (
+            "the schema is kept: " + ", ".join(self.newer) + " stay applied (the older code "
+            "must tolerate them; `--migrate` unapplies reversible ones)"
+        )
+
+
+def _schema(plan: Plan, runner: Runner, *, migrate: bool) -> _Schema:
+    """Run the schema step; refuse ``--migrate`` that cannot be honoured."""
+    planned = plan.step("schema")
+    if not planned.work:
+        return _Schema(None, migrate, "no migrate host")
+    (outcomes,) = runner.run([planned])
+    (outcome,) = outcomes
+    try:
+        if not outcome.ok:
+            raise MigrationStateError(f"{outcome.target}: {outcome.tail or 'no output'}")
+        found = parse_rollback_plan(outcome.target, outcome.stdout)
+    except MigrationStateError as exc:
+        if migrate:
+            raise UsageError(
+                f"--migrate: the schema cannot be compared with the release to go back to "
+                f"({exc}); nothing was changed"
+            ) from None
+        runner.reporter.message(f"note: could not compare the schema ({exc}); it is kept")
+        return _Schema(None, migrate, str(exc))
+    schema = _Schema(found, migrate)
+    if migrate and not found.reversible:
+        names = [m.migration for m in found.irreversible] + list(found.not_on_disk)
+        env = plan.environment.name
+        raise UsageError(
+            "--migrate refused: " + ", ".join(names) + " cannot be unapplied (no reverse "
+            "code, or their files are in no release); nothing was changed. Roll back "
+            f"without --migrate to keep the schema, or restore a backup: inv restore "
+            f"--env={env} --from BACKUP"
+        )
+    runner.reporter.message(schema.summary)
+    return schema
+
+
+def _between(plan: Plan) -> Plan:
+    """The plan between the schema step and the record: what changes the hosts."""
+    skip = ("lock", "schema", *FINISH)
+    return replace(plan, steps=tuple(p for p in plan.steps if p.step.name not in skip))
 
 
 def _targets(facts: Mapping[str, HostFacts], to: str | None) -> dict[str, str]:

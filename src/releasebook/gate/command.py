@@ -33,25 +33,6 @@ GATE_COMMAND = (
 )
 
 
-# Templates for the migrate and rollback steps: placeholders are plan host values, with
-# {newer_dir} the release that has the newer migrations' files (the one going away on a
-# rollback) and {older_dir} the release going live. The output is parsed by
-# releasebook.gate.migration_report.
-MIGRATION_LEAVES_COMMAND = (
-    "cd {release_dir} && {with_env} venv/bin/python "
-    + MIGRATION_STATE_IN_RELEASE
-    + " leaves --json"
-)
-MIGRATION_PLAN_TO_COMMAND = (
-    "cd {newer_dir} && {with_env} venv/bin/python "
-    + MIGRATION_STATE_IN_RELEASE
-    + " plan-to {older_dir} --json"
-)
-MIGRATION_UNAPPLY_COMMAND = (
-    "cd {newer_dir} && {with_env} venv/bin/python manage.py migrate --noinput {app} {target}"
-)
-
-
 def validate_skips(skips: Iterable[str]) -> tuple[str, ...]:
     """The ids to skip, in order and once each; UsageError (exit 2) names unknown ones."""
     ids = tuple(dict.fromkeys(skips))

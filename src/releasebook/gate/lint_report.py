@@ -8,15 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from releasebook.errors import ReleasebookError
+from releasebook.errors import LintReportError
 from releasebook.gate.migration_report import APP_LABEL, MIGRATION_NAME, printable
 from releasebook.gate.registry import BY_ID
 
 ACK_BY = ("inventory", "migration")
-
-
-class LintReportError(ReleasebookError):
-    """The lint's part of a gate report is malformed."""
 
 
 @dataclass(frozen=True, kw_only=True)

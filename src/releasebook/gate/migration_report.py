@@ -15,16 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from releasebook.errors import ReleasebookError
+from releasebook.errors import MigrationStateError
 
 APP_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIGRATION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_TEXT = 300
-
-
-class MigrationStateError(ReleasebookError):
-    """migration_state.py failed on a host, or printed something other than its JSON."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,10 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from releasebook.errors import GateOutputError
+from releasebook.errors import GateOutputError, LintReportError
 from releasebook.gate.lint_report import (
     AcknowledgedMigration,
-    LintReportError,
     MigrationFinding,
     parse_acknowledged,
     parse_findings,

@@ -81,13 +81,16 @@ def build_plan(
     targets: Mapping[str, str] | None = None,
     gate_skips: Sequence[str] = (),
     steps: Sequence[str] | None = None,
+    unapply: Sequence[tuple[str, str]] | None = None,
 ) -> Plan:
     """A plan for a run (``run`` given) or for the runbook (``run`` None).
 
     ``previous`` maps each host to the release it served before this run. For a
     rollback, ``targets`` maps each host to the release it goes back to; hosts without
     one are taken out of service (``retire``). ``steps`` limits the plan to those steps
-    (an automatic rollback runs inside the release's lock and record).
+    (an automatic rollback runs inside the release's lock and record). ``unapply``: the
+    (app, target migration) pairs a rollback with ``--migrate`` migrates back to, as its
+    schema step found them.
     """
     runbook = RUNBOOKS[kind]
     release = run.release if run is not None else None
@@ -129,6 +132,7 @@ def build_plan(
             **host_values(env, host, host_ids, base=base, python_abi=python_abi, facts=host_facts),
             **locked,
             "record": RECORD_PLACEHOLDER,
+            "unapply": _unapply_items(unapply, symbolic=release is None),
         }
         values["cleanup_releases"] = cleanup_releases(
             env, host_ids, host_facts, layout_of(env, base)
@@ -224,6 +228,16 @@ def _frame(
     fence = tuple(render_command(c.template, values) for c in book.FENCE)
     frame_values = {k: values[k] for k in ("state", "steps_lock", "journal", "busy_message")}
     return Frame(values=frame_values, fence=fence, action=action, release=release, marker=marker)
+
+
+def _unapply_items(
+    unapply: Sequence[tuple[str, str]] | None, *, symbolic: bool
+) -> list[dict[str, object]]:
+    if unapply is not None:
+        return [{"app": app, "target": target} for app, target in unapply]
+    if symbolic:  # the runbook: one line per app the schema step lists
+        return [{"app": ShellVar("APP"), "target": ShellVar("TARGET")}]
+    return []
 
 
 def _timeout(env: Environment, step: Step, host: Host | None) -> float:

@@ -187,6 +187,8 @@ def host_values(
     layout = layout_of(env, base)
     release_dir = layout.release(ids.release)
     venv = layout.venv(ids.requirements_hash)
+    # The release live now (a rollback's schema steps run from it): from the facts.
+    live: Id = facts.current if facts is not None and facts.current else ShellVar("LIVE")
     tools = layout.tools
     supervisorctl = Raw(f"{quote(layout.tool('supervisorctl'))} -c {quote(layout.supervisor_conf)}")
     inventory_names = [*env.env_file.values, *env.env_file.secrets]
@@ -221,6 +223,8 @@ def host_values(
         "launcher": layout.in_release(ids.release, paths.LAUNCHER),
         "programs": layout.in_release(ids.release, paths.PROGRAMS),
         "current_launcher": layout.current / paths.LAUNCHER,
+        "live_dir": layout.release(live),
+        "live_launcher": layout.in_release(live, paths.LAUNCHER),
         "current_link": layout.current_link(ids.release),
         "artifact": layout.artifact(ids.release),
         "wheels": layout.wheels(ids.requirements_hash),

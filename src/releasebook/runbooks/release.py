@@ -8,12 +8,13 @@ runbook). ``cleanup``, ``record`` and ``unlock`` run once the release is verifie
 
 from __future__ import annotations
 
-from releasebook.gate.command import GATE_COMMAND
+from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
 from releasebook.masking import GENERATED_PREFIX
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
 
 BOTH = ("before", "after")
+LEAVES = f"{MIGRATION_STATE_IN_RELEASE} leaves --json"
 
 SETUP = Step(
     name="setup",
@@ -304,9 +305,16 @@ MIGRATE = Step(
     ),
     roles=frozenset({"migrate"}),
     once=True,
-    commands=(cmd("{django} migrate --noinput"),),
+    commands=(
+        cmd("{django} migrate --noinput"),
+        # The schema this release leaves, recorded in its history (a rollback reads it).
+        cmd("cd {release_dir} && {launcher} venv/bin/python " + LEAVES),
+    ),
     verify=(cmd("{django} migrate --check"),),
-    verify_text="`manage.py migrate --check` exits 0: no unapplied migrations.",
+    verify_text=(
+        "`manage.py migrate --check` exits 0: no unapplied migrations; the applied leaf "
+        "migration of every app is printed as JSON and kept in the history."
+    ),
     undo_text=(
         "Nothing is undone: migrations that applied stay applied, and the live release "
         "must tolerate them (that is the backward-compatibility rule above). To reverse "

@@ -8,9 +8,66 @@ runs it by itself, with each host's previous release as its target.
 
 from __future__ import annotations
 
+from releasebook.gate.command import MIGRATION_STATE_IN_RELEASE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
 from releasebook.runbooks.model import Runbook, Step, cmd
 from releasebook.runbooks.release import RESTART_WEB, RESTART_WORKERS, SWITCH, VERIFY
+
+SCHEMA = Step(
+    name="schema",
+    title="Compare the schema with the release to go back to",
+    why=(
+        "Rolling back switches code; the database keeps what the newer releases' "
+        "migrations did. Run from the live release (it has those migrations' files), "
+        "with the release to go back to as the argument, this lists the applied "
+        "migrations that release does not have, in the order they would be unapplied, "
+        "and whether each can be (RunPython without reverse code, RunSQL without "
+        "reverse SQL cannot). Nothing is changed. Without `--migrate` they stay applied "
+        "and the older code must tolerate them (the migration lint of the readiness gate "
+        "is what makes that safe); with `--migrate` the next step unapplies them, "
+        "and an irreversible one refuses the rollback."
+    ),
+    roles=frozenset({"migrate"}),
+    once=True,
+    commands=(
+        cmd(
+            "cd {live_dir} && {live_launcher} venv/bin/python "
+            f"{MIGRATION_STATE_IN_RELEASE} plan-to {{release_dir}} --json"
+        ),
+    ),
+    reports=True,
+    verify_text="It printed the JSON list of newer migrations (an empty one: nothing to undo).",
+    undo_text="Nothing to undo: it only reads.",
+    timeout=300,
+)
+
+UNAPPLY = Step(
+    name="unapply",
+    title="Unapply the newer migrations (--migrate)",
+    why=(
+        "With `--migrate`, and only when every newer migration is reversible: each app is "
+        "migrated back to the last migration the older release has, from the live release "
+        "(which has the files), newest first, before any code is switched. Unapplying "
+        "drops what those migrations added: data in an added column goes with it."
+    ),
+    roles=frozenset({"migrate"}),
+    once=True,
+    commands=(
+        cmd(
+            "cd {live_dir} && {live_launcher} venv/bin/python manage.py migrate --noinput "
+            "{app} {target}",
+            each="unapply",
+        ),
+    ),
+    verify=(cmd("cd {release_dir} && {launcher} venv/bin/python manage.py migrate --check"),),
+    verify_text=(
+        "`manage.py migrate --check` of the release to go back to exits 0: the schema is "
+        "exactly what it expects."
+    ),
+    undo=(cmd("cd {live_dir} && {live_launcher} venv/bin/python manage.py migrate --noinput"),),
+    undo_text="Apply them again from the live release; nothing was switched yet.",
+    timeout=3600,
+)
 
 RETIRE = Step(
     name="retire",
@@ -40,6 +97,17 @@ RETIRE = Step(
 ROLLBACK = Runbook(
     name="rollback",
     title="Rollback",
-    steps=(LOCK, RETIRE, SWITCH, RESTART_WEB, RESTART_WORKERS, VERIFY, RECORD, UNLOCK),
+    steps=(
+        LOCK,
+        SCHEMA,
+        UNAPPLY,
+        RETIRE,
+        SWITCH,
+        RESTART_WEB,
+        RESTART_WORKERS,
+        VERIFY,
+        RECORD,
+        UNLOCK,
+    ),
 )
 ROLLBACK_STEPS = ROLLBACK.steps
