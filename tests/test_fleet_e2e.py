@@ -23,6 +23,8 @@ from load import Load
 from services import fresh_database, started_fleet
 from simhosts import SimFleet
 
+from releasebook.runbooks.bookkeeping import RENEW_EVERY
+
 pytestmark = pytest.mark.e2e
 
 ROLES = {"web1": ["web", "migrate"], "web2": ["web"], "worker1": ["worker", "beat"]}
@@ -155,12 +157,17 @@ def test_release_and_rollback_under_load_fail_no_request(
     _pin_six(project, "1.17.0")
     project.commit("six 1.17.0")
     sessions = {h.name: h.session_count() for h in fleet.hosts}
+    started = time.monotonic()
     with Load(_web_urls(fleet), HOST_HEADER, max_seconds=300) as load:
         done = project.inv("release", "--env=e2e")
+    took = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     second = released_id(done)
     used = {h.name: h.session_count() - sessions[h.name] for h in fleet.hosts}
-    assert max(used.values()) <= 8, used  # SSH sessions per host for a whole release
+    # SSH sessions per host for a whole release: 8, plus one per lease renewal, which a
+    # release slowed down by a loaded machine can need.
+    renewals = int(took // RENEW_EVERY)
+    assert max(used.values()) <= 8 + renewals, (used, took)
     assert load.report.failures == [], load.report.failures[:5]
     assert load.report.total > 100
     assert load.report.releases() <= {first_release, second}
