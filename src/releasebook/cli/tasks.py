@@ -62,6 +62,8 @@ def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
                     f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
                     f"  expect release {p.expect_release} within {p.deadline:g}s"
                 )
+                if p.static_base is not None:
+                    out(f"GET {p.static_base}<the answer's static path>  expect 200 text/css")
             for upload in work.uploads:
                 skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
                 out(f"put {upload.local} -> {upload.remote}{skip}")

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_safe
 from .checks import readiness_checks
 from .release import current_release
 from .runner import run_checks
+from .static_sample import static_sample
 
 logger = logging.getLogger(__name__)
 
@@ -33,5 +34,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "release": release.release_id,
         "git_sha": release.git_sha,
         "checks": {result.name: result.probe_body() for result in results},
+        "static": static_sample(),
     }
     return JsonResponse(body, status=200 if ok else 503)

@@ -214,7 +214,9 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
 
     health_raw = r.mapping(
-        data.get("health"), "health", ("path", "host_header", "timeout", "forwarded_proto")
+        data.get("health"),
+        "health",
+        ("path", "host_header", "timeout", "forwarded_proto", "check_static"),
     )
     health = HealthSettings(
         path=r.get(health_raw, "health", "path", str, "/readyz", _absolute_url_path),
@@ -223,6 +225,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         forwarded_proto=r.get(
             health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
         ),
+        check_static=r.get(health_raw, "health", "check_static", bool, True),
     )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)

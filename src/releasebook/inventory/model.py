@@ -65,6 +65,7 @@ class HealthSettings:
     host_header: str
     timeout: float
     forwarded_proto: str
+    check_static: bool = True  # verify also fetches one collected CSS file of the release
 
 
 @dataclass(frozen=True)

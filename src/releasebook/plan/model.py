@@ -71,6 +71,8 @@ class HttpProbe:
     forwarded_proto: str
     expect_release: str
     deadline: float
+    # Where users fetch static files (``http://host:port``); None: static files not checked.
+    static_base: str | None = None
 
 
 @dataclass(frozen=True)

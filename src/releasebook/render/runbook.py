@@ -46,22 +46,36 @@ def _upload_command(host: Host, upload: PlannedUpload) -> str:
     return f"scp -P {host.ssh.port} {quote(upload.local)} {quote(remote)}"
 
 
-def _probe_command(work: HostWork) -> str:
+_STATIC_FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"static\"])'"
+
+
+def _probe_commands(work: HostWork) -> tuple[str, ...]:
     assert work.probe is not None
     probe = work.probe
-    return render_command(
-        "curl -fsS --max-time 5 -H {host} -H {proto} {url}",
-        {
-            "host": f"Host: {probe.host_header}",
-            "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
-            "url": probe.url,
-        },
+    headers = {
+        "host": f"Host: {probe.host_header}",
+        "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
+    }
+    ready = render_command(
+        "curl -fsS --max-time 5 -H {host} -H {proto} {url}", {**headers, "url": probe.url}
+    )
+    if probe.static_base is None:
+        return (ready,)
+    static = render_command(
+        "curl -fsS --max-time 5 -o /dev/null -w '%{{content_type}}\\n' -H {host} -H {proto} "
+        '{base}"${{STATIC}}"',
+        {**headers, "base": probe.static_base},
+    )
+    return (
+        f'# the answer\'s "static" is the path of a CSS file; expect text/css:\n'
+        f"STATIC=$({ready} | {_STATIC_FIELD})",
+        static,
     )
 
 
 def _commands(work: HostWork) -> tuple[str, ...]:
     if work.probe is not None:
-        return (_probe_command(work),)
+        return _probe_commands(work)
     uploads: tuple[str, ...] = ()
     if work.host is not None:
         for upload in work.uploads:

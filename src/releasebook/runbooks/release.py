@@ -451,13 +451,19 @@ VERIFY = Step(
         "`X-Forwarded-Proto: https` so ALLOWED_HOSTS and the SSL redirect answer as they "
         "would for users. It retries with backoff until the deadline and passes only when "
         "the answer is 200 and names the new release id: a server still running old code "
-        "does not count."
+        "does not count. Then it fetches the one collected CSS file the answer names "
+        "(`static`, the admin's `base.css` where there is one) the way users do and "
+        "requires 200 `text/css`, so unserved static files fail here, not in a browser "
+        "(`health.check_static: false` turns that off)."
     ),
     where="controller",
     roles=frozenset({"web"}),
     phase="live",
     http_check=True,
-    verify_text="Every web host answered 200 with the expected release id.",
+    verify_text=(
+        "Every web host answered 200 with the expected release id, and its static CSS "
+        "file 200 `text/css`."
+    ),
     undo_text="Roll back: the rollback runbook, which `inv release` runs by itself.",
 )
 
