@@ -144,7 +144,7 @@ def _port(value: Any) -> str | None:
 # --- the inventory ----------------------------------------------------------------
 
 _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "gateway")
-_WEB_KEYS = ("port", "workers", "timeout")
+_WEB_KEYS = ("port", "workers", "timeout", "preload")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
 _HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
@@ -168,7 +168,7 @@ _TOP_KEYS = (
 _SSH_DEFAULTS: dict[str, Any] = {"user": "deploy", "port": 22, "connect_timeout": 10}
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "ssh": {},  # applied in _ssh, under what the inventory sets and ~/.ssh/config
-    "web": {"port": 8000, "workers": 2, "timeout": 30},
+    "web": {"port": 8000, "workers": 2, "timeout": 30, "preload": True},
     "worker": {"concurrency": 2, "stop_timeout": 60},
 }
 
@@ -342,7 +342,12 @@ _LAYER_TYPES: dict[
         "connect_timeout": ((int, float), _positive),
         "gateway": (str, _gateway),
     },
-    "web": {"port": (int, _port), "workers": (int, _positive), "timeout": (int, _positive)},
+    "web": {
+        "port": (int, _port),
+        "workers": (int, _positive),
+        "timeout": (int, _positive),
+        "preload": (bool, None),
+    },
     "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
 }
 
@@ -405,6 +410,7 @@ def _hosts(
             port=r.get(merged["web"], f"{path}.web", "port", int, check=_port),
             workers=r.get(merged["web"], f"{path}.web", "workers", int, check=_positive),
             timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
+            preload=r.get(merged["web"], f"{path}.web", "preload", bool),
         )
         worker = WorkerSettings(
             concurrency=r.get(

@@ -26,6 +26,8 @@ class WebSettings:
     port: int
     workers: int
     timeout: int
+    # gunicorn --preload: the master imports the app once and forks booted workers.
+    preload: bool = True
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,7 @@ def host_values(
         "bind": host.bind,
         "web_workers": host.web.workers,
         "web_timeout": host.web.timeout,
+        "web_preload": host.web.preload,
         "worker_concurrency": host.worker.concurrency,
         "worker_stop_timeout": host.worker.stop_timeout,
         "min_free_mb": env.min_free_mb,
