@@ -252,3 +252,21 @@ def test_inv_list_shows_provision() -> None:
         [str(INV), "--list"], cwd=MAIN, capture_output=True, text=True, timeout=60, check=True
     )
     assert "provision" in done.stdout
+
+
+def test_setup_runbook_is_rendered_from_the_roles_and_the_inventory(tmp_path: Path) -> None:
+    from releasebook.render.setup import render_setup
+
+    root = project(tmp_path)
+    (root / "templates").mkdir()
+    (root / "templates" / "setup.md.j2").write_text((MAIN / "templates/setup.md.j2").read_text())
+    text = render_setup(load_environment("x", root))
+    assert "## Role `postgresql`" in text and "## Role `redis`" not in text
+    assert "client_max_body_size 20m;" in text
+    assert "listen 443 ssl http2;" in text and "return 301 https://$host$request_uri;" in text
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in text
+    assert "apt-get install -y python3 python3-venv util-linux acl" in text
+    assert "ExecStart=/srv/app/.releasebook/tools/bin/supervisord --nodaemon" in text
+    assert "RELEASEBOOK_DB_PASSWORD=..." in text
+    assert "`DATABASE_PASSWORD` | secret, read on the controller from $TEST_DB_PASSWORD" in text
+    assert str(root) not in text

@@ -57,8 +57,11 @@ def host_vars(env: Environment, settings: ProvisionSettings, host: Host) -> dict
     return values
 
 
-def environment_vars(env: Environment, settings: ProvisionSettings) -> dict[str, Any]:
-    """Variables every host shares (none of them secret)."""
+def environment_vars(
+    env: Environment, settings: ProvisionSettings, *, read_keys: bool = True
+) -> dict[str, Any]:
+    """Variables every host shares (none of them secret). ``read_keys=False``: the public
+    keys are named, not read (for the setup runbook)."""
     layout = HostLayout(env.deploy_path)
     nginx = settings.nginx
     tls = nginx.tls
@@ -68,7 +71,8 @@ def environment_vars(env: Environment, settings: ProvisionSettings) -> dict[str,
         "releasebook_deploy_path": str(layout.deploy),
         "releasebook_python": env.app.python,
         "releasebook_authorized_keys": [
-            key.read_text(encoding="utf-8").strip() for key in settings.authorized_keys
+            key.read_text(encoding="utf-8").strip() if read_keys else f"(the key in {key})"
+            for key in settings.authorized_keys
         ],
         "releasebook_paths": {
             "current": str(layout.current),

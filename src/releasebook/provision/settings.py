@@ -87,8 +87,9 @@ class ProvisionSettings:
     firewall: bool
 
 
-def load_provision(env: Environment) -> ProvisionSettings:
-    """Read and check ``provision:`` of ``env``'s inventory file."""
+def load_provision(env: Environment, *, check_files: bool = True) -> ProvisionSettings:
+    """Read and check ``provision:`` of ``env``'s inventory file. ``check_files=False``
+    (rendering the setup runbook): files named need not exist on this machine."""
     data, lines = read_yaml(env.file)
     r = _Reader(env.file, lines)
     raw = r.mapping(data.get("provision"), "provision", _KEYS)
@@ -97,20 +98,23 @@ def load_provision(env: Environment) -> ProvisionSettings:
     identity = r.get(raw, p, "identity_file", str, None)
     keys_raw = raw.get("authorized_keys")
     if keys_raw is None:
-        if ssh.identity_file is None:
+        if ssh.identity_file is None and not check_files:
+            keys: tuple[Path, ...] = (Path("~/.ssh/id_ed25519.pub"),)
+        elif ssh.identity_file is None:
             raise r.error(
                 p,
                 f"{p}.authorized_keys: missing; expected the public key files the deploy "
                 f"user ({ssh.user}) logs in with",
             )
-        keys: tuple[Path, ...] = (Path(f"{ssh.identity_file}.pub"),)
+        else:
+            keys = (Path(f"{ssh.identity_file}.pub"),)
         where = f"{p}.authorized_keys (default: ssh.identity_file + .pub)"
     else:
         keys = tuple(_resolve(k, env.root) for k in r.str_list(raw, p, "authorized_keys"))
         where = f"{p}.authorized_keys"
         if not keys:
             raise r.error(where, f"{where}: expected at least one public key file")
-    for key in keys:
+    for key in keys if check_files else ():
         _file(r, where if keys_raw is None else f"{p}.authorized_keys", key, "public key")
     host_names = tuple(h.name for h in env.hosts)
     postgres = _postgres(r, raw.get("postgresql"), env, host_names)
@@ -123,7 +127,7 @@ def load_provision(env: Environment) -> ProvisionSettings:
         user=r.get(raw, p, "user", str, "root", _matches(_USER, "expected a user name")),
         identity_file=_resolve(identity, env.root) if identity else None,
         authorized_keys=keys,
-        nginx=_nginx(r, raw.get("nginx"), env),
+        nginx=_nginx(r, raw.get("nginx"), env, check_files),
         postgresql=postgres,
         redis_host=redis_host,
         logrotate=r.get(raw, p, "logrotate", bool, True),
@@ -136,7 +140,7 @@ def _file(r: _Reader, where: str, path: Path, what: str) -> None:
         raise r.error(where, f"{where}: {what} file not found: {path}")
 
 
-def _nginx(r: _Reader, value: Any, env: Environment) -> NginxSettings:
+def _nginx(r: _Reader, value: Any, env: Environment, check_files: bool) -> NginxSettings:
     p = "provision.nginx"
     raw = r.mapping(value, p, _NGINX_KEYS)
     tls_raw = raw.get("tls")
@@ -146,7 +150,8 @@ def _nginx(r: _Reader, value: Any, env: Environment) -> NginxSettings:
         paths = {}
         for key in ("certificate", "key"):
             path = _resolve(r.get(section, f"{p}.tls", key, str), env.root)
-            _file(r, f"{p}.tls.{key}", path, "TLS " + key)
+            if check_files:
+                _file(r, f"{p}.tls.{key}", path, "TLS " + key)
             paths[key] = path
         tls = TlsSettings(
             certificate=paths["certificate"],
