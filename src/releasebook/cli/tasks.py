@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.release import PREFLIGHT_STEPS
 from releasebook.deploy.release import release as release_run
@@ -335,4 +336,4 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
+namespace = Collection(release, rollback, runbook, status, preflight, provision, *SAFETY_TASKS)

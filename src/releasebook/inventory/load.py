@@ -160,6 +160,7 @@ _TOP_KEYS = (
     "gate",
     "timeouts",
     "migrations",
+    "provision",  # read by releasebook.provision.settings
     "roles",
     "hosts",
     *_LAYERED,

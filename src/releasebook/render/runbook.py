@@ -17,6 +17,7 @@ from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
 from releasebook.render.readiness import render_readiness
+from releasebook.render.setup import render_setup
 from releasebook.render.templating import markdown_environment
 from releasebook.runbooks import bookkeeping as book
 
@@ -139,4 +140,6 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
     documents[readiness] = render_readiness(env, env.root / "templates")
+    if any(host.transport == "ssh" for host in env.hosts):
+        documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
     return documents
