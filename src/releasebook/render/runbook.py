@@ -17,7 +17,7 @@ from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
 from releasebook.render.readiness import render_readiness
-from releasebook.render.templating import markdown_environment
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks import bookkeeping as book
 
 RUNBOOKS = ("release", "rollback")
@@ -85,7 +85,7 @@ def blocks(planned: PlannedStep) -> list[Block]:
 
 
 def _environment(root: Path) -> jinja2.Environment:
-    return markdown_environment(root / "templates", {"blocks": blocks})
+    return markdown_environment(template_dirs(root), {"blocks": blocks})
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
@@ -124,5 +124,5 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
         path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
-    documents[readiness] = render_readiness(env, env.root / "templates")
+    documents[readiness] = render_readiness(env)
     return documents
