@@ -721,7 +721,6 @@ def test_cli_good_inventory_dry_run_exits_0(cli_project: Path) -> None:
     assert done.stdout.startswith("# release plan for good: ")
 
 
-
 def test_web_preload_is_a_boolean(project: Path) -> None:
     assert load_environment(write_inventory(project, GOOD).stem, project).hosts[0].web.preload
     off_file = write_inventory(project, GOOD + "web:\n  preload: false\n")

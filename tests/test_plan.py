@@ -49,7 +49,6 @@ def _fake_source() -> Source:
         "python": "/usr/bin/python3",
         "python_version": "3.11.2",
         "python_abi": "cpython 3.11",
-        "tool_source": Path("/repo"),
     }
     names = {f.name for f in dataclasses.fields(Source)}
     return Source(**{k: v for k, v in known.items() if k in names})

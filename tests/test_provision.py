@@ -258,8 +258,6 @@ def test_setup_runbook_is_rendered_from_the_roles_and_the_inventory(tmp_path: Pa
     from releasebook.render.setup import render_setup
 
     root = project(tmp_path)
-    (root / "templates").mkdir()
-    (root / "templates" / "setup.md.j2").write_text((MAIN / "templates/setup.md.j2").read_text())
     text = render_setup(load_environment("x", root))
     assert "## Role `postgresql`" in text and "## Role `redis`" not in text
     assert "client_max_body_size 20m;" in text

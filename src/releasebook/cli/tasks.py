@@ -17,6 +17,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
@@ -336,4 +337,6 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, provision, *SAFETY_TASKS)
+namespace = Collection(
+    release, rollback, runbook, status, preflight, provision, init, *SAFETY_TASKS
+)

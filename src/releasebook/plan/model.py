@@ -54,7 +54,6 @@ class Source:
     python: str  # the controller's interpreter, used to build wheels
     python_version: str  # its full version, for the wheel cache key
     python_abi: str  # "cpython 3.11": what a host's interpreter must be
-    tool_source: Path  # releasebook's own source tree; its wheel joins the wheelhouse
 
 
 @dataclass(frozen=True)

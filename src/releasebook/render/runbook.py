@@ -18,7 +18,7 @@ from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, S
 from releasebook.quoting import ShellVar, quote, render_command
 from releasebook.render.readiness import render_readiness
 from releasebook.render.setup import render_setup
-from releasebook.render.templating import markdown_environment
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks import bookkeeping as book
 
 RUNBOOKS = ("release", "rollback")
@@ -100,7 +100,7 @@ def blocks(planned: PlannedStep) -> list[Block]:
 
 
 def _environment(root: Path) -> jinja2.Environment:
-    return markdown_environment(root / "templates", {"blocks": blocks})
+    return markdown_environment(template_dirs(root), {"blocks": blocks})
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
@@ -139,7 +139,7 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
         path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
-    documents[readiness] = render_readiness(env, env.root / "templates")
+    documents[readiness] = render_readiness(env)
     if any(host.transport == "ssh" for host in env.hosts):
         documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
     return documents

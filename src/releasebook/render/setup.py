@@ -28,7 +28,7 @@ from releasebook.provision.inventory import (
 )
 from releasebook.provision.settings import ProvisionSettings, load_provision
 from releasebook.quoting import quote
-from releasebook.render.templating import markdown_environment
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks.layout import LAUNCHER, HostLayout
 
 
@@ -272,7 +272,7 @@ def render_setup(env: Environment) -> str:
     layout = HostLayout(env.deploy_path)
     migrate = env.hosts_with("migrate")[0]
     root = str(env.root) + "/"
-    template = markdown_environment(env.root / "templates", {})
+    template = markdown_environment(template_dirs(env.root), {})
     try:
         text = template.get_template("setup.md.j2").render(
             env=env,
@@ -287,5 +287,5 @@ def render_setup(env: Environment) -> str:
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"templates/{exc.name}:{exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"templates/setup.md.j2: {exc.message}") from None
+        raise TemplateError(f"setup.md.j2: {exc.message}") from None
     return text.replace(root, "")
