@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from releasebook.deploy.connection import (
@@ -42,6 +42,7 @@ from releasebook.execute.outcome import Outcome
 from releasebook.execute.runner import plain_script, run_scripts
 from releasebook.gate.migration_report import parse_leaves
 from releasebook.gate.report import (
+    CheckResult,
     HostReport,
     acknowledged_record,
     format_migration_findings,
@@ -465,10 +466,16 @@ def _gate_result(
     reports = []
     for outcome in outcomes:
         try:
-            reports.append(parse_gate_output(outcome.target, outcome.stdout))
+            report = parse_gate_output(outcome.target, outcome.stdout)
         except GateOutputError:
-            reports.append(host_failed(outcome.target, outcome.tail or "no output"))
-    reporter.message("readiness gate:\n" + format_table(reports), gate=_gate_json(reports))
+            report = host_failed(outcome.target, outcome.tail or "no output")
+        reports.append(_who_skipped(report, env.gate_skips, skips, user))
+    problems = any(r.error is not None or r.blocking or r.warnings or r.skipped for r in reports)
+    shown = gate_summary(reports)
+    if problems:
+        shown += " (the failures, warnings and skips; -v shows every check):\n"
+        shown += format_table(reports, problems_only=True)
+    reporter.message(shown, gate=_gate_json(reports), detail=format_table(reports))
     skipped = {
         **{k: {"reason": v, "by": "inventory"} for k, v in env.gate_skips.items()},
         **{k: {"reason": v, "by": user} for k, v in skips.items()},
@@ -486,6 +493,23 @@ def _gate_result(
         ),
     }
     return kept, {r.host for r in reports if not r.ok}
+
+
+def _who_skipped(
+    report: HostReport, inventory: Mapping[str, str], skips: Mapping[str, str], user: str
+) -> HostReport:
+    """Each skipped check's message says who skipped it and why."""
+
+    def said(result: CheckResult) -> CheckResult:
+        if result.status != "skip":
+            return result
+        if result.id in skips:
+            return replace(result, message=f"skipped by --skip ({user}): {skips[result.id]}")
+        if result.id in inventory:
+            return replace(result, message=f"skipped by the inventory: {inventory[result.id]}")
+        return result
+
+    return replace(report, results=tuple(said(r) for r in report.results))
 
 
 def _gate_json(reports: list[HostReport]) -> list[dict[str, Any]]:
