@@ -8,8 +8,12 @@ import io
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from invoke.exceptions import Exit
 from releasebook.cli.kit import session
 from releasebook.cli.output import ConsoleReporter
 from releasebook.deploy.release import release
+from releasebook.deploy.rollback import _forward, _leaving
 from releasebook.errors import ReleaseFailed
 from releasebook.inventory import Environment, Host, load_environment
 from releasebook.masking import Masker
@@ -279,3 +284,120 @@ def test_checks_not_run_because_settings_did_not_load_are_not_counted_as_failure
     text = out.getvalue()
     assert "not checked" in text and "RB-SEC-001" in text
     assert "SECRET_KEY must not be empty" in text
+
+
+# --- what a failure after the switch and a rollback say -------------------------------
+
+
+class _Serving(BaseHTTPRequestHandler):
+    """/readyz of a host serving R1."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "release": R1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def serving_env(project: Path) -> Iterator[Environment]:
+    """Both web hosts' binds answer as hosts serving R1 (the release to go back to)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Serving)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    bind = f"127.0.0.1:{server.server_address[1]}"
+    inventory = project / "inventories" / "flow.yml"
+    text = inventory.read_text().replace("'127.0.0.1:9'", f"'{bind}'")
+    inventory.write_text(text.replace("'127.0.0.2:9'", f"'{bind}'"))
+    try:
+        yield load_environment("flow", project)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def records(host: ScriptedHost) -> list[dict[str, Any]]:
+    """The history records the host was given (the record step's JSON lines)."""
+    found = []
+    for script in host.scripts:
+        for line in script.splitlines():
+            words = shlex.split(line) if line.startswith("printf '%s\\n' ") else []
+            if len(words) == 5 and words[3] == ">>" and words[2].startswith("{"):
+                found.append(json.loads(words[2]))
+    return found
+
+
+def test_a_failure_after_the_switch_reports_both_runs_apart_and_records_the_rollback(
+    serving_env: Environment, hosts: dict[str, ScriptedHost]
+) -> None:
+    hosts["web1"].fail = {"restart_web": 1}
+    out = io.StringIO()
+    with pytest.raises(ReleaseFailed) as failed:
+        release(
+            serving_env,
+            ConsoleReporter(Masker(), out, heartbeat=0),
+            Masker(),
+            opener=opener_for(hosts),
+        )
+    text = out.getvalue()
+    new = re.search(r"^release (\S+) to flow", text, re.M)
+    assert new is not None
+    assert f"rolling back from {new.group(1)} (failed): web1 to {R1}, web2 to {R1}" in text
+    assert f"rollback to {R1} on flow (web1, web2)" in text
+    after = text[text.index("rolling back from") :]
+    assert "/17]" not in after.split("\n\n")[0]  # the rollback counts its own steps
+    assert "[ 1/5]" in after
+    release_table = text[text.index(f"release {new.group(1)}:") :]
+    release_rows = release_table[: release_table.index("\n\n")]
+    assert re.search(r"restart_web\s+2 failed: web1", release_rows)
+    assert re.search(r"switch\s+2 ok", release_rows)
+    assert f"rollback to {R1}:" in text
+    assert "Rolled back; each host now:" in str(failed.value)
+    for name in ("web1", "web2"):
+        kept = records(hosts[name])
+        automatic = [r for r in kept if r.get("automatic") is True]
+        assert len(automatic) == 1, kept
+        assert automatic[0]["action"] == "rollback"
+        assert automatic[0]["release"] == R1
+        assert automatic[0]["from"] == new.group(1)
+        assert automatic[0]["outcome"] == "rolled_back_to"
+        assert any(r["action"] == "release" and r["outcome"] == "rolled_back" for r in kept)
+
+
+def test_a_first_release_failing_after_the_switch_says_so_with_the_choices(
+    env: Environment, hosts: dict[str, ScriptedHost]
+) -> None:
+    for name in ("web1", "web2"):
+        hosts[name].facts = ()
+    hosts["web2"].fail = {"restart_web": 1}
+    out = io.StringIO()
+    with pytest.raises(ReleaseFailed) as failed:
+        release(
+            env, ConsoleReporter(Masker(), out, heartbeat=0), Masker(), opener=opener_for(hosts)
+        )
+    message = str(failed.value)
+    assert "was the first release of flow and it failed after going live" in message
+    assert "Nothing is served now." in message
+    assert "Choices: fix the cause and release again (`inv release --env=flow`)" in message
+    assert "first release" in out.getvalue().splitlines()[-1]
+    automatic = [r for r in records(hosts["web1"]) if r.get("automatic")]
+    assert [r["outcome"] for r in automatic] == ["retired"]
+
+
+def test_a_rollback_says_which_release_it_leaves_and_when_it_moves_forward() -> None:
+    older, newer = "20260101-120000-000", "20260102-120000-000"
+    assert _leaving({"web1": newer, "web2": newer}, older) == (
+        f"leaving {newer} (live on web1, web2) for {older}"
+    )
+    forward = _leaving({"web1": older}, newer)
+    assert (
+        forward
+        == f"leaving {older} (live on web1) for {newer}, a NEWER release: this moves forward"
+    )
+    assert _forward({"web1": older}, newer) and not _forward({"web1": newer}, older)

@@ -38,6 +38,7 @@ class _Row:
     failed: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
     duration: float = 0.0
+    planned: int = -1  # the hosts it was planned on (-1: not known)
 
 
 @dataclass
@@ -100,11 +101,15 @@ class ConsoleReporter:
     def plan_started(self, plan: Plan) -> None:
         hosts = ", ".join(h.name for h in plan.environment.hosts)
         action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
-        self._sections.append(_Section(f"{action} {plan.release_id}", len(plan.steps)))
+        title = f"{action} {plan.release_id}"
+        line = f"{action} {plan.release_id} to {plan.environment.name} ({hosts})"
         if plan.kind == "rollback":
-            line = f"{action} to {plan.release_id} on {plan.environment.name} ({hosts})"
-        else:
-            line = f"{action} {plan.release_id} to {plan.environment.name} ({hosts})"
+            switching = any(p.work for p in plan.steps if p.step.name == "switch")
+            title = (
+                f"{action} to {plan.release_id}" if switching else f"{action}: hosts out of service"
+            )
+            line = f"{title} on {plan.environment.name} ({hosts})"
+        self._sections.append(_Section(title, len(plan.steps)))
         self._print(line)
         self._start_heartbeat()
 
@@ -155,6 +160,12 @@ class ConsoleReporter:
         section = self._section()
         first, last = group[0].number, group[-1].number
         targets = ", ".join(dict.fromkeys(w.target for p in group for w in p.work))
+        with self._lock:
+            self._in_group = {p.step.name for p in group}
+        if not targets:
+            names = ", ".join(p.step.name for p in group)
+            self._print(f"{self._stamp()} [{first}-{last}/{section.total}] no host: {names}")
+            return
         self._print(
             f"{self._stamp()} [{first}-{last}/{section.total}] {len(group)} steps in one "
             f"script per host, each host at its own pace ({targets}):"
@@ -162,8 +173,6 @@ class ConsoleReporter:
         for planned in group:
             where = ", ".join(w.target for w in planned.work) or "no host"
             self._print(f"{INDENT}{planned.step.name}: {planned.step.title} ({where})")
-        with self._lock:
-            self._in_group = {p.step.name for p in group}
 
     def _section(self) -> _Section:
         if not self._sections:
@@ -174,7 +183,9 @@ class ConsoleReporter:
         section = self._section()
         now = time.monotonic()
         with self._lock:
-            section.rows[planned.step.name] = _Row(planned.number, planned.step.name)
+            section.rows[planned.step.name] = _Row(
+                planned.number, planned.step.name, planned=len(planned.work)
+            )
             for work in planned.work:
                 queue = self._queue.setdefault(work.target, [])
                 if not queue:
@@ -259,7 +270,7 @@ class ConsoleReporter:
 def _result(row: _Row) -> str:
     """How a step ended: ok, or the hosts where it failed and where it never ran."""
     if not row.hosts:
-        return "not reached"
+        return "no host" if row.planned == 0 else "not reached"
     failed = [h for h in row.failed if h not in row.not_run]
     parts = (["failed: " + ", ".join(failed)] if failed else []) + (
         ["not run: " + ", ".join(row.not_run)] if row.not_run else []

@@ -292,7 +292,9 @@ class _Release:
 
     def _aborted(self, step: str, reason: str) -> ReleasebookError:
         self._undo("aborted", step=step, reason=reason)
-        self.reporter.finished(False, f"release {self.info.release_id} aborted before switch")
+        what = "preflight" if self.stop_after else "release"
+        when = "removed" if self.stop_after else "aborted before switch"
+        self.reporter.finished(False, f"{what} {self.info.release_id} failed; candidate {when}")
         return ReleaseFailed(
             f"{reason}\nNothing live changed: every step begun was undone on every host."
         )
@@ -350,7 +352,8 @@ class _Release:
                     "or release again."
                 )
         self._undo("interrupted", reason=reason)
-        self.reporter.finished(False, f"release {self.info.release_id} {reason}")
+        what = "preflight" if self.stop_after else "release"
+        self.reporter.finished(False, f"{what} {self.info.release_id} {reason}")
         return ReleaseFailed(
             f"{reason} before switch: every step begun was undone on every host; "
             "nothing live changed."
@@ -361,8 +364,10 @@ class _Release:
         nothing before is taken out of service."""
         env, previous = self.env, self.previous
         retired = [h.name for h in env.hosts if h.name not in previous]
+        going = ", ".join(f"{h} to {r}" for h, r in previous.items())
         self.reporter.message(
-            "rolling every host back to the release it served before"
+            f"rolling back from {self.info.release_id} (failed): "
+            + (f"{going}" if going else "no host served a release before")
             + (
                 f"; taking {', '.join(retired)} out of service (it served nothing)"
                 if retired
@@ -410,6 +415,28 @@ class _Release:
                 for h in env.hosts
             },
         )
+        # The automatic rollback is a run of its own in the history, as `inv rollback` is.
+        record(
+            env,
+            self.runner.transports,
+            self.masker,
+            {
+                h.name: {
+                    **attempt("rollback", previous.get(h.name) or ""),
+                    "automatic": True,
+                    "from": self.info.release_id,
+                    "outcome": (
+                        "failed"
+                        if failed
+                        else ("rolled_back_to" if h.name in previous else "retired")
+                    ),
+                    "reason": f"automatic, after release {self.info.release_id} failed: "
+                    + reason.splitlines()[0],
+                    "steps": dict(undo.durations),
+                }
+                for h in env.hosts
+            },
+        )
         serving = "\n".join(
             f"  {h.name}: "
             + (
@@ -420,14 +447,39 @@ class _Release:
             )
             for h in env.hosts
         )
+        release_id, name = self.info.release_id, env.name
+        choices = (
+            f"Choices: fix the cause and release again (`inv release --env={name}`), or "
+            f"leave the hosts out of service until then; `inv status --env={name}` shows them."
+        )
         if failed:
             self.reporter.finished(False, "release failed and the automatic rollback failed too")
+            broken = (
+                f"\n{', '.join(retired)} served no release before {release_id} (a first "
+                f"release): {release_id} may still be LIVE there, and it is BROKEN. Stop its "
+                "programs (`supervisorctl stop all` with the host's supervisord) or fix the "
+                f"cause and release again (`inv release --env={name}`)."
+                if retired
+                else ""
+            )
             return RollbackFailed(
                 f"{reason}\nThe automatic rollback failed as well:\n"
                 + failure_text(failed[0].step, failed)
+                + broken
             )
-        self.reporter.finished(False, f"release {self.info.release_id} failed; rolled back")
-        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}\n{schema}")
+        if not previous:
+            self.reporter.finished(
+                False, f"first release {release_id} failed after the switch; out of service"
+            )
+            return ReleaseFailed(
+                f"{reason}\n{release_id} was the first release of {name} and it failed after "
+                "going live: there is no earlier release to go back to, so every host was "
+                f"taken out of service:\n{serving}\n"
+                f"Nothing is served now. {choices}\n{schema}"
+            )
+        self.reporter.finished(False, f"release {release_id} failed; rolled back")
+        extra = f"\n{choices}" if retired else ""
+        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}{extra}\n{schema}")
 
     def record_unrecorded(self) -> None:
         """The success record where cleanup's script did not carry it, and a failed
