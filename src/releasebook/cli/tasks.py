@@ -112,6 +112,7 @@ WAIT_HELP = "if another run holds the lock, wait up to this many seconds for it"
 REASON_HELP = "why the checks given with --skip are skipped (recorded with your name)"
 BATCH_HELP = "restart and verify web hosts N at a time, or N% of them (e.g. 25%)"
 JSON_HELP = "machine-readable events, one JSON object per line"
+VERBOSE_HELP = "show each command and its output (the run's log always has them)"
 
 
 @task(
@@ -120,6 +121,7 @@ JSON_HELP = "machine-readable events, one JSON object per line"
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
@@ -131,13 +133,14 @@ def release(
     env: str = "",
     dry_run: bool = False,
     json: bool = False,
+    verbose: bool = False,
     batch_size: str = "",
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
-    with session() as s:
+    with session("release") as s:
         environment = s.load(env)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         skips = _skips(skip or [], reason)
@@ -148,7 +151,7 @@ def release(
         lock_wait = _lock_wait(wait)
         release_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             batch_size=batch,
             skips=skips,
@@ -165,6 +168,7 @@ def release(
         "env": "inventory to check: inventories/<env>.yml",
         "dry_run": "print the exact plan and touch nothing",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
@@ -175,25 +179,27 @@ def preflight(
     env: str = "",
     dry_run: bool = False,
     json: bool = False,
+    verbose: bool = False,
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
-    with session() as s:
+    with session("preflight") as s:
         environment = s.load(env)
         skips = _skips(skip or [], reason)
         if dry_run:
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
             print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print)
             return
+        lock_wait = _lock_wait(wait)
         release_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             skips=skips,
             stop_after="gate",
-            lock_wait=_lock_wait(wait),
+            lock_wait=lock_wait,
         )
 
 
@@ -203,6 +209,7 @@ def preflight(
         "to": "release id to go back to (default: the release live before the current one)",
         "migrate": "also unapply the migrations that release does not have (reversible only)",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
     }
@@ -213,22 +220,25 @@ def rollback(
     to: str = "",
     migrate: bool = False,
     json: bool = False,
+    verbose: bool = False,
     batch_size: str = "",
     wait: float = 0,
 ) -> None:
-    """Switch every host back to an earlier release, restart and verify; with --migrate,
-    unapply the migrations it does not have first."""
-    with session() as s:
+    """Switch every host back to an earlier release, restart and verify.
+
+    With --migrate, first unapply the migrations the older release does not have."""
+    with session("rollback") as s:
         environment = s.load(env)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+        lock_wait = _lock_wait(wait)
         rollback_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             to=to or None,
             migrate=migrate,
             batch_size=batch,
-            lock_wait=_lock_wait(wait),
+            lock_wait=lock_wait,
         )
 
 
@@ -289,8 +299,9 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
     }
 )
 def status(c: Context, env: str = "", json: bool = False) -> None:
-    """Show each host's live release, the releases kept, a held or stale lock, the last
-    outcome and the steps the last run completed; warn when hosts differ."""
+    """Show each host's live release, the releases kept, its lock and last outcome.
+
+    Also the steps the last run completed; warns when hosts differ."""
     with session() as s:
         states = read_status(s.load(env), s.masker)
         if json:
