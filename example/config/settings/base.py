@@ -36,6 +36,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so every response (SSL redirects included) carries the id and is logged.
     "releasebook.django.middleware.RequestIdMiddleware",
+    # While shared/maintenance exists: 503 with Retry-After; /healthz stays 200.
+    "releasebook.django.middleware.MaintenanceMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +102,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(
         BASE_DIR / env_str("CELERY_BROKER_FOLDER", "var/celery-broker")
     )
+# The worker logs through LOGGING below, so its lines carry request ids as the web's do.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "count-notes": {"task": "notes.tasks.count_notes", "schedule": 300.0},
 }

@@ -19,7 +19,7 @@ from invoke.tasks import task
 
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.safety import SAFETY_TASKS
-from releasebook.deploy.release import PREFLIGHT_STEPS
+from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
 from releasebook.deploy.rollback import rollback as rollback_run
 from releasebook.deploy.running import lock_info_for
@@ -120,6 +120,8 @@ JSON_HELP = "machine-readable events, one JSON object per line"
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
+        "maintenance": "run the migrations in maintenance mode: web hosts answer 503 from "
+        "before migrate until the new release is verified",
     },
 )
 def release(
@@ -131,6 +133,7 @@ def release(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    maintenance: bool = False,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
     with session() as s:
@@ -139,7 +142,8 @@ def release(
         skips = _skips(skip or [], reason)
         if dry_run:
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "release", None), s.print)
+            steps = None if maintenance else UNMAINTAINED_STEPS
+            print_plan(_dry_plan(environment, "release", steps), s.print)
             return
         lock_wait = _lock_wait(wait)
         release_run(
@@ -149,6 +153,7 @@ def release(
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
+            maintenance=maintenance,
         )
         web = environment.hosts_with("web")
         if web and not json:

@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 
 from releasebook.errors import TemplateError
+from releasebook.execute.health import PROBE_HEADER
 from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
@@ -50,10 +51,11 @@ def _probe_command(work: HostWork) -> str:
     assert work.probe is not None
     probe = work.probe
     return render_command(
-        "curl -fsS --max-time 5 -H {host} -H {proto} {url}",
+        "curl -fsS --max-time 5 -H {host} -H {proto} -H {probe} {url}",
         {
             "host": f"Host: {probe.host_header}",
             "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
+            "probe": f"{PROBE_HEADER[0]}: {PROBE_HEADER[1]}",
             "url": probe.url,
         },
     )
