@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.ops import OPS_TASKS, app
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
@@ -338,4 +339,5 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
+namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS, *OPS_TASKS)
+namespace.add_collection(app)

@@ -127,4 +127,7 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
     documents[readiness] = render_readiness(env, env.root / "templates")
+    from releasebook.render.ops import render_ops  # it uses this module's blocks
+
+    documents.update(render_ops(env))
     return documents
