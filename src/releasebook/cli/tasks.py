@@ -20,11 +20,11 @@ from invoke.tasks import task
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.ops import OPS_TASKS, app
 from releasebook.cli.safety import SAFETY_TASKS
+from releasebook.deploy.ops import status as ops_status
 from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
 from releasebook.deploy.rollback import rollback as rollback_run
 from releasebook.deploy.running import lock_info_for
-from releasebook.deploy.status import status as read_status
 from releasebook.errors import UsageError
 from releasebook.gate.command import validate_skips
 from releasebook.inventory import Environment, load_environment
@@ -292,11 +292,15 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
 )
 def status(c: Context, env: str = "", json: bool = False) -> None:
     """Show each host's live release, the releases kept, a held or stale lock, the last
-    outcome and the steps the last run completed; warn when hosts differ."""
+    outcome and the steps the last run completed, whether its processes are up and its
+    /readyz answers; warn when hosts differ."""
     with session() as s:
-        states = read_status(s.load(env), s.masker)
+        states, up = ops_status(s.load(env), s.masker)
         if json:
-            s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
+            report = {n: _state_json(f) for n, f in states.items()}
+            for row in up:
+                report[row.host][row.check] = {"ok": row.ok, "detail": row.detail}
+            s.print(jsonlib.dumps(report, sort_keys=True))
             return
         live = {state.current for state in states.values()}
         if len(live) > 1:
@@ -307,6 +311,11 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
         for name, facts in states.items():
             for line in _status_lines(name, facts):
                 s.print(line)
+            for row in up:
+                if row.host == name:
+                    state = "up" if row.ok else "DOWN"
+                    detail = row.detail.replace("\n", "; ")
+                    s.print(f"  {row.check}: {state}: {detail}")
 
 
 def _status_lines(name: str, facts: HostFacts) -> list[str]:

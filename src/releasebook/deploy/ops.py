@@ -410,3 +410,29 @@ def doctor(env: Environment, masker: Masker, *, opener: Opener = open_real) -> l
                 rows.extend(replace(row, advisory=advisory) for row in _rows(planned, results))
     order = {h.name: i for i, h in enumerate(env.hosts)}
     return sorted(rows, key=lambda r: order.get(r.host, len(order)))
+
+
+def liveness(
+    env: Environment, transports: Mapping[str, Transport], facts: Mapping[str, HostFacts]
+) -> list[Row]:
+    """The doctor's ``processes`` and ``readyz`` rows, for ``inv status``."""
+    plan = doctor_plan(env, facts)
+    rows: list[Row] = []
+    for name in ("processes", "readyz"):
+        planned = plan.step(name)
+        if not planned.work:
+            continue
+        if planned.step.http_check:
+            rows.extend(_probe_rows(planned))
+        else:
+            rows.extend(_rows(planned, run_step(env, planned, transports, with_verify=False)))
+    return rows
+
+
+def status(
+    env: Environment, masker: Masker, *, opener: Opener = open_real
+) -> tuple[dict[str, HostFacts], list[Row]]:
+    """Each host's facts (``inv status``) and whether its processes and /readyz are up."""
+    with connect(env, masker, opener=opener) as transports:
+        facts = _facts(env, transports)
+        return facts, liveness(env, transports, facts)
