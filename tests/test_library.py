@@ -167,6 +167,8 @@ def test_templates_come_from_the_package_unless_overridden(app_repo: Path) -> No
         "rollback.md",
         "production-readiness.md",
         "setup.md",
+        "operations.md",
+        "incident.md",
     }
     assert (PACKAGE_TEMPLATES / "release.md.j2").is_file()
     override = app_repo / "releasebook" / "templates"

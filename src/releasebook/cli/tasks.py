@@ -19,13 +19,14 @@ from invoke.tasks import task
 
 from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.ops import OPS_TASKS, app
 from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
-from releasebook.deploy.release import PREFLIGHT_STEPS
+from releasebook.deploy.ops import status as ops_status
+from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
 from releasebook.deploy.rollback import rollback as rollback_run
 from releasebook.deploy.running import lock_info_for
-from releasebook.deploy.status import status as read_status
 from releasebook.errors import UsageError
 from releasebook.gate.command import validate_skips
 from releasebook.inventory import Environment, load_environment
@@ -126,6 +127,8 @@ VERBOSE_HELP = "show each command and its output (the run's log always has them)
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
+        "maintenance": "run the migrations in maintenance mode: web hosts answer 503 from "
+        "before migrate until the new release is verified",
     },
 )
 def release(
@@ -138,6 +141,7 @@ def release(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    maintenance: bool = False,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
     with session("release") as s:
@@ -146,7 +150,8 @@ def release(
         skips = _skips(skip or [], reason)
         if dry_run:
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "release", None), s.print)
+            steps = None if maintenance else UNMAINTAINED_STEPS
+            print_plan(_dry_plan(environment, "release", steps), s.print)
             return
         lock_wait = _lock_wait(wait)
         release_run(
@@ -156,6 +161,7 @@ def release(
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
+            maintenance=maintenance,
         )
         web = environment.hosts_with("web")
         if web and not json:
@@ -299,13 +305,16 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
     }
 )
 def status(c: Context, env: str = "", json: bool = False) -> None:
-    """Show each host's live release, the releases kept, its lock and last outcome.
-
-    Also the steps the last run completed; warns when hosts differ."""
+    """Show each host's live release, the releases kept, a held or stale lock, the last
+    outcome and the steps the last run completed, whether its processes are up and its
+    /readyz answers; warn when hosts differ."""
     with session() as s:
-        states = read_status(s.load(env), s.masker)
+        states, up = ops_status(s.load(env), s.masker)
         if json:
-            s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
+            report = {n: _state_json(f) for n, f in states.items()}
+            for row in up:
+                report[row.host][row.check] = {"ok": row.ok, "detail": row.detail}
+            s.print(jsonlib.dumps(report, sort_keys=True))
             return
         live = {state.current for state in states.values()}
         if len(live) > 1:
@@ -316,6 +325,11 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
         for name, facts in states.items():
             for line in _status_lines(name, facts):
                 s.print(line)
+            for row in up:
+                if row.host == name:
+                    state = "up" if row.ok else "DOWN"
+                    detail = row.detail.replace("\n", "; ")
+                    s.print(f"  {row.check}: {state}: {detail}")
 
 
 def _status_lines(name: str, facts: HostFacts) -> list[str]:
@@ -349,5 +363,6 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
 
 
 namespace = Collection(
-    release, rollback, runbook, status, preflight, provision, init, *SAFETY_TASKS
+    release, rollback, runbook, status, preflight, provision, init, *SAFETY_TASKS, *OPS_TASKS
 )
+namespace.add_collection(app)

@@ -59,9 +59,12 @@ from releasebook.plan.model import CONTROLLER, Plan, PlannedStep, ReleaseInfo, S
 from releasebook.plan.schedule import plan_groups
 from releasebook.plan.source import find_source, new_release
 from releasebook.runbooks.bookkeeping import RECORD, LockInfo
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_STEPS
 from releasebook.runbooks.release import RELEASE
 
 PREFLIGHT_STEPS = (*RELEASE.step_names[: RELEASE.step_names.index("gate") + 1], "record", "unlock")
+# Without --maintenance a release has no maintenance steps.
+UNMAINTAINED_STEPS = tuple(n for n in RELEASE.step_names if n not in RELEASE_MAINTENANCE_STEPS)
 ROLLBACK_STEPS = ("retire", "switch", "restart_web", "restart_workers", "verify")
 
 
@@ -76,16 +79,18 @@ def release(
     stop_after: str | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
+    maintenance: bool = False,
 ) -> ReleaseInfo:
     """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
-    passed; a ``ReleaseFailed`` is raised if anything failed."""
+    passed; a ``ReleaseFailed`` is raised if anything failed. ``maintenance``: the web
+    hosts answer 503 from before ``migrate`` until the new release is verified."""
     source = source or find_source(env)
     info = new_release(env, source, reporter.message)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
-    steps = PREFLIGHT_STEPS if stop_after else None
+    steps = PREFLIGHT_STEPS if stop_after else (None if maintenance else UNMAINTAINED_STEPS)
 
     def plan_with(lock: LockInfo, held: HeldLock | None = None) -> Plan:
         facts = held.facts if held is not None else None
@@ -399,6 +404,9 @@ class _Release:
         self.reporter.plan_started(plan)
         undo = Runner(env, self.runner.transports, self.reporter, plan.frames)
         failed = run_until_failure(plan, undo, self.batch_size)
+        if not failed and self.plan.has("maintenance_off"):
+            # The release it went back to is verified: it serves again (--maintenance).
+            self.runner.run([self.plan.step("maintenance_off")])
         outcome = "rolled_back" if not failed else "rollback_failed"
         record(
             env,

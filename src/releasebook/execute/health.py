@@ -19,6 +19,9 @@ from releasebook.plan.model import HttpProbe
 REQUEST_TIMEOUT = 5.0
 # The static file's URL path comes from the host's answer: untrusted, so only a plain path.
 STATIC_PATH = re.compile(r"/[A-Za-z0-9._~/%+-]{1,400}")
+# Lets releasebook's probe through maintenance mode (releasebook.django.maintenance): a
+# release run in maintenance is verified before the site opens again.
+PROBE_HEADER = ("X-Releasebook-Probe", "readiness")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,11 @@ def _check_once(client: httpx.Client, probe: HttpProbe, timeout: float) -> tuple
     try:
         response = client.get(
             probe.url,
-            headers={"Host": probe.host_header, "X-Forwarded-Proto": probe.forwarded_proto},
+            headers={
+                "Host": probe.host_header,
+                "X-Forwarded-Proto": probe.forwarded_proto,
+                PROBE_HEADER[0]: PROBE_HEADER[1],
+            },
             timeout=timeout,
         )
     except httpx.HTTPError as exc:
@@ -104,3 +111,9 @@ def wait_ready(probe: HttpProbe) -> ProbeResult:
                 )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
+
+
+def check_once(probe: HttpProbe) -> tuple[bool, str]:
+    """One GET of the probe, no retry: whether it passed, and what it answered."""
+    with httpx.Client(follow_redirects=False, trust_env=False) as client:
+        return _check_once(client, probe, min(REQUEST_TIMEOUT, probe.deadline))

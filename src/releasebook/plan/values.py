@@ -193,6 +193,7 @@ def host_values(
         "shared": layout.shared,
         "media": layout.media,
         "logs": layout.logs,
+        "maintenance_flag": layout.maintenance_flag,
         "env_file": layout.env_file,
         "state": layout.state,
         "artifacts": layout.artifacts,

@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 
 from releasebook.errors import TemplateError
+from releasebook.execute.health import PROBE_HEADER
 from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
@@ -56,9 +57,11 @@ def _probe_commands(work: HostWork) -> tuple[str, ...]:
     headers = {
         "host": f"Host: {probe.host_header}",
         "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
+        "probe": f"{PROBE_HEADER[0]}: {PROBE_HEADER[1]}",
     }
     ready = render_command(
-        "curl -fsS --max-time 5 -H {host} -H {proto} {url}", {**headers, "url": probe.url}
+        "curl -fsS --max-time 5 -H {host} -H {proto} -H {probe} {url}",
+        {**headers, "url": probe.url},
     )
     if probe.static_base is None:
         return (ready,)
@@ -142,4 +145,7 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     documents[readiness] = render_readiness(env)
     if any(host.transport == "ssh" for host in env.hosts):
         documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
+    from releasebook.render.ops import render_ops  # it uses this module's blocks
+
+    documents.update(render_ops(env))
     return documents

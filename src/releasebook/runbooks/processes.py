@@ -31,6 +31,7 @@ set -a
 . {release_env}
 set +a
 export DJANGO_SETTINGS_MODULE={settings_module}
+export RELEASEBOOK_MAINTENANCE_FILE={maintenance_flag}
 exec "$@"
 """
 

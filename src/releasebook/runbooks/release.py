@@ -11,6 +11,7 @@ from __future__ import annotations
 from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
 from releasebook.masking import GENERATED_PREFIX
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_OFF, RELEASE_MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
 
 BOTH = ("before", "after")
@@ -548,12 +549,14 @@ RELEASE = Runbook(
         INSTALL,
         CONFIGURE,
         GATE,
+        RELEASE_MAINTENANCE_ON,
         MIGRATE,
         COLLECTSTATIC,
         SWITCH,
         RESTART_WEB,
         RESTART_WORKERS,
         VERIFY,
+        RELEASE_MAINTENANCE_OFF,
         CLEANUP,
         RECORD,
         UNLOCK,
