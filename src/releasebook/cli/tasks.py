@@ -17,6 +17,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from releasebook.cli.backups import BACKUP_TASKS
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.release import PREFLIGHT_STEPS
@@ -333,4 +334,4 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
+namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS, *BACKUP_TASKS)
