@@ -231,7 +231,11 @@ def command_dump(args: argparse.Namespace) -> dict[str, Any]:
     directory.chmod(0o700)
     release = _release()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{stamp}-{_safe(release['release_id'])}-{_safe(release['git_sha'][:12])}"
+    base = f"{stamp}-{_safe(release['release_id'])}-{_safe(release['git_sha'][:12])}"
+    name, n = base, 0
+    while (directory / f"{name}.json").exists():  # two in one second: never overwrite
+        n += 1
+        name = f"{base}.{n}"
     file = directory / (name + (".dump" if engine == "postgresql" else ".sqlite3"))
     tmp = file.with_name(file.name + ".tmp")
     started = time.monotonic()

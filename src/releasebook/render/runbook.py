@@ -16,6 +16,7 @@ from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
+from releasebook.render.backups import backup_restore_path, render_backup_restore
 from releasebook.render.readiness import render_readiness
 from releasebook.render.templating import markdown_environment
 from releasebook.runbooks import bookkeeping as book
@@ -125,4 +126,5 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
     documents[readiness] = render_readiness(env, env.root / "templates")
+    documents[backup_restore_path(env)] = render_backup_restore(env, source, {"blocks": blocks})
     return documents
