@@ -307,3 +307,13 @@ def test_the_helper_backs_up_restores_and_drills_sqlite(
     (directory / f"{names[-1]}.sqlite3").write_bytes(b"tampered")
     code, tampered = _helper(app, "verify", "--dir", str(directory), "--name", names[-1])
     assert code == 1 and "checksum" in str(tampered["error"])
+
+
+def test_the_backup_and_migrate_share_one_script_on_the_migrate_host() -> None:
+    from releasebook.plan.schedule import plan_groups
+
+    names = [[p.step.name for p in g] for g in plan_groups(_plan("release"), None)]
+    assert ["backup", "migrate"] in names
+    restore = [[p.step.name for p in g] for g in plan_groups(_plan("restore"), None)]
+    assert ["restore", "migrate"] in restore
+    assert ["maintenance_on", "stop_workers"] in restore
