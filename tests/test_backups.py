@@ -317,3 +317,35 @@ def test_the_backup_and_migrate_share_one_script_on_the_migrate_host() -> None:
     restore = [[p.step.name for p in g] for g in plan_groups(_plan("restore"), None)]
     assert ["restore", "migrate"] in restore
     assert ["maintenance_on", "stop_workers"] in restore
+
+
+def test_the_history_names_backups_and_restore_times() -> None:
+    from releasebook.deploy.history import format_history
+
+    records = [
+        {
+            "at": "2026-01-01T00:00:00Z",
+            "action": "backup",
+            "release": "r1",
+            "outcome": "backed_up",
+            "backup": {"name": "20260101T000000Z-r1-abc"},
+        },
+        {
+            "at": "2026-01-01T00:01:00Z",
+            "action": "restore_drill",
+            "release": "r1",
+            "outcome": "drill_passed",
+            "restore_seconds": 2.5,
+        },
+        {
+            "at": "2026-01-01T00:02:00Z",
+            "action": "release",
+            "release": "r2",
+            "outcome": "released",
+            "backup": {"skipped": "no migrations to apply"},
+        },
+    ]
+    text = format_history({"web1": records})
+    assert "backup: 20260101T000000Z-r1-abc" in text
+    assert "restore took 2.5s" in text
+    assert "no backup: no migrations to apply" in text
