@@ -322,7 +322,7 @@ def test_the_backup_and_migrate_share_one_script_on_the_migrate_host() -> None:
 def test_the_history_names_backups_and_restore_times() -> None:
     from releasebook.deploy.history import format_history
 
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "at": "2026-01-01T00:00:00Z",
             "action": "backup",
