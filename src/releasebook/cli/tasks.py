@@ -17,6 +17,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from releasebook.cli.backups import BACKUP_TASKS
 from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.ops import OPS_TASKS, app
@@ -363,6 +364,15 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
 
 
 namespace = Collection(
-    release, rollback, runbook, status, preflight, provision, init, *SAFETY_TASKS, *OPS_TASKS
+    release,
+    rollback,
+    runbook,
+    status,
+    preflight,
+    provision,
+    init,
+    *SAFETY_TASKS,
+    *OPS_TASKS,
+    *BACKUP_TASKS,
 )
 namespace.add_collection(app)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from releasebook.deploy.backup_report import backup_report
 from releasebook.deploy.connection import (
     Opener,
     Record,
@@ -235,6 +236,9 @@ class _Release:
             failed = [o for o in outcomes if o.target in blocking] or failed
         if name == "migrate" and not failed:
             self.base["migrations"] = self._schema_left(outcomes)
+        if name == "backup" and not failed:
+            self.base["backup"], line = backup_report(outcomes)
+            self.reporter.message(line)
         action = decide(
             name, planned.step.phase, failed, live=self.live, stop_after=self.stop_after
         )

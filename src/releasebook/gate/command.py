@@ -21,8 +21,11 @@ GATE_IN_RELEASE = ".releasebook/gate.py"
 # The migration state script ships next to the gate (the build copies both).
 MIGRATION_STATE_SOURCE = Path(__file__).with_name("migration_state.py")
 MIGRATION_STATE_IN_RELEASE = ".releasebook/migration_state.py"
+# The database backup helper (backup, restore, restore drill) ships with them too.
+DB_BACKUP_SOURCE = Path(__file__).with_name("db_backup.py")
+DB_BACKUP_IN_RELEASE = ".releasebook/db_backup.py"
 # What the build copies into the artifact's .releasebook/.
-GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE)
+GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE, DB_BACKUP_SOURCE)
 
 # Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
 GATE_COMMAND = (

@@ -15,6 +15,7 @@ from typing import Any
 
 from releasebook.errors import InventoryError
 from releasebook.gate.registry import unknown_ids
+from releasebook.inventory.backups import parse_backup
 from releasebook.inventory.hops import parse_hops
 from releasebook.inventory.migrations import parse_migrations
 from releasebook.inventory.model import (
@@ -161,6 +162,7 @@ _TOP_KEYS = (
     "timeouts",
     "migrations",
     "provision",  # read by releasebook.provision.settings
+    "backup",
     "roles",
     "hosts",
     *_LAYERED,
@@ -248,6 +250,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         gate_skips=_gate_skips(r, data),
         timeouts=_timeouts(r, data),
         migrations=parse_migrations(r, data),
+        backup=parse_backup(r, data),
         lines=lines,
     )
 

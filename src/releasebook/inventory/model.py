@@ -99,6 +99,18 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """``backup:`` in the inventory. ``dir``: where backups go on the migrate host
+    (relative to the deploy path, or absolute); ``keep``: how many are kept;
+    ``before_migrate``: a backup before ``migrate`` when it has migrations to apply
+    (None: for PostgreSQL only)."""
+
+    dir: str = "shared/backups"
+    keep: int = 7
+    before_migrate: bool | None = None
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     file: Path
@@ -115,6 +127,7 @@ class Environment:
     gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
     timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:

@@ -19,7 +19,7 @@ from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks.model import Runbook, Step
 
-PlanKind = Literal["release", "rollback", "ops"]
+PlanKind = Literal["release", "rollback", "ops", "backup", "restore", "restore_drill"]
 PathLike = Path | ShellVar
 CONTROLLER = "controller"
 

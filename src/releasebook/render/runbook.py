@@ -17,6 +17,7 @@ from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
+from releasebook.render.backups import backup_restore_path, render_backup_restore
 from releasebook.render.readiness import render_readiness
 from releasebook.render.setup import render_setup
 from releasebook.render.templating import markdown_environment, template_dirs
@@ -148,4 +149,5 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     from releasebook.render.ops import render_ops  # it uses this module's blocks
 
     documents.update(render_ops(env))
+    documents[backup_restore_path(env)] = render_backup_restore(env, source, {"blocks": blocks})
     return documents

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
 from releasebook.masking import GENERATED_PREFIX
+from releasebook.runbooks.backup import BACKUP_BEFORE_MIGRATE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
 from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_OFF, RELEASE_MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
@@ -550,6 +551,7 @@ RELEASE = Runbook(
         CONFIGURE,
         GATE,
         RELEASE_MAINTENANCE_ON,
+        BACKUP_BEFORE_MIGRATE,
         MIGRATE,
         COLLECTSTATIC,
         SWITCH,
