@@ -332,6 +332,12 @@ def _probe(env: Environment, host: Host, release: object) -> HttpProbe:
         forwarded_proto=env.health.forwarded_proto,
         expect_release=str(release),
         deadline=env.health.timeout,
+        websocket_url=f"ws://{host.bind}{env.health.websocket_path}"
+        if env.health.websocket_path
+        else None,
+        origin=f"{env.health.forwarded_proto}://{env.health.host_header}"
+        if env.health.websocket_path
+        else None,
     )
 
 

@@ -71,6 +71,10 @@ class HttpProbe:
     forwarded_proto: str
     expect_release: str
     deadline: float
+    # An ASGI app's WebSocket check (health.websocket_path): ws://<bind><path>, opened
+    # with the same Host header and the Origin a browser on the site sends.
+    websocket_url: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
