@@ -8,6 +8,7 @@ release's own interpreter, settings and environment::
     cd <release_dir> && <with-env launcher> venv/bin/python .releasebook/gate.py --json \\
         --expect-settings config.settings.prod --require DJANGO_SECRET_KEY ... \\
         --min-free-mb 1024 --deploy-path /srv/app [--skip RB-XXX-000 ...] \\
+        [--wsgi MODULE:CALLABLE | --asgi MODULE:CALLABLE] \\
         [--acknowledge app.0003_drop_x=REASON ...]
 
 Every check runs in its own daemon thread bounded by its own timeout, so a database or
@@ -1435,7 +1436,7 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
         return False, f"gunicorn --check-config {target} exited {done.returncode}: " + (
             lines[-1][:300] if lines else "no output"
         )
-    return True, f"gunicorn --check-config {target} loaded the app"
+    return True, f"gunicorn --check-config {' '.join([*worker, target])} loaded the app"
 
 
 # --- ASGI and Channels ------------------------------------------------------------
@@ -1496,8 +1497,9 @@ def check_channel_layer_kind(ctx: Ctx, timeout: float) -> Outcome:
     ]
     if in_memory:
         return False, (
-            f"CHANNEL_LAYERS {', '.join(in_memory)} use InMemoryChannelLayer: messages stay in "
-            "one process, so consumers in other workers and hosts never see them; use "
+            f"CHANNEL_LAYERS {', '.join(map(repr, in_memory))}: InMemoryChannelLayer keeps "
+            "messages in one process, so consumers in other workers and hosts never see them; "
+            "use "
             "channels_redis.core.RedisChannelLayer"
         )
     return True, "; ".join(f"{alias}: {spec.get('BACKEND')}" for alias, spec in layers.items())
