@@ -34,6 +34,8 @@ def run_values(kind: str, env_name: str, root: Path) -> dict[str, object]:
         "MARK": secrets.token_hex(8),
         "PYTHON_ABI": source.python_abi,
         "PYTHON_VERSION": source.python_version,
+        # Where the build finds releasebook's source when it is not in the app's repo.
+        "RELEASEBOOK_SOURCE": str(source.tool_source),
     }
     base: dict[str, object] = {"action": kind, "by": info.created_by, "at": info.created_at}
     if kind == "release":

@@ -184,7 +184,7 @@ def _groups(planned: PlannedStep) -> list[tuple[list[str], HostWork]]:
     for work in planned.work:
         if work.host is None:
             continue
-        key = (work.commands, work.verify, work.undo, work.uploads, work.probe is None)
+        key = (work.commands, work.verify, work.undo, work.uploads, work.probe)
         grouped.setdefault(key, ([], work))[0].append(work.target)
     return list(grouped.values())
 
