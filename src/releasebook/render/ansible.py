@@ -32,6 +32,7 @@ import yaml
 from releasebook.execute.runner import SLACK, plain_script
 from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, lock_hosts
+from releasebook.plan.facts import GOOD_RELEASE
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar
 
@@ -453,6 +454,11 @@ def _live_facts(step: str) -> dict[str, object]:
                 "| select('match', '^current=') | map('regex_replace', '^current=', '') "
                 "| list + [''])[0] }}"
             ),
+            "releasebook_releases": (
+                f"{{{{ ({first} if {first} is not skipped else {rest}).stdout_lines "
+                "| select('match', '^release=') | map('regex_replace', '^release=', '') "
+                "| list }}"
+            ),
             "releasebook_history": (
                 f"{{{{ ({first} if {first} is not skipped else {rest}).stdout_lines "
                 "| select('match', '^history=\\{') | map('regex_replace', '^history=', '') "
@@ -634,11 +640,11 @@ def render_rollback(env: Environment, source: Source) -> str:
         "name": "Choose the release to go back to (-e releasebook_to=ID, or the history's)",
         "ansible.builtin.set_fact": {
             "releasebook_target": (
-                "{{ releasebook_to | default((releasebook_history "
+                "{{ releasebook_to | default(([''] + (releasebook_history "
                 "| selectattr('action', 'equalto', 'release') "
                 "| selectattr('release', 'equalto', releasebook_live) "
-                "| selectattr('outcome', 'in', ['released', 'released_with_warnings']) "
-                "| map(attribute='previous') | select('string') | list + [''])[-1]) }}"
+                f"| selectattr('outcome', 'in', {list(GOOD_RELEASE)!r}) "
+                "| map(attribute='previous') | select('string') | list))[-1]) }}"
             )
         },
     }
@@ -647,6 +653,7 @@ def render_rollback(env: Environment, source: Source) -> str:
         "ansible.builtin.assert": {
             "that": [
                 "releasebook_target != ''",
+                "releasebook_target in releasebook_releases",
                 "ansible_play_hosts_all | map('extract', hostvars, 'releasebook_target') "
                 "| unique | list | length == 1",
             ],
