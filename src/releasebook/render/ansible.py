@@ -31,10 +31,11 @@ import yaml
 
 from releasebook.execute.runner import SLACK, plain_script
 from releasebook.inventory import Environment, Host
-from releasebook.plan.build import build_plan, lock_hosts
+from releasebook.plan.build import build_plan, lock_hosts, runbook_commands
 from releasebook.plan.facts import GOOD_RELEASE
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar
+from releasebook.runbooks import bookkeeping as book
 
 PLAYBOOKS = ("release", "rollback")
 INVENTORY = "hosts.yml"
@@ -482,6 +483,15 @@ def _fail(message: str) -> dict[str, object]:
     return {"name": "Stop the playbook", "ansible.builtin.fail": {"msg": message}}
 
 
+def _renew(plan: Plan) -> dict[str, object]:
+    """The lock's lease renewed, as ``inv release`` renews it while a run goes on."""
+    return _shell(
+        "Renew the environment lock's lease",
+        plain_script(runbook_commands(plan.environment, book.RENEW)),
+        60,
+    )
+
+
 def _unlock(plan: Plan) -> list[dict[str, object]]:
     return step_tasks(plan, plan.step("unlock"))
 
@@ -496,6 +506,8 @@ def render_release(env: Environment, source: Source) -> str:
 
     prepare_tasks: list[dict[str, object]] = []
     for planned in prepare:
+        if planned.step.name != "lock" and planned.step.timeout > 120:
+            prepare_tasks.append(_renew(plan))  # before each long step
         prepare_tasks.extend(_lock_checked(step_tasks(plan, planned)))
         if planned.step.name == "lock":
             prepare_tasks.append(_live_facts("lock"))
@@ -533,7 +545,7 @@ def render_release(env: Environment, source: Source) -> str:
                 {
                     "name": "Switch, restart and verify",
                     "when": f"not ({rolling})",
-                    "block": live_tasks,
+                    "block": [_renew(plan), *live_tasks],
                     "rescue": [
                         {
                             "name": "Roll every host back (the next play)",
@@ -575,7 +587,7 @@ def render_release(env: Environment, source: Source) -> str:
                 },
                 {
                     "name": "Switch every host back to the release it served before",
-                    "block": back_tasks,
+                    "block": [_renew(plan), *back_tasks],
                     "rescue": [
                         _record(plan, "rollback_failed"),
                         *_unlock(plan),
@@ -596,7 +608,7 @@ def render_release(env: Environment, source: Source) -> str:
             release="releasebook_previous",
         )
     )
-    finish_tasks: list[dict[str, object]] = []
+    finish_tasks: list[dict[str, object]] = [_renew(plan)]
     for planned in finish:
         if planned.step.name == "record":
             finish_tasks.append(
@@ -689,7 +701,7 @@ def render_rollback(env: Environment, source: Source) -> str:
             [
                 {
                     "name": "Switch back",
-                    "block": rolling_tasks,
+                    "block": [_renew(plan), *rolling_tasks],
                     "rescue": [
                         _record(plan, "failed", _rollback_fields()),
                         *_unlock(plan),
