@@ -367,18 +367,28 @@ def undo_tasks(plan: Plan, steps: Iterable[PlannedStep]) -> list[dict[str, objec
             )
             when = _when(plan.environment, names, every)
             extra: dict[str, object] = {"when": when} if when else {}
+            # An undo that fails is reported, and the others still run.
+            extra["failed_when"] = False
             tasks.append(_shell(f"Undo {_title(planned)}", script, work.timeout, **extra))
     return tasks
 
 
-def _record(plan: Plan, outcome: str, fields: str = "{}") -> dict[str, object]:
+def _record(
+    plan: Plan, outcome: str, fields: str = "{}", *, fenced: bool = True
+) -> dict[str, object]:
+    """The history record; unfenced after an abort (as ``inv release`` writes it then):
+    it is this run's own, whoever holds the lock now."""
     planned = plan.step("record")
     work = planned.work[0]
-    task = _shell(
-        f"{_title(planned)} ({outcome})",
-        _script(plan, work.target, planned, work),
-        work.timeout,
+    frame = plan.frames[work.target]
+    script = (
+        _script(plan, work.target, planned, work)
+        if fenced
+        else frame.unfenced("undo").script([("record", work.commands, work.timeout)])
     )
+    task = _shell(f"{_title(planned)} ({outcome})", script, work.timeout)
+    if not fenced:
+        task["failed_when"] = False
     task["environment"] = {
         "RECORD": (
             "{{ rb.base | combine({'outcome': '"
@@ -492,8 +502,14 @@ def _renew(plan: Plan) -> dict[str, object]:
     )
 
 
-def _unlock(plan: Plan) -> list[dict[str, object]]:
-    return step_tasks(plan, plan.step("unlock"))
+def _unlock(plan: Plan, *, fenced: bool = True) -> list[dict[str, object]]:
+    """The unlock step; after an abort, outside the frame: its commands remove the lock
+    only where this run's token still holds it."""
+    if fenced:
+        return step_tasks(plan, plan.step("unlock"))
+    planned = plan.step("unlock")
+    work = planned.work[0]
+    return [_shell(_title(planned), plain_script(work.commands), work.timeout)]
 
 
 def render_release(env: Environment, source: Source) -> str:
@@ -523,8 +539,8 @@ def render_release(env: Environment, source: Source) -> str:
                     "block": prepare_tasks,
                     "rescue": [
                         *undo_tasks(plan, prepare),
-                        _record(plan, "aborted"),
-                        *_unlock(plan),
+                        _record(plan, "aborted", fenced=False),
+                        *_unlock(plan, fenced=False),
                         _fail(
                             "the release was aborted before its switch: every step begun "
                             "was undone on every host; nothing live changed"
@@ -690,7 +706,10 @@ def render_rollback(env: Environment, source: Source) -> str:
                 {
                     "name": "Lock and check",
                     "block": [*lock_tasks, _live_facts("lock"), target, same, *schema],
-                    "rescue": [*_unlock(plan), _fail("the rollback stopped before any switch")],
+                    "rescue": [
+                        *_unlock(plan, fenced=False),
+                        _fail("the rollback stopped before any switch"),
+                    ],
                 }
             ],
             release=release,
