@@ -4,6 +4,7 @@ no secret values, the inventory, the drift check, and Ansible's own checks
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from releasebook.inventory import load_environment
 from releasebook.plan import build_plan
@@ -220,3 +222,69 @@ def test_ansible_lint(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not ANSIBLE.exists(), reason="ansible-core is not installed")
+def test_rollback_target_and_live_release_from_the_lock_probe(tmp_path: Path) -> None:
+    """The generated expressions, run by Ansible on fake probe output: the live release,
+    the releases kept, and the rollback target (the live release's previous one)."""
+    plays = load_playbook(_rendered("staging")["rollback.yml"])
+    block = plays[1]["tasks"][0]["block"]
+    wanted = [t for t in block if "ansible.builtin.set_fact" in t]
+    assert len(wanted) == 2
+    records = [
+        {"action": "release", "release": "20260101-000000-000", "outcome": "released"},
+        {
+            "action": "release",
+            "release": "20260102-000000-000",
+            "outcome": "released",
+            "previous": "20260101-000000-000",
+        },
+    ]
+    probe = {
+        "stdout_lines": [
+            "state=acquired",
+            "current=20260102-000000-000",
+            "release=20260101-000000-000",
+            "release=20260102-000000-000",
+            *("history=" + json.dumps(r) for r in records),
+        ]
+    }
+    out = tmp_path / "out.json"
+    play = {
+        "name": "Probe",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "vars": {"releasebook_lock_first": probe, "releasebook_lock_rest": {"skipped": True}},
+        "tasks": [
+            *wanted,
+            {
+                "name": "Write",
+                "ansible.builtin.copy": {
+                    "content": "{{ {'live': releasebook_live, 'target': releasebook_target, "
+                    "'releases': releasebook_releases} | to_json }}",
+                    "dest": str(out),
+                    "mode": "0600",
+                },
+            },
+        ],
+    }
+    book = tmp_path / "probe.yml"
+    book.write_text(yaml.safe_dump([play]))
+    done = subprocess.run(
+        [str(ANSIBLE), "-i", "localhost,", "-c", "local", str(book)],
+        env={
+            **os.environ,
+            "ANSIBLE_HOME": str(tmp_path),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path),
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(out.read_text()) == {
+        "live": "20260102-000000-000",
+        "target": "20260101-000000-000",
+        "releases": ["20260101-000000-000", "20260102-000000-000"],
+    }
