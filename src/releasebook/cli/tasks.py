@@ -37,6 +37,7 @@ from releasebook.plan.facts import HostFacts
 from releasebook.plan.model import Plan
 from releasebook.plan.schedule import parse_batch_size
 from releasebook.plan.source import find_source, new_release
+from releasebook.render.ansible import render_playbooks
 from releasebook.render.runbook import render_all
 
 
@@ -251,7 +252,7 @@ def rollback(
 
 @task(
     help={
-        "render": "write runbooks/<env>/*.md from the step definitions",
+        "render": "write runbooks/<env>/*.md and playbooks/<env>/*.yml from the step definitions",
         "env": "only this environment (default: every inventory)",
         "check": "exit 1 naming the files when the committed runbooks are out of date",
     }
@@ -266,7 +267,12 @@ def runbook(c: Context, render: bool = False, env: str = "", check: bool = False
         stale: list[str] = []
         for name in names:
             environment = s.load(name) if env else load_environment(name, root)
-            for path, text in render_all(environment, find_source(environment)).items():
+            source = find_source(environment)
+            documents = {
+                **render_all(environment, source),
+                **render_playbooks(environment, source),  # playbooks/<env>/: Ansible
+            }
+            for path, text in documents.items():
                 current = path.read_text(encoding="utf-8") if path.is_file() else None
                 if current == text:
                     continue
