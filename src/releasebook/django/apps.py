@@ -14,3 +14,7 @@ class ReleasebookConfig(AppConfig):
         request_finished.connect(clear_request_id, dispatch_uid="releasebook-request-id")
         # Read the manifest at startup so a broken one stops the process right away.
         current_release()
+        # Before any request starts the checks' threads.
+        from .checks import warm_up
+
+        warm_up()
