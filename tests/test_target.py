@@ -22,6 +22,7 @@ from releasebook.plan.target import PROBE_CODE, PythonTarget
 from releasebook.render.runbook import render_runbook
 
 REPO = Path(__file__).resolve().parents[1]
+PIP_ARGS = ("wheel", "--quiet", "--no-build-isolation", "redis==8.1.0", "--wheel-dir")
 DEBIAN = PythonTarget("cpython", "3.11.2", "linux-x86_64", "glibc", "2.36")
 
 
@@ -101,8 +102,8 @@ def test_other_hosts_get_wheels_downloaded_for_them(app_repo: Path) -> None:
     plan = build_plan(env, "release", source=built, run=None)
     build = next(p for p in plan.steps if p.step.name == "build").work[0].commands
     text = "\n".join(build)
-    assert "pip download" in text and "--platform=manylinux_2_36_aarch64" in text
-    assert "-m pip wheel --quiet" not in text
+    assert " download " in text and "--platform=manylinux_2_36_aarch64" in text
+    assert " wheel --quiet" not in text
 
 
 def _build_script(app_repo: Path, target: PythonTarget) -> str:
@@ -149,3 +150,41 @@ def test_no_wheel_for_the_hosts_says_what_to_do(app_repo: Path) -> None:
         "build it on a host"
     ) in done.stderr
     assert "releasebook/wheels/" in done.stderr
+
+
+def test_hosts_on_another_patch_level_get_their_markers(app_repo: Path) -> None:
+    env = load_environment("staging", app_repo)
+    source = replace(find_source(env), python_version="3.11.7")
+    info = new_release(env, source)
+    host = replace(PythonTarget.controller(), version="3.11.2")
+    built, changed = for_hosts(env, source, info, {"staging-web1": host})
+    assert built.target is None  # the controller still builds the wheels
+    assert built.hosts_version == "3.11.2"
+    assert changed.requirements_hash != info.requirements_hash
+
+
+def test_pip_evaluates_markers_for_the_hosts_version(tmp_path: Path) -> None:
+    """redis needs async-timeout below Python 3.11.3 only: fetched for 3.11.2 hosts."""
+
+    def fetched(version: str) -> list[str]:
+        out = tmp_path / version
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "releasebook.shipped",
+                "pip",
+                version,
+                "wheel",
+                *PIP_ARGS,
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return sorted(p.name.split("-")[0] for p in out.iterdir())
+
+    assert fetched("3.11.2") == ["async_timeout", "redis"]
+    assert fetched("3.12.0") == ["redis"]

@@ -58,6 +58,9 @@ class Source:
     # The hosts' Python when the controller cannot build wheels for it (from the probe):
     # the wheelhouse is then downloaded for it. None: the controller builds it.
     target: PythonTarget | None = None
+    # The hosts' full Python version (from the probe): environment markers are evaluated
+    # for it when the wheels are fetched, and it keys them. None: the controller's.
+    hosts_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,11 @@ def requirements_hash(env: Environment, source: Source, sha: str) -> str:
     _refuse_controller_requirement(requirements, requirements_path)
     # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
     # Wheels depend on the interpreter too: environment markers can name its full version.
-    python = source.target.describe() if source.target is not None else source.python_version
+    python = (
+        source.target.describe()
+        if source.target is not None
+        else source.hosts_version or source.python_version
+    )
     key = wheelhouse_key(python, TOOLS_REQUIREMENTS)
     return hashlib.sha256(requirements + key.encode()).hexdigest()[:16]
 
@@ -90,12 +94,16 @@ def requirements_hash(env: Environment, source: Source, sha: str) -> str:
 def for_hosts(
     env: Environment, source: Source, info: ReleaseInfo, hosts: Mapping[str, PythonTarget]
 ) -> tuple[Source, ReleaseInfo]:
-    """The source and release once the hosts' Python is known (their probe): unchanged
-    when the controller can build wheels for it, else built for the first host's."""
+    """The source and release once the hosts' Python is known (their probe): the wheels
+    are fetched with its environment markers, and built by the controller when it runs
+    them, else downloaded for the first host's platform and Python."""
     target = next(iter(hosts.values()), None)
-    if target is None or target.runs_wheels_of(PythonTarget.controller()):
+    if target is None:
         return source, info
-    source = replace(source, target=target)
+    native = target.runs_wheels_of(PythonTarget.controller())
+    if native and target.version == source.python_version:
+        return source, info
+    source = replace(source, target=None if native else target, hosts_version=target.version)
     return source, replace(info, requirements_hash=requirements_hash(env, source, info.git_sha))
 
 

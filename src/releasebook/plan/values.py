@@ -138,6 +138,9 @@ def controller_values(
         "wheelhouse_tmp": _plus(wheelhouse, ".tmp"),
         "controller_python": source.python if concrete else ".venv/bin/python",
         "django_requirement": django_requirement(),
+        "markers_version": (source.hosts_version or source.python_version)
+        if concrete
+        else ShellVar("PYTHON_VERSION"),
         "native_build": source.target is None,
         "cross_build": source.target is not None,
         "target_args": Raw(" ".join(quote(a) for a in source.target.pip_args()))
