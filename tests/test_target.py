@@ -22,7 +22,7 @@ from releasebook.plan.target import PROBE_CODE, PythonTarget
 from releasebook.render.runbook import render_runbook
 
 REPO = Path(__file__).resolve().parents[1]
-PIP_ARGS = ("wheel", "--quiet", "--no-build-isolation", "redis==8.1.0", "--wheel-dir")
+PIP_ARGS = ("wheel", "--quiet", "redis==8.1.0", "--wheel-dir")
 DEBIAN = PythonTarget("cpython", "3.11.2", "linux-x86_64", "glibc", "2.36")
 
 
@@ -186,5 +186,5 @@ def test_pip_evaluates_markers_for_the_hosts_version(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         return sorted(p.name.split("-")[0] for p in out.iterdir())
 
-    assert fetched("3.11.2") == ["async_timeout", "redis"]
-    assert fetched("3.12.0") == ["redis"]
+    assert {"async_timeout", "redis"} <= set(fetched("3.11.2"))
+    assert "async_timeout" not in fetched("3.12.0")
