@@ -203,6 +203,13 @@ def test_rendered_build_step_runs(adopter: Adopter, fleet: SimFleet) -> None:
         for line in _sh_block_after(text, "```sh\nCOMMAND=").splitlines()
         if line.startswith(("RELEASE=", "GIT_SHA=", "PYTHON_VERSION=", "REQ_HASH="))
     ]
+    # PYTHON_VERSION is the hosts' (the runbook says to run it there when it differs).
+    preamble = [
+        line.replace(".venv/bin/python", HOST_PYTHON, 1)
+        if line.startswith("PYTHON_VERSION=")
+        else line
+        for line in preamble
+    ]
     build = _sh_block_after(text, ". Build the artifact")
     assert "RELEASEBOOK_SOURCE" not in text
     shutil.rmtree(repo / ".releasebook" / "cache")  # the step builds its own wheelhouse

@@ -48,7 +48,7 @@ def _fake_source() -> Source:
         "cache": Path("/cache"),
         "python": "/usr/bin/python3",
         "python_version": "3.11.2",
-        "python_abi": "cpython 3.11",
+        "python_abi": "cpython 3.11 linux-x86_64",
     }
     names = {f.name for f in dataclasses.fields(Source)}
     return Source(**{k: v for k, v in known.items() if k in names})

@@ -9,8 +9,10 @@ order), so its digest keys the wheelhouse and the hosts' virtualenvs. On a host,
 ``releasebook`` is then a namespace package holding only ``releasebook.django``.
 
 ``python -m releasebook.shipped wheel DIR`` writes the wheel into DIR, ``gate DIR``
-copies the gate's scripts into DIR, and ``key VERSION`` prints what, besides the app's
-requirements file, keys the wheelhouse: the build step and the runbook run these.
+copies the gate's scripts into DIR, ``key VERSION`` prints what, besides the app's
+requirements file, keys the wheelhouse, and ``pip VERSION ARGS`` runs pip with the
+environment markers of the hosts' Python VERSION: the build step and the runbook run
+these.
 """
 
 from __future__ import annotations
@@ -120,8 +122,30 @@ def wheelhouse_key(python_version: str, tools: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_pip(version: str, args: Sequence[str]) -> None:
+    """pip, with environment markers evaluated for the hosts' Python ``version``
+    (``python_full_version``, ``python_version``): a requirement such as
+    ``async-timeout; python_full_version < "3.11.3"`` is then fetched when the hosts need
+    it, though the controller's own Python would not. Wheel tags stay pip's business."""
+    import platform
+    import runpy
+
+    parts = (*version.split("."), "0", "0")[:3]
+    patched = {
+        "python_version": lambda: version,
+        "python_version_tuple": lambda: parts,
+    }
+    for name, value in patched.items():
+        setattr(platform, name, value)
+    sys.argv = ["pip", *args]
+    runpy.run_module("pip", run_name="__main__", alter_sys=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 2 and args[0] == "pip":
+        run_pip(args[1], args[2:])
+        return 0
     if len(args) == 2 and args[0] == "wheel":
         print(write_django_wheel(Path(args[1])))
         return 0
@@ -134,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(wheelhouse_key(args[1], TOOLS_REQUIREMENTS))
         return 0
     print(
-        "usage: python -m releasebook.shipped wheel DIR | gate DIR | key PYTHON_VERSION",
+        "usage: python -m releasebook.shipped wheel DIR | gate DIR | key PYTHON_VERSION"
+        " | pip PYTHON_VERSION PIP_ARGS...",
         file=sys.stderr,
     )
     return 2

@@ -58,7 +58,7 @@ from releasebook.masking import Masker
 from releasebook.plan.build import Run, build_plan, render_step
 from releasebook.plan.model import CONTROLLER, Plan, PlannedStep, ReleaseInfo, Source
 from releasebook.plan.schedule import plan_groups
-from releasebook.plan.source import find_source, new_release
+from releasebook.plan.source import find_source, for_hosts, new_release
 from releasebook.runbooks.bookkeeping import RECORD, LockInfo
 from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_STEPS
 from releasebook.runbooks.release import RELEASE
@@ -86,8 +86,8 @@ def release(
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
     passed; a ``ReleaseFailed`` is raised if anything failed. ``maintenance``: the web
     hosts answer 503 from before ``migrate`` until the new release is verified."""
-    source = source or find_source(env)
-    info = new_release(env, source, reporter.message)
+    built: Source = source or find_source(env)
+    info = new_release(env, built, reporter.message)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
@@ -98,7 +98,7 @@ def release(
         return build_plan(
             env,
             "release",
-            source=source,
+            source=built,
             run=Run(release=info, lock=lock, marker=marker, action=command, facts=facts),
             previous={h: f.current for h, f in facts.items() if f.current} if facts else None,
             gate_skips=list(skips or {}),
@@ -112,6 +112,9 @@ def release(
     ):
         reporter.plan_started(plan_with(lock))
         with environment_lock(plan_with, lock, transports, reporter, wait=lock_wait) as held:
+            # The wheels are for the hosts' Python, as the lock step's probe found it.
+            pythons = {h: f.python for h, f in held.facts.items() if f.python is not None}
+            built, info = for_hosts(env, built, info, pythons)
             plan = plan_with(held.info, held)
             previous = {h: f.current for h, f in held.facts.items() if f.current}
             going = _Release(
@@ -119,7 +122,7 @@ def release(
                 runner=Runner(env, transports, reporter, plan.frames),
                 masker=masker,
                 info=info,
-                source=source,
+                source=built,
                 held=held,
                 marker=marker,
                 previous=previous,

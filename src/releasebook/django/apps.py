@@ -16,3 +16,7 @@ class ReleasebookConfig(AppConfig):
         connect()  # request ids into Celery tasks' log lines, when Celery is installed
         # Read the manifest at startup so a broken one stops the process right away.
         current_release()
+        # Before any request starts the checks' threads.
+        from .checks import warm_up
+
+        warm_up()

@@ -508,7 +508,7 @@ def check_error_pages(ctx: Ctx, timeout: float) -> Outcome:
     hosts = [h for h in _setting("ALLOWED_HOSTS", []) if h and h != "*"]
     host = hosts[0].lstrip(".") if hosts else "localhost"
     request = RequestFactory().get("/releasebook-gate-probe-missing", HTTP_HOST=host)
-    with override_settings(DEBUG=False):
+    with override_settings(DEBUG=False, **_storage_before_collectstatic()):
         not_found = defaults.page_not_found(request, Http404("releasebook gate probe"))
         error = defaults.server_error(request)
     problems = []
@@ -521,6 +521,25 @@ def check_error_pages(ctx: Ctx, timeout: float) -> Outcome:
     if problems:
         return False, "; ".join(problems)
     return True, "404.html and 500.html render with DEBUG off"
+
+
+def _storage_before_collectstatic() -> dict[str, Any]:
+    """Settings to render pages with before collectstatic has run: a manifest storage
+    (hashed names) has no manifest yet, so its URLs are rendered unhashed instead of
+    failing; once collectstatic writes the manifest, the pages use the real storage."""
+    from django.contrib.staticfiles.storage import staticfiles_storage
+
+    read_manifest = getattr(staticfiles_storage, "read_manifest", None)
+    if read_manifest is None:
+        return {}
+    try:
+        if read_manifest() is not None:
+            return {}
+    except Exception:  # noqa: S110 - an unreadable manifest: render as if there is none
+        pass
+    storages = dict(_setting("STORAGES", {}))
+    storages["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    return {"STORAGES": storages}
 
 
 def check_static_root(ctx: Ctx, timeout: float) -> Outcome:

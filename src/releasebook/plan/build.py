@@ -119,7 +119,11 @@ def build_plan(
         else Ids.symbolic()
     )
     base = env.root if release is not None else None
-    python_abi: object = source.python_abi if release is not None else ShellVar("PYTHON_ABI")
+    python_abi: object = (
+        (source.target.abi if source.target is not None else source.python_abi)
+        if release is not None
+        else ShellVar("PYTHON_ABI")
+    )
     controller = controller_values(env, source, ids, release)
     controller["gate_options"] = Raw(gate_options(env, [*env.gate_skips, *gate_skips]))
     locked = lock_values(

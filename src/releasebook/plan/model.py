@@ -15,6 +15,7 @@ from typing import Literal
 
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
+from releasebook.plan.target import PythonTarget
 from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks.model import Runbook, Step
@@ -53,7 +54,13 @@ class Source:
     cache: Path  # wheelhouse cache, shared by every build with the same requirements
     python: str  # the controller's interpreter, used to build wheels
     python_version: str  # its full version, for the wheel cache key
-    python_abi: str  # "cpython 3.11": what a host's interpreter must be
+    python_abi: str  # "cpython 3.11 linux-x86_64": what a host's interpreter must be
+    # The hosts' Python when the controller cannot build wheels for it (from the probe):
+    # the wheelhouse is then downloaded for it. None: the controller builds it.
+    target: PythonTarget | None = None
+    # The hosts' full Python version (from the probe): environment markers are evaluated
+    # for it when the wheels are fetched, and it keys them. None: the controller's.
+    hosts_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,15 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.plan.model import ReleaseInfo, Source
+from releasebook.plan.target import PythonTarget
 from releasebook.plan.values import TOOLS_REQUIREMENTS
 from releasebook.shipped import django_requirement, wheelhouse_key
 
@@ -69,8 +71,40 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         cache=cache or env.root / ".releasebook" / "cache",
         python=sys.executable,
         python_version=platform.python_version(),
-        python_abi=f"{sys.implementation.name} {sys.version_info.major}.{sys.version_info.minor}",
+        python_abi=PythonTarget.controller().abi,
     )
+
+
+def requirements_hash(env: Environment, source: Source, sha: str) -> str:
+    """What keys the wheelhouse and the hosts' virtualenvs for commit ``sha``."""
+    requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
+    requirements = _git_bytes(source.repo, "show", f"{sha}:{requirements_path}")
+    _refuse_controller_requirement(requirements, requirements_path)
+    # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
+    # Wheels depend on the interpreter too: environment markers can name its full version.
+    python = (
+        source.target.describe()
+        if source.target is not None
+        else source.hosts_version or source.python_version
+    )
+    key = wheelhouse_key(python, TOOLS_REQUIREMENTS)
+    return hashlib.sha256(requirements + key.encode()).hexdigest()[:16]
+
+
+def for_hosts(
+    env: Environment, source: Source, info: ReleaseInfo, hosts: Mapping[str, PythonTarget]
+) -> tuple[Source, ReleaseInfo]:
+    """The source and release once the hosts' Python is known (their probe): the wheels
+    are fetched with its environment markers, and built by the controller when it runs
+    them, else downloaded for the first host's platform and Python."""
+    target = next(iter(hosts.values()), None)
+    if target is None:
+        return source, info
+    native = target.runs_wheels_of(PythonTarget.controller())
+    if native and target.version == source.python_version:
+        return source, info
+    source = replace(source, target=None if native else target, hosts_version=target.version)
+    return source, replace(info, requirements_hash=requirements_hash(env, source, info.git_sha))
 
 
 def new_release(
@@ -78,13 +112,7 @@ def new_release(
 ) -> ReleaseInfo:
     """A new release of the checkout's HEAD; ``note`` hears of uncommitted changes."""
     sha = _git(source.repo, "rev-parse", "HEAD")
-    requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
-    requirements = _git_bytes(source.repo, "show", f"{sha}:{requirements_path}")
-    _refuse_controller_requirement(requirements, requirements_path)
-    # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
-    # Wheels depend on the interpreter too: environment markers can name its full version.
-    key = wheelhouse_key(source.python_version, TOOLS_REQUIREMENTS)
-    digest = hashlib.sha256(requirements + key.encode()).hexdigest()
+    digest = requirements_hash(env, source, sha)
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty and note is not None:
         note(
@@ -95,7 +123,7 @@ def new_release(
     return ReleaseInfo(
         release_id=now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}",
         git_sha=sha,
-        requirements_hash=digest[:16],
+        requirements_hash=digest,
         created_by=f"{getpass.getuser()}@{socket.gethostname()}",
         created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

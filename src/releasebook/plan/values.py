@@ -23,6 +23,7 @@ from releasebook.inventory.migrations import acknowledge_args
 from releasebook.inventory.secrets import BUILD_OUT, source_args
 from releasebook.plan.facts import RELEASE_ID, HostFacts
 from releasebook.plan.model import PathLike, ReleaseInfo, Source
+from releasebook.plan.target import PROBE_CODE
 from releasebook.quoting import Raw, ShellVar, quote
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks import layout as paths
@@ -39,6 +40,8 @@ from releasebook.shipped import django_requirement
 # manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
 TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
 HEREDOC_END = "RELEASEBOOK_EOF"
+# Wheels built on a host for requirements that have none for the hosts' platform.
+HOST_WHEELS = Path("releasebook") / "wheels"
 Id = str | ShellVar
 
 
@@ -135,6 +138,16 @@ def controller_values(
         "wheelhouse_tmp": _plus(wheelhouse, ".tmp"),
         "controller_python": source.python if concrete else ".venv/bin/python",
         "django_requirement": django_requirement(),
+        "markers_version": (source.hosts_version or source.python_version)
+        if concrete
+        else ShellVar("PYTHON_VERSION"),
+        "native_build": source.target is None,
+        "cross_build": source.target is not None,
+        "target_args": Raw(" ".join(quote(a) for a in source.target.pip_args()))
+        if source.target is not None
+        else Raw(""),
+        "host_wheels": root / HOST_WHEELS,
+        "no_wheel_message": _no_wheel_message(source),
         "requirements": env.app.requirements,
         "tools_requirement": Raw(" ".join(quote(r) for r in TOOLS_REQUIREMENTS)),
         "artifact_local": artifact,
@@ -147,6 +160,16 @@ def controller_values(
         "secret_delivery": bool(secrets),
         "secret_sources": Raw(" ".join(quote(arg) for arg in source_args(secrets))),
     }
+
+
+def _no_wheel_message(source: Source) -> str:
+    if source.target is None:
+        return ""
+    return (
+        f"a requirement above has no wheel for the hosts' Python ({source.target.describe()}):"
+        " build it on a host (python3 -m pip wheel --no-deps NAME==VERSION) and put the "
+        f"wheel in {HOST_WHEELS}/, or pin a version that has one"
+    )
 
 
 def _relative(path: Path, root: Path) -> Path:
@@ -332,6 +355,8 @@ def lock_values(
             {"lease_until": "$(($(date +%s) + 300))", "pid": "$$"},
         )
     return {
+        "python": env.app.python,
+        "python_probe": PROBE_CODE,
         "deploy": layout.deploy,
         "state": layout.state,
         "history": layout.history,

@@ -66,12 +66,13 @@ PREFLIGHT = Step(
             "fi"
         ),
         cmd(
-            "host_python=$({python} -c 'import sys; "
-            'print(sys.implementation.name, "%d.%d" % sys.version_info[:2])\') || '
+            "host_python=$({python} -c 'import sys, sysconfig; "
+            'print(sys.implementation.name, "%d.%d" % sys.version_info[:2], '
+            "sysconfig.get_platform())') || "
             "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}\n"
             'if [ "$host_python" != {python_abi} ]; then\n'
-            "  printf '%s here is %s; the wheels are built for %s on the controller: set "
-            "app.python to a matching interpreter\\n' "
+            "  printf '%s here is %s; the wheels are built for %s: set app.python to "
+            "such an interpreter on every host\\n' "
             '{python} "$host_python" {python_abi} >&2; exit 1\n'
             "fi"
         ),
@@ -97,8 +98,14 @@ BUILD = Step(
         "source at the deployed git revision with its manifest (`release.json`) and the "
         "readiness gate, and a wheelhouse of its locked requirements so hosts install "
         "offline, with `releasebook-django` (releasebook's Django app alone, written from "
-        "the installed releasebook) added to them. The wheelhouse is cached by the hash of "
-        "the requirements, that wheel and the Python version. Every file is written under "
+        "the installed releasebook) added to them, chosen with the environment markers of "
+        "the hosts' Python version. The controller builds the wheels when "
+        "the hosts' Python (as the lock step's probe reports it) runs what it builds: the "
+        "same implementation, minor version and platform, a C library as new. Otherwise "
+        "it downloads the wheels made for the hosts' Python and platform, and a "
+        "requirement without one must be built on a host and put in `releasebook/wheels/`. "
+        "The wheelhouse is cached by the hash of the requirements, that wheel and the "
+        "Python version. Every file is written under "
         "a temporary name and renamed once complete, so a build cut short (Ctrl-C, a full "
         "disk) is never reused. "
         "Secrets the inventory declares (`env.secrets`) are read here, from the "
@@ -114,17 +121,38 @@ BUILD = Step(
         cmd("{controller_python} -m releasebook.shipped gate {build_app}/.releasebook"),
         # One command per line: under `set -e`, a failure inside `a && b` that is not
         # the last command is ignored, and so is the status of a group built on it.
+        # The controller builds the wheels when the hosts' Python runs what it builds...
         cmd(
             "if ! test -f {wheelhouse}/.complete; then\n"
             "  rm -rf {wheelhouse_tmp}\n"
             "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
-            "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse_tmp} "
+            "  {controller_python} -m releasebook.shipped pip {markers_version} wheel --quiet "
+            "--wheel-dir {wheelhouse_tmp} "
             "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {django_requirement} "
             "{tools_requirement}\n"
             "  touch {wheelhouse_tmp}/.complete\n"
             "  rm -rf {wheelhouse}\n"
             "  mv {wheelhouse_tmp} {wheelhouse}\n"
-            "fi"
+            "fi",
+            when="native_build",
+        ),
+        # ...else it downloads the wheels made for the hosts' Python and platform.
+        cmd(
+            "if ! test -f {wheelhouse}/.complete; then\n"
+            "  rm -rf {wheelhouse_tmp}\n"
+            "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
+            "  mkdir -p {host_wheels}\n"
+            "  if ! {controller_python} -m releasebook.shipped pip {markers_version} download "
+            "--quiet --dest {wheelhouse_tmp} "
+            "--find-links {wheelhouse_tmp} --find-links {host_wheels} {target_args} "
+            "-r {build_app}/{requirements} {django_requirement} {tools_requirement}; then\n"
+            "    printf '%s\\n' {no_wheel_message} >&2; exit 1\n"
+            "  fi\n"
+            "  touch {wheelhouse_tmp}/.complete\n"
+            "  rm -rf {wheelhouse}\n"
+            "  mv {wheelhouse_tmp} {wheelhouse}\n"
+            "fi",
+            when="cross_build",
         ),
         cmd("tar -czf {artifact_local_tmp} -C {build_app} ."),
         cmd("mv {artifact_local_tmp} {artifact_local}"),
