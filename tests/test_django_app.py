@@ -170,6 +170,7 @@ def test_request_id_is_echoed_when_valid(server: Server) -> None:
     line = access_line(server, request_id)
     assert "method=GET path=/healthz status=200 duration_ms=" in line
     assert "user_id=-" in line
+    assert line.count("request_id=") == 1, line  # once, from the format
 
 
 @pytest.mark.parametrize("incoming", [None, "x" * 129, "has space", "semi;colon", ""])

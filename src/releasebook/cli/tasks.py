@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.local_checks import local_checks
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.release import PREFLIGHT_STEPS
 from releasebook.deploy.release import release as release_run
@@ -36,9 +37,9 @@ from releasebook.plan.source import find_source, new_release
 from releasebook.render.runbook import render_all
 
 
-def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
+def print_plan(plan: Plan, out: Callable[[str], None], checked: Sequence[str] = ()) -> None:
     """Every step, target and command of ``plan``, and the frame each host script runs
-    in, shown once."""
+    in, shown once; then what was checked on this machine, as a summary."""
     env = plan.environment
     action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
     out(f"# {action} plan for {env.name}: {plan.release_id} (dry run)")
@@ -72,9 +73,14 @@ def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
                 for command in work.undo:
                     out(command)
     hosts = len(env.hosts)
+    if checked:
+        out("\n## Checked on this machine")
+        for line in checked:
+            out(f"ok: {line}")
     out(
-        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; the "
-        "secrets are readable; nothing was contacted or changed"
+        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
+        f"{len(checked)} local check(s) passed (the secrets are readable); the hosts' own "
+        "checks run in the real run's preflight step; nothing was contacted or changed"
     )
 
 
@@ -141,8 +147,9 @@ def release(
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         skips = _skips(skip or [], reason)
         if dry_run:
+            checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "release", None), s.print)
+            print_plan(_dry_plan(environment, "release", None), s.print, checked)
             return
         lock_wait = _lock_wait(wait)
         release_run(
@@ -185,8 +192,9 @@ def preflight(
         environment = s.load(env)
         skips = _skips(skip or [], reason)
         if dry_run:
+            checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print)
+            print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print, checked)
             return
         lock_wait = _lock_wait(wait)
         release_run(
