@@ -18,6 +18,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.limits import HOSTS_HELP, ROLES_HELP, LimitedTask, limit_hosts
 from releasebook.cli.local_checks import local_checks
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.release import PREFLIGHT_STEPS
@@ -97,9 +98,11 @@ def _lock_wait(seconds: float) -> float:
     return seconds
 
 
-def _dry_plan(env: Environment, command: str, steps: tuple[str, ...] | None) -> Plan:
+def _dry_plan(
+    env: Environment, command: str, steps: tuple[str, ...] | None, ref: str = "HEAD"
+) -> Plan:
     source = find_source(env)
-    info = new_release(env, source)
+    info = new_release(env, source, ref=ref)
     run = Run(
         release=info,
         lock=lock_info_for(command, info.release_id),
@@ -115,13 +118,18 @@ REASON_HELP = "why the checks given with --skip are skipped (recorded with your 
 BATCH_HELP = "restart and verify web hosts N at a time, or N% of them (e.g. 25%)"
 JSON_HELP = "machine-readable events, one JSON object per line"
 VERBOSE_HELP = "show each command and its output (the run's log always has them)"
+REF_HELP = "the git ref (commit, tag, branch) to release; default HEAD"
 
 
 @task(
+    klass=LimitedTask,
     iterable=["skip"],
     help={
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
+        "ref": REF_HELP,
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
@@ -140,25 +148,34 @@ def release(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    ref: str = "",
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
-    """Release the app's committed HEAD to every host of an environment, verified."""
+    """Release the app's committed HEAD (or --ref) to an environment's hosts, verified."""
     with session("release") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         skips = _skips(skip or [], reason)
         if dry_run:
             checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "release", None), s.print, checked)
+            if limited:
+                s.print(limited)
+            print_plan(_dry_plan(environment, "release", None, ref or "HEAD"), s.print, checked)
             return
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         release_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
+            ref=ref or "HEAD",
         )
         web = environment.hosts_with("web")
         if web and not json:
@@ -166,10 +183,14 @@ def release(
 
 
 @task(
+    klass=LimitedTask,
     iterable=["skip"],
     help={
         "env": "inventory to check: inventories/<env>.yml",
         "dry_run": "print the exact plan and touch nothing",
+        "ref": REF_HELP,
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "skip": SKIP_HELP,
@@ -186,37 +207,48 @@ def preflight(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    ref: str = "",
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
     with session("preflight") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         skips = _skips(skip or [], reason)
         if dry_run:
             checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print, checked)
+            plan = _dry_plan(environment, "preflight", PREFLIGHT_STEPS, ref or "HEAD")
+            print_plan(plan, s.print, checked)
             return
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         release_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             skips=skips,
             stop_after="gate",
             lock_wait=lock_wait,
+            ref=ref or "HEAD",
         )
 
 
 @task(
+    klass=LimitedTask,
     help={
         "env": "inventory to roll back: inventories/<env>.yml",
         "to": "release id to go back to (default: the release live before the current one)",
         "migrate": "also unapply the migrations that release does not have (reversible only)",
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
-    }
+    },
 )
 def rollback(
     c: Context,
@@ -227,17 +259,22 @@ def rollback(
     verbose: bool = False,
     batch_size: str = "",
     wait: float = 0,
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
     """Switch every host back to an earlier release, restart and verify.
 
     With --migrate, first unapply the migrations the older release does not have."""
     with session("rollback") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         rollback_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             to=to or None,
             migrate=migrate,
@@ -297,17 +334,21 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
 
 
 @task(
+    klass=LimitedTask,
     help={
         "env": "inventory to inspect: inventories/<env>.yml",
         "json": "print the state as one JSON object",
-    }
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
+    },
 )
-def status(c: Context, env: str = "", json: bool = False) -> None:
+def status(c: Context, env: str = "", json: bool = False, hosts: str = "", roles: str = "") -> None:
     """Show each host's live release, the releases kept, its lock and last outcome.
 
     Also the steps the last run completed; warns when hosts differ."""
     with session() as s:
-        states = read_status(s.load(env), s.masker)
+        environment, _ = limit_hosts(s.load(env), hosts, roles)
+        states = read_status(environment, s.masker)
         if json:
             s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
             return

@@ -76,12 +76,14 @@ def release(
     stop_after: str | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
+    ref: str = "HEAD",
 ) -> ReleaseInfo:
-    """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
+    """Release ``ref`` (HEAD by default). ``skips`` maps readiness check ids to why they
+    are skipped (recorded).
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
     passed; a ``ReleaseFailed`` is raised if anything failed."""
     source = source or find_source(env)
-    info = new_release(env, source, reporter.message)
+    info = new_release(env, source, reporter.message, ref=ref)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
@@ -125,6 +127,7 @@ def release(
                     "action": command,
                     "release": info.release_id,
                     "git_sha": info.git_sha,
+                    **({"ref": ref} if ref != "HEAD" else {}),
                     "by": info.created_by,
                     "at": info.created_at,
                 },
