@@ -13,7 +13,7 @@ from releasebook.cli.limits import limit_hosts
 from releasebook.cli.output import ConsoleReporter
 from releasebook.cli.tasks import _dry_plan
 from releasebook.deploy.release import release
-from releasebook.errors import UsageError
+from releasebook.errors import InventoryError, UsageError
 from releasebook.inventory import Environment, load_environment
 from releasebook.masking import Masker
 from releasebook.plan.model import CONTROLLER
@@ -124,3 +124,55 @@ def test_a_limited_preflight_contacts_only_its_hosts(env: Environment) -> None:
     assert "(web2)" in text.splitlines()[0]
     assert hosts["web1"].scripts == []
     assert hosts["web2"].scripts
+
+
+# --- env.values layered per role and host -----------------------------------------------
+
+
+def _layered(project: Path, extra: str) -> Environment:
+    inventory = project / "inventories" / "flow.yml"
+    text = inventory.read_text().replace(
+        "  web2: {address: 127.0.0.2, roles: [web], bind: '127.0.0.2:9'}\n",
+        "  web2:\n"
+        "    address: 127.0.0.2\n"
+        "    roles: [web]\n"
+        "    bind: '127.0.0.2:9'\n"
+        "    env: {values: {CACHE_URL: 'redis://web2-cache/0'}}\n",
+    )
+    inventory.write_text(text + extra)
+    return load_environment("flow", project)
+
+
+def _env_lines(env: Environment, host: str) -> list[str]:
+    plan = _dry_plan(env, "release", None)
+    (configure,) = [w for w in plan.step("configure").work if w.target == host]
+    return [c for c in configure.commands if "printf '%s\\n'" in c and "env.tmp" in c]
+
+
+def test_env_values_are_layered_environment_then_role_then_host(project: Path) -> None:
+    env = _layered(
+        project,
+        "env: {values: {CACHE_URL: 'redis://shared/0', LOG_LEVEL: info, SITE: example}}\n"
+        "roles:\n"
+        "  migrate: {env: {values: {LOG_LEVEL: debug}}}\n",
+    )
+    assert env.host("web1").env_values == {"LOG_LEVEL": "debug"}
+    assert env.host("web2").env_values == {"CACHE_URL": "redis://web2-cache/0"}
+    web1, web2 = "\n".join(_env_lines(env, "web1")), "\n".join(_env_lines(env, "web2"))
+    assert "LOG_LEVEL=debug" in web1 and "LOG_LEVEL=info" not in web1
+    assert "CACHE_URL=redis://shared/0" in web1
+    assert "CACHE_URL=redis://web2-cache/0" in web2 and "redis://shared/0" not in web2
+    assert "LOG_LEVEL=info" in web2 and "SITE=example" in web2
+
+
+def test_a_layered_env_value_that_is_also_a_secret_is_refused(project: Path) -> None:
+    with pytest.raises(InventoryError, match=r"hosts.web2: env value CACHE_URL .* env.secrets"):
+        _layered(project, "env: {secrets: {CACHE_URL: {from_env: CACHE}}}\n")
+
+
+def test_a_bad_layered_env_value_names_its_place(project: Path, tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match=r"roles.web.env.values.DEBUG: expected a string"):
+        _layered(project, "roles:\n  web: {env: {values: {DEBUG: [1]}}}\n")
+    other = make_project(tmp_path / "other")
+    with pytest.raises(InventoryError, match=r"roles.web.env.flavour: unknown key"):
+        _layered(other, "roles:\n  web: {env: {flavour: 1}}\n")

@@ -147,7 +147,7 @@ _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", 
 _WEB_KEYS = ("port", "workers", "timeout")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
-_HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
+_HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED, "env")
 _TOP_KEYS = (
     "app",
     "deploy",
@@ -226,6 +226,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
     )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
+    _one_source(r, hosts, env_file)
     hooks = _hooks(r, data)
     disk = r.mapping(data.get("disk"), "disk", ("min_free_mb",))
     return Environment(
@@ -311,7 +312,7 @@ def _roles(r: _Reader, data: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
     raw = r.mapping(data.get("roles"), "roles", ROLES)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for role, value in raw.items():
-        section = r.mapping(value, f"roles.{role}", _LAYERED)
+        section = r.mapping(value, f"roles.{role}", (*_LAYERED, "env"))
         out[role] = {
             k: r.mapping(section.get(k), f"roles.{role}.{k}", _layer_keys(k)) for k in _LAYERED
         }
@@ -426,7 +427,14 @@ def _hosts(
                 f"{path}: duplicate host: {address}:{ssh.port} is also {seen_targets[target]}",
             )
         seen_targets[target] = path
-        hosts.append(Host(name, address, roles, transport, ssh, web, worker, bind))
+        env_values: dict[str, str] = {}
+        for role in roles:
+            role_section = (data.get("roles") or {}).get(role) or {}
+            env_values.update(_env_values(r, role_section.get("env"), f"roles.{role}.env"))
+        env_values.update(_env_values(r, section.get("env"), f"{path}.env"))
+        hosts.append(
+            Host(name, address, roles, transport, ssh, web, worker, bind, env_values=env_values)
+        )
     for role in ("migrate", "beat"):
         owners = [h.name for h in hosts if h.has(role)]
         if len(owners) > 1:
@@ -479,6 +487,38 @@ def _ssh(
 def _resolve(value: str, root: Path) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
+
+
+def _env_values(r: _Reader, raw: Any, where: str) -> dict[str, str]:
+    """``env: {values: {NAME: value}}`` of a role or a host: names and values checked
+    as the environment's ``env.values`` are."""
+    section = r.mapping(raw, where, ("values",))
+    path = f"{where}.values"
+    values_raw = r.mapping(section.get("values"), path, tuple(section.get("values") or ()))
+    values: dict[str, str] = {}
+    for key, value in values_raw.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise r.error(f"{path}.{key}", f"{path}.{key}: expected a string")
+        if not ENV_NAME.fullmatch(str(key)):
+            raise r.error(path, f"{path}: {key!r} is not an environment variable name")
+        values[str(key)] = str(value)
+    return values
+
+
+def _one_source(r: _Reader, hosts: tuple[Host, ...], env_file: EnvFileSettings) -> None:
+    """A name set per role or host is not also a secret or generated."""
+    for host in hosts:
+        for name in host.env_values:
+            for where, names in (
+                ("env.secrets", env_file.secrets),
+                ("env.generate", env_file.generate),
+            ):
+                if name in names:
+                    raise r.error(
+                        f"hosts.{host.name}",
+                        f"hosts.{host.name}: env value {name} (its own or its role's) is also "
+                        f"in {where}; give it one source",
+                    )
 
 
 def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:

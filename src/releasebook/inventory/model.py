@@ -44,6 +44,9 @@ class Host:
     web: WebSettings
     worker: WorkerSettings
     bind: str
+    # env.values set for this host's roles and for the host itself (roles.<role>.env.values,
+    # hosts.<name>.env.values): over the environment's env.values, the host's last.
+    env_values: Mapping[str, str] = field(default_factory=dict)
 
     def has(self, role: str) -> bool:
         return role in self.roles

@@ -191,7 +191,8 @@ def host_values(
     live: Id = facts.current if facts is not None and facts.current else ShellVar("LIVE")
     tools = layout.tools
     supervisorctl = Raw(f"{quote(layout.tool('supervisorctl'))} -c {quote(layout.supervisor_conf)}")
-    inventory_names = [*env.env_file.values, *env.env_file.secrets]
+    env_values = {**env.env_file.values, **host.env_values}  # the host's layers win
+    inventory_names = [*env_values, *env.env_file.secrets]
     values: dict[str, object] = {
         "environment": env.name,
         "deploy": layout.deploy,
@@ -262,7 +263,7 @@ def host_values(
         "inventory_names_pattern": "^(" + "|".join(inventory_names) + ")=",
         "env_values": [
             {"line": f"{name}={shlex.quote(value.replace('{deploy}', str(layout.deploy)))}"}
-            for name, value in env.env_file.values.items()
+            for name, value in env_values.items()
         ],
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
         "web_processes": [{"process": name} for name in WEB_PROCESSES],
@@ -271,7 +272,7 @@ def host_values(
             {"pattern": f"^{n}=.", "name": n}
             for n in env.env_file.required
             if n not in env.env_file.secrets
-            and n not in env.env_file.values
+            and n not in env_values
             and n not in env.env_file.generate
         ],
         "secret_delivery": bool(env.env_file.secrets),
