@@ -190,7 +190,9 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
 
     default_transport = r.get(data, "", "transport", str, "ssh", _one_of(TRANSPORTS))
     app = _app(r, data, root)
-    deploy = r.mapping(data.get("deploy"), "deploy", ("path", "keep_releases"))
+    deploy = r.mapping(
+        data.get("deploy"), "deploy", ("path", "keep_releases", "linked_dirs", "linked_files")
+    )
     deploy_path_raw = r.get(deploy, "deploy", "path", str)
     keep = r.get(deploy, "deploy", "keep_releases", int, 5)
     if keep < 2:
@@ -245,8 +247,46 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         gate_skips=_gate_skips(r, data),
         timeouts=_timeouts(r, data),
         migrations=parse_migrations(r, data),
+        **_linked(r, deploy),
         lines=lines,
     )
+
+
+# What a linked path may not be: releasebook's own files in a release, or what it links.
+_RELEASE_OWN = (".releasebook", "venv", ".env")
+
+
+def _linked(r: _Reader, deploy: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``deploy.linked_dirs`` (default ``[media]``) and ``deploy.linked_files``: paths
+    relative to the release, each linked to the same path under ``shared/``."""
+    out: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for key, default in (("linked_dirs", ["media"]), ("linked_files", [])):
+        where = f"deploy.{key}"
+        raw = deploy.get(key, default)
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise r.error(where, f"{where}: expected a list of paths relative to the release")
+        for value in raw:
+            parts = value.split("/")
+            if (
+                not SAFE_PATH.fullmatch(value)
+                or value.startswith("/")
+                or any(part in ("", ".", "..") for part in parts)
+            ):
+                raise r.error(
+                    where,
+                    f"{where}: {value!r}: expected a relative path of letters, digits, "
+                    "'.', '_', '-' and '/', without '..'",
+                )
+            if parts[0] in _RELEASE_OWN:
+                raise r.error(where, f"{where}: {value!r}: releasebook manages {parts[0]}")
+            if value in seen:
+                raise r.error(where, f"{where}: {value!r} is also in {seen[value]}")
+            seen[value] = where
+        out[key] = tuple(raw)
+    return out
 
 
 def _layer_keys(section: str) -> tuple[str, ...]:

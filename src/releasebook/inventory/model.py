@@ -115,6 +115,9 @@ class Environment:
     gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
     timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
+    # deploy.linked_dirs / linked_files: paths in each release linked to shared/<path>
+    linked_dirs: tuple[str, ...] = ("media",)
+    linked_files: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:

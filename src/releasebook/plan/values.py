@@ -173,6 +173,24 @@ def _relative_tool(source: Source) -> Path | ShellVar:
 # --- one host --------------------------------------------------------------------------
 
 
+def _linked(shared: PathLike, release_dir: PathLike, relative: str) -> dict[str, object]:
+    """One linked path: its place under shared/, its link in the release, the link's
+    parent directory."""
+    link = _plus(release_dir, f"/{relative}")
+    parent = relative.rpartition("/")[0]
+    return {
+        "shared_path": _plus(shared, f"/{relative}"),
+        "shared_parent": _plus(shared, f"/{parent}") if parent else shared,
+        "link": link,
+        # a link in a subdirectory needs that directory in the release
+        "link_mkdir": Raw(
+            f"mkdir -p {quote(_plus(release_dir, '/' + parent))} && " if parent else ""
+        ),
+        "missing": f"deploy.linked_files: shared/{relative} is missing on this host; put it "
+        "there (it outlives releases)",
+    }
+
+
 def host_values(
     env: Environment,
     host: Host,
@@ -266,6 +284,8 @@ def host_values(
             for name, value in env_values.items()
         ],
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
+        "linked_dirs": [_linked(layout.shared, release_dir, d) for d in env.linked_dirs],
+        "linked_files": [_linked(layout.shared, release_dir, f) for f in env.linked_files],
         "web_processes": [{"process": name} for name in WEB_PROCESSES],
         # Names the inventory sets arrive with the release; preflight checks the others.
         "env_required": [
