@@ -21,7 +21,7 @@ import pytest
 from invoke.exceptions import Exit
 
 from releasebook.cli.kit import session
-from releasebook.cli.output import ConsoleReporter
+from releasebook.cli.output import ConsoleReporter, JsonReporter
 from releasebook.deploy.release import release
 from releasebook.deploy.rollback import _forward, _leaving
 from releasebook.errors import ReleaseFailed
@@ -401,3 +401,20 @@ def test_a_rollback_says_which_release_it_leaves_and_when_it_moves_forward() -> 
         == f"leaving {older} (live on web1) for {newer}, a NEWER release: this moves forward"
     )
     assert _forward({"web1": older}, newer) and not _forward({"web1": newer}, older)
+
+
+def test_json_events_name_the_task_and_drop_the_verbose_text(
+    env: Environment, hosts: dict[str, ScriptedHost]
+) -> None:
+    out = io.StringIO()
+    release(
+        env,
+        JsonReporter(Masker(), out),
+        Masker(),
+        opener=opener_for(hosts),
+        stop_after="gate",
+    )
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0]["event"] == "plan" and events[0]["action"] == "preflight"
+    assert all("detail" not in e for e in events)
+    assert any(e.get("gate") is not None for e in events if e["event"] == "message")

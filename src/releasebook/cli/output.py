@@ -331,6 +331,7 @@ class JsonReporter:
         self._emit(
             "plan",
             kind=plan.kind,
+            action=next(iter(plan.frames.values())).action if plan.frames else plan.kind,
             environment=plan.environment.name,
             release=plan.release_id,
             steps=[p.step.name for p in plan.steps],

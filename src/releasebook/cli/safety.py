@@ -8,7 +8,6 @@ Exit codes beyond those of ``releasebook.cli.tasks``: 1 when an unlock is declin
 from __future__ import annotations
 
 import getpass
-import json as jsonlib
 import socket
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from invoke.tasks import Task, task
 
 from releasebook.cli.kit import session
 from releasebook.deploy.connection import connect, record
-from releasebook.deploy.history import format_history, read_history
+from releasebook.deploy.history import format_history, json_lines, read_history
 from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
 from releasebook.execute import hostkeys
 from releasebook.execute.hostkeys import KeyStatus, fingerprint, format_scan
@@ -100,7 +99,7 @@ def unlock(c: Context, env: str = "", yes: bool = False) -> None:
         "env": "inventory whose history to show: inventories/<env>.yml",
         "limit": "records read from each host (newest)",
         "steps": "show every step's duration under each run, not only the slowest",
-        "json": "print each host's records as one JSON object",
+        "json": "one JSON object per line: each record, newest first, with its host",
     }
 )
 def history(
@@ -114,7 +113,8 @@ def history(
         with connect(environment, s.masker) as transports:
             histories = read_history(environment, transports, limit=limit)
         if json:
-            s.print(jsonlib.dumps(histories, sort_keys=True))
+            for line in json_lines(histories):
+                s.print(line)
             return
         s.print(format_history(histories, steps=steps))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -20,6 +20,8 @@ from invoke.tasks import task
 from releasebook.cli.backups import BACKUP_TASKS
 from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.limits import HOSTS_HELP, ROLES_HELP, LimitedTask, limit_hosts
+from releasebook.cli.local_checks import local_checks
 from releasebook.cli.ops import OPS_TASKS, app
 from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
@@ -41,9 +43,9 @@ from releasebook.render.ansible import render_playbooks
 from releasebook.render.runbook import render_all
 
 
-def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
+def print_plan(plan: Plan, out: Callable[[str], None], checked: Sequence[str] = ()) -> None:
     """Every step, target and command of ``plan``, and the frame each host script runs
-    in, shown once."""
+    in, shown once; then what was checked on this machine, as a summary."""
     env = plan.environment
     action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
     out(f"# {action} plan for {env.name}: {plan.release_id} (dry run)")
@@ -79,9 +81,14 @@ def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
                 for command in work.undo:
                     out(command)
     hosts = len(env.hosts)
+    if checked:
+        out("\n## Checked on this machine")
+        for line in checked:
+            out(f"ok: {line}")
     out(
-        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; the "
-        "secrets are readable; nothing was contacted or changed"
+        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
+        f"{len(checked)} local check(s) passed (the secrets are readable); the hosts' own "
+        "checks run in the real run's preflight step; nothing was contacted or changed"
     )
 
 
@@ -98,9 +105,11 @@ def _lock_wait(seconds: float) -> float:
     return seconds
 
 
-def _dry_plan(env: Environment, command: str, steps: tuple[str, ...] | None) -> Plan:
+def _dry_plan(
+    env: Environment, command: str, steps: tuple[str, ...] | None, ref: str = "HEAD"
+) -> Plan:
     source = find_source(env)
-    info = new_release(env, source)
+    info = new_release(env, source, ref=ref)
     run = Run(
         release=info,
         lock=lock_info_for(command, info.release_id),
@@ -116,13 +125,18 @@ REASON_HELP = "why the checks given with --skip are skipped (recorded with your 
 BATCH_HELP = "restart and verify web hosts N at a time, or N% of them (e.g. 25%)"
 JSON_HELP = "machine-readable events, one JSON object per line"
 VERBOSE_HELP = "show each command and its output (the run's log always has them)"
+REF_HELP = "the git ref (commit, tag, branch) to release; default HEAD"
 
 
 @task(
+    klass=LimitedTask,
     iterable=["skip"],
     help={
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
+        "ref": REF_HELP,
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
@@ -144,26 +158,36 @@ def release(
     reason: str = "",
     wait: float = 0,
     maintenance: bool = False,
+    ref: str = "",
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
-    """Release the app's committed HEAD to every host of an environment, verified."""
+    """Release the app's committed HEAD (or --ref) to an environment's hosts, verified."""
     with session("release") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         skips = _skips(skip or [], reason)
         if dry_run:
+            checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
+            if limited:
+                s.print(limited)
             steps = None if maintenance else UNMAINTAINED_STEPS
-            print_plan(_dry_plan(environment, "release", steps), s.print)
+            print_plan(_dry_plan(environment, "release", steps, ref or "HEAD"), s.print, checked)
             return
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         release_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
             maintenance=maintenance,
+            ref=ref or "HEAD",
         )
         web = environment.hosts_with("web")
         if web and not json:
@@ -171,10 +195,14 @@ def release(
 
 
 @task(
+    klass=LimitedTask,
     iterable=["skip"],
     help={
         "env": "inventory to check: inventories/<env>.yml",
         "dry_run": "print the exact plan and touch nothing",
+        "ref": REF_HELP,
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "skip": SKIP_HELP,
@@ -191,36 +219,48 @@ def preflight(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    ref: str = "",
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
     with session("preflight") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         skips = _skips(skip or [], reason)
         if dry_run:
+            checked = local_checks(environment)
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print)
+            plan = _dry_plan(environment, "preflight", PREFLIGHT_STEPS, ref or "HEAD")
+            print_plan(plan, s.print, checked)
             return
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         release_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             skips=skips,
             stop_after="gate",
             lock_wait=lock_wait,
+            ref=ref or "HEAD",
         )
 
 
 @task(
+    klass=LimitedTask,
     help={
         "env": "inventory to roll back: inventories/<env>.yml",
         "to": "release id to go back to (default: the release live before the current one)",
         "migrate": "also unapply the migrations that release does not have (reversible only)",
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
-    }
+    },
 )
 def rollback(
     c: Context,
@@ -231,17 +271,22 @@ def rollback(
     verbose: bool = False,
     batch_size: str = "",
     wait: float = 0,
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
     """Switch every host back to an earlier release, restart and verify.
 
     With --migrate, first unapply the migrations the older release does not have."""
     with session("rollback") as s:
-        environment = s.load(env)
+        environment, limited = limit_hosts(s.load(env), hosts, roles)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         lock_wait = _lock_wait(wait)
+        reporter = s.reporter(json, verbose=verbose)
+        if limited:
+            reporter.message(limited)
         rollback_run(
             environment,
-            s.reporter(json, verbose=verbose),
+            reporter,
             s.masker,
             to=to or None,
             migrate=migrate,
@@ -306,17 +351,21 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
 
 
 @task(
+    klass=LimitedTask,
     help={
         "env": "inventory to inspect: inventories/<env>.yml",
         "json": "print the state as one JSON object",
-    }
+        "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
+    },
 )
-def status(c: Context, env: str = "", json: bool = False) -> None:
+def status(c: Context, env: str = "", json: bool = False, hosts: str = "", roles: str = "") -> None:
     """Show each host's live release, the releases kept, a held or stale lock, the last
     outcome and the steps the last run completed, whether its processes are up and its
     /readyz answers; warn when hosts differ."""
     with session() as s:
-        states, up = ops_status(s.load(env), s.masker)
+        environment, _ = limit_hosts(s.load(env), hosts, roles)
+        states, up = ops_status(environment, s.masker)
         if json:
             report = {n: _state_json(f) for n, f in states.items()}
             for row in up:

@@ -69,14 +69,19 @@ def connect(
         run_parallel([partial(open_one, h.name) for h in env.hosts], env.max_parallel)
         if errors:
             unreachable = "\n  ".join(sorted(str(e) for e in errors))
+            changed = [e for e in errors if isinstance(e, HostKeyChanged)]
             reason = (
-                f"cannot reach every host, so no step ran and nothing was changed:\n  {unreachable}"
+                f"a host's SSH key CHANGED, so no step ran and nothing was changed "
+                f"(`inv hosts --env={env.name}` shows the fingerprints):\n  {unreachable}"
+                if changed
+                else "cannot reach every host, so no step ran and nothing was changed:\n  "
+                + unreachable
             )
             if attempt_record is not None:
                 failed = {**attempt_record, "outcome": "not_started", "reason": reason}
                 reached = [h.name for h in env.hosts if h.name in transports]
                 record(env, transports, masker, dict.fromkeys(reached, failed))
-            if any(isinstance(e, HostKeyChanged) for e in errors):
+            if changed:
                 raise HostKeyChanged(reason)
             raise HostUnreachable(reason)
         yield transports

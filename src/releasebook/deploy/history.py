@@ -191,3 +191,11 @@ def format_history(
         first = members[0][1]
         rows.append(([*_row(first, result, slowest), hosts], _notes(first, steps)))
     return _table(rows, [*HEADER, "hosts"])
+
+
+def json_lines(histories: Mapping[str, Sequence[Record]]) -> list[str]:
+    """One JSON object per record, newest first, each naming its ``host``: for ``jq``
+    and programs that read a line at a time."""
+    rows = [(host, record) for host, records in histories.items() for record in records]
+    rows.sort(key=lambda row: str(row[1].get("at") or ""), reverse=True)
+    return [json.dumps({**record, "host": host}, sort_keys=True) for host, record in rows]

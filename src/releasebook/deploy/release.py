@@ -81,13 +81,15 @@ def release(
     lock_wait: float = 0,
     opener: Opener = open_real,
     maintenance: bool = False,
+    ref: str = "HEAD",
 ) -> ReleaseInfo:
-    """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
+    """Release ``ref`` (HEAD by default). ``skips`` maps readiness check ids to why they
+    are skipped (recorded).
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
     passed; a ``ReleaseFailed`` is raised if anything failed. ``maintenance``: the web
     hosts answer 503 from before ``migrate`` until the new release is verified."""
     built: Source = source or find_source(env)
-    info = new_release(env, built, reporter.message)
+    info = new_release(env, built, reporter.message, ref=ref)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
@@ -134,6 +136,7 @@ def release(
                     "action": command,
                     "release": info.release_id,
                     "git_sha": info.git_sha,
+                    **({"ref": ref} if ref != "HEAD" else {}),
                     "by": info.created_by,
                     "at": info.created_at,
                 },

@@ -148,7 +148,7 @@ _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", 
 _WEB_KEYS = ("port", "workers", "timeout", "preload", "graceful_timeout")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
-_HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
+_HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED, "env")
 _TOP_KEYS = (
     "app",
     "deploy",
@@ -193,7 +193,9 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
 
     default_transport = r.get(data, "", "transport", str, "ssh", _one_of(TRANSPORTS))
     app = _app(r, data, root)
-    deploy = r.mapping(data.get("deploy"), "deploy", ("path", "keep_releases"))
+    deploy = r.mapping(
+        data.get("deploy"), "deploy", ("path", "keep_releases", "linked_dirs", "linked_files")
+    )
     deploy_path_raw = r.get(deploy, "deploy", "path", str)
     keep = r.get(deploy, "deploy", "keep_releases", int, 5)
     if keep < 2:
@@ -245,6 +247,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
+    _one_source(r, hosts, env_file)
     hooks = _hooks(r, data)
     disk = r.mapping(data.get("disk"), "disk", ("min_free_mb",))
     return Environment(
@@ -264,8 +267,46 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         timeouts=_timeouts(r, data),
         migrations=parse_migrations(r, data),
         backup=parse_backup(r, data),
+        **_linked(r, deploy),
         lines=lines,
     )
+
+
+# What a linked path may not be: releasebook's own files in a release, or what it links.
+_RELEASE_OWN = (".releasebook", "venv", ".env")
+
+
+def _linked(r: _Reader, deploy: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``deploy.linked_dirs`` (default ``[media]``) and ``deploy.linked_files``: paths
+    relative to the release, each linked to the same path under ``shared/``."""
+    out: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for key, default in (("linked_dirs", ["media"]), ("linked_files", [])):
+        where = f"deploy.{key}"
+        raw = deploy.get(key, default)
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise r.error(where, f"{where}: expected a list of paths relative to the release")
+        for value in raw:
+            parts = value.split("/")
+            if (
+                not SAFE_PATH.fullmatch(value)
+                or value.startswith("/")
+                or any(part in ("", ".", "..") for part in parts)
+            ):
+                raise r.error(
+                    where,
+                    f"{where}: {value!r}: expected a relative path of letters, digits, "
+                    "'.', '_', '-' and '/', without '..'",
+                )
+            if parts[0] in _RELEASE_OWN:
+                raise r.error(where, f"{where}: {value!r}: releasebook manages {parts[0]}")
+            if value in seen:
+                raise r.error(where, f"{where}: {value!r} is also in {seen[value]}")
+            seen[value] = where
+        out[key] = tuple(raw)
+    return out
 
 
 def _layer_keys(section: str) -> tuple[str, ...]:
@@ -335,7 +376,7 @@ def _roles(r: _Reader, data: Mapping[str, Any]) -> dict[str, dict[str, dict[str,
     raw = r.mapping(data.get("roles"), "roles", ROLES)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for role, value in raw.items():
-        section = r.mapping(value, f"roles.{role}", _LAYERED)
+        section = r.mapping(value, f"roles.{role}", (*_LAYERED, "env"))
         out[role] = {
             k: r.mapping(section.get(k), f"roles.{role}.{k}", _layer_keys(k)) for k in _LAYERED
         }
@@ -460,7 +501,14 @@ def _hosts(
                 f"{path}: duplicate host: {address}:{ssh.port} is also {seen_targets[target]}",
             )
         seen_targets[target] = path
-        hosts.append(Host(name, address, roles, transport, ssh, web, worker, bind))
+        env_values: dict[str, str] = {}
+        for role in roles:
+            role_section = (data.get("roles") or {}).get(role) or {}
+            env_values.update(_env_values(r, role_section.get("env"), f"roles.{role}.env"))
+        env_values.update(_env_values(r, section.get("env"), f"{path}.env"))
+        hosts.append(
+            Host(name, address, roles, transport, ssh, web, worker, bind, env_values=env_values)
+        )
     for role in ("migrate", "beat"):
         owners = [h.name for h in hosts if h.has(role)]
         if len(owners) > 1:
@@ -513,6 +561,38 @@ def _ssh(
 def _resolve(value: str, root: Path) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else root / path
+
+
+def _env_values(r: _Reader, raw: Any, where: str) -> dict[str, str]:
+    """``env: {values: {NAME: value}}`` of a role or a host: names and values checked
+    as the environment's ``env.values`` are."""
+    section = r.mapping(raw, where, ("values",))
+    path = f"{where}.values"
+    values_raw = r.mapping(section.get("values"), path, tuple(section.get("values") or ()))
+    values: dict[str, str] = {}
+    for key, value in values_raw.items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise r.error(f"{path}.{key}", f"{path}.{key}: expected a string")
+        if not ENV_NAME.fullmatch(str(key)):
+            raise r.error(path, f"{path}: {key!r} is not an environment variable name")
+        values[str(key)] = str(value)
+    return values
+
+
+def _one_source(r: _Reader, hosts: tuple[Host, ...], env_file: EnvFileSettings) -> None:
+    """A name set per role or host is not also a secret or generated."""
+    for host in hosts:
+        for name in host.env_values:
+            for where, names in (
+                ("env.secrets", env_file.secrets),
+                ("env.generate", env_file.generate),
+            ):
+                if name in names:
+                    raise r.error(
+                        f"hosts.{host.name}",
+                        f"hosts.{host.name}: env value {name} (its own or its role's) is also "
+                        f"in {where}; give it one source",
+                    )
 
 
 def _env_file(r: _Reader, raw: Mapping[str, Any]) -> EnvFileSettings:

@@ -53,6 +53,9 @@ class Host:
     web: WebSettings
     worker: WorkerSettings
     bind: str
+    # env.values set for this host's roles and for the host itself (roles.<role>.env.values,
+    # hosts.<name>.env.values): over the environment's env.values, the host's last.
+    env_values: Mapping[str, str] = field(default_factory=dict)
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -142,6 +145,9 @@ class Environment:
     timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    # deploy.linked_dirs / linked_files: paths in each release linked to shared/<path>
+    linked_dirs: tuple[str, ...] = ("media",)
+    linked_files: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def hosts_with(self, role: str) -> tuple[Host, ...]:

@@ -107,14 +107,29 @@ def for_hosts(
     return source, replace(info, requirements_hash=requirements_hash(env, source, info.git_sha))
 
 
+def resolve_ref(repo: Path, ref: str) -> str:
+    """The commit ``ref`` (a sha, tag, branch, ``HEAD~2``) names; UsageError if none."""
+    if not ref.strip() or ref.startswith("-"):
+        raise UsageError(f"--ref {ref!r}: expected a git commit, tag or branch")
+    try:
+        return _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except UsageError:
+        raise UsageError(f"--ref {ref}: no such commit, tag or branch in {repo}") from None
+
+
 def new_release(
-    env: Environment, source: Source, note: Callable[[str], None] | None = None
+    env: Environment,
+    source: Source,
+    note: Callable[[str], None] | None = None,
+    *,
+    ref: str = "HEAD",
 ) -> ReleaseInfo:
-    """A new release of the checkout's HEAD; ``note`` hears of uncommitted changes."""
-    sha = _git(source.repo, "rev-parse", "HEAD")
+    """A new release of the checkout's ``ref`` (HEAD by default); ``note`` hears of
+    uncommitted changes when that is HEAD."""
+    sha = resolve_ref(source.repo, ref)
     digest = requirements_hash(env, source, sha)
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
-    if dirty and note is not None:
+    if dirty and note is not None and ref == "HEAD":
         note(
             f"note: uncommitted changes under {source.subdir or '.'} are not released; "
             f"releasing commit {sha[:12]}"

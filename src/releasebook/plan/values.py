@@ -188,6 +188,24 @@ def _symbolic_json(fields: Mapping[str, str], numbers: Mapping[str, str] | None 
 # --- one host --------------------------------------------------------------------------
 
 
+def _linked(shared: PathLike, release_dir: PathLike, relative: str) -> dict[str, object]:
+    """One linked path: its place under shared/, its link in the release, the link's
+    parent directory."""
+    link = _plus(release_dir, f"/{relative}")
+    parent = relative.rpartition("/")[0]
+    return {
+        "shared_path": _plus(shared, f"/{relative}"),
+        "shared_parent": _plus(shared, f"/{parent}") if parent else shared,
+        "link": link,
+        # a link in a subdirectory needs that directory in the release
+        "link_mkdir": Raw(
+            f"mkdir -p {quote(_plus(release_dir, '/' + parent))} && " if parent else ""
+        ),
+        "missing": f"deploy.linked_files: shared/{relative} is missing on this host; put it "
+        "there (it outlives releases)",
+    }
+
+
 def host_values(
     env: Environment,
     host: Host,
@@ -206,7 +224,8 @@ def host_values(
     live: Id = facts.current if facts is not None and facts.current else ShellVar("LIVE")
     tools = layout.tools
     supervisorctl = Raw(f"{quote(layout.tool('supervisorctl'))} -c {quote(layout.supervisor_conf)}")
-    inventory_names = [*env.env_file.values, *env.env_file.secrets]
+    env_values = {**env.env_file.values, **host.env_values}  # the host's layers win
+    inventory_names = [*env_values, *env.env_file.secrets]
     values: dict[str, object] = {
         "environment": env.name,
         "deploy": layout.deploy,
@@ -282,16 +301,18 @@ def host_values(
         "inventory_names_pattern": "^(" + "|".join(inventory_names) + ")=",
         "env_values": [
             {"line": f"{name}={shlex.quote(value.replace('{deploy}', str(layout.deploy)))}"}
-            for name, value in env.env_file.values.items()
+            for name, value in env_values.items()
         ],
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
+        "linked_dirs": [_linked(layout.shared, release_dir, d) for d in env.linked_dirs],
+        "linked_files": [_linked(layout.shared, release_dir, f) for f in env.linked_files],
         "web_processes": [{"process": name} for name in WEB_PROCESSES],
         # Names the inventory sets arrive with the release; preflight checks the others.
         "env_required": [
             {"pattern": f"^{n}=.", "name": n}
             for n in env.env_file.required
             if n not in env.env_file.secrets
-            and n not in env.env_file.values
+            and n not in env_values
             and n not in env.env_file.generate
         ],
         "secret_delivery": bool(env.env_file.secrets),

@@ -32,6 +32,8 @@ SETUP = Step(
     ),
     commands=(
         cmd("mkdir -p {releases} {venvs} {media} {logs} {artifacts}"),
+        cmd("mkdir -p {shared_path}", each="linked_dirs"),
+        cmd("mkdir -p {shared_parent}", each="linked_files"),
         cmd("mkdir -p {secrets_dir} && chmod 700 {secrets_dir}", when="secret_delivery"),
         cmd("touch {env_file} && chmod 600 {env_file}"),
         cmd(
@@ -265,8 +267,10 @@ CONFIGURE = Step(
         "then its secrets, whose uploaded copy is removed), the launcher that loads it "
         "and exports the settings module, and the process manager's program definitions "
         "for this host. It links what outlives releases: `.env` to `shared/.env` (for "
-        "apps that read such a file) and `media` to `shared/media`, so uploads survive "
-        "every deploy and rollback. A rollback brings the older configuration back with "
+        "apps that read such a file) and each of the inventory's `deploy.linked_dirs` "
+        "(default `media`) and `deploy.linked_files` to the same path under `shared/`, so "
+        "uploads survive every deploy and rollback (a linked file missing from `shared/` "
+        "stops the release here). A rollback brings the older configuration back with "
         "the older code."
     ),
     commands=(
@@ -288,14 +292,25 @@ CONFIGURE = Step(
         cmd("chmod 755 {launcher}"),
         cmd("cat > {programs} <<'RELEASEBOOK_EOF'\n{programs_text}\nRELEASEBOOK_EOF"),
         cmd("ln -sfn {env_file} {release_dir}/.env"),
-        cmd("rm -rf {release_dir}/media && ln -sfn {media} {release_dir}/media"),
+        cmd(
+            "rm -rf {link} && {link_mkdir}ln -sfn {shared_path} {link}",
+            each="linked_dirs",
+        ),
+        cmd(
+            "test -f {shared_path} || {{ printf '%s\\n' {missing} >&2; exit 1; }}",
+            each="linked_files",
+        ),
+        cmd(
+            "rm -rf {link} && {link_mkdir}ln -sfn {shared_path} {link}",
+            each="linked_files",
+        ),
     ),
     verify=(
         cmd('test "$(stat -c %a {release_env})" = 600 && test -x {launcher} && test -f {programs}'),
     ),
     verify_text=(
         "The release's env file is mode 0600, its launcher and program definitions exist, "
-        "and `.env` and `media` link into `shared/`."
+        "and `.env` and the linked paths link into `shared/`."
     ),
     undo_text="Nothing of its own: all it wrote is inside the release directory.",
     hooks=BOTH,

@@ -1,0 +1,137 @@
+"""The command line's promises outside a run's progress: a changed host key exits 5 and
+says so, ``history --json`` is one object per line, ``--dry-run`` checks what it can on
+this machine and ends with a summary, ``--env`` errors name the environments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from invoke.exceptions import Exit
+from test_output import make_project
+
+from releasebook.cli.kit import session
+from releasebook.cli.local_checks import local_checks
+from releasebook.cli.tasks import _dry_plan, print_plan
+from releasebook.deploy.connection import connect
+from releasebook.deploy.history import json_lines
+from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
+from releasebook.inventory import Environment, Host, load_environment
+from releasebook.masking import Masker
+from releasebook.plan.model import CONTROLLER
+from releasebook.transport import Transport
+from releasebook.transport.scripted import ScriptedHost
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def env(project: Path) -> Environment:
+    return load_environment("flow", project)
+
+
+def test_a_changed_host_key_exits_5_and_says_the_key_changed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def opener(env: Environment, host: Host | None) -> Transport:
+        if host is None:
+            return ScriptedHost(CONTROLLER)
+        if host.name == "web2":
+            raise HostKeyChanged("web2: host key CHANGED (was SHA256:aaa, now SHA256:bbb)")
+        return ScriptedHost(host.name)
+
+    monkeypatch.chdir(project)
+    with (
+        pytest.raises(Exit) as stopped,
+        session("status") as s,
+        connect(s.load("flow"), s.masker, opener=opener),
+    ):
+        pass
+    assert stopped.value.code == 5
+    message = str(stopped.value.message)
+    assert "SSH key CHANGED" in message and "web2: host key CHANGED" in message
+    assert "cannot reach every host" not in message
+
+
+def test_an_unreachable_host_still_exits_1(env: Environment) -> None:
+    def opener(env: Environment, host: Host | None) -> Transport:
+        if host is not None and host.name == "web1":
+            raise HostUnreachable("web1 (deploy@127.0.0.1:22): cannot connect")
+        return ScriptedHost(host.name if host else CONTROLLER)
+
+    with pytest.raises(HostUnreachable) as failed, connect(env, Masker(), opener=opener):
+        pass
+    assert failed.value.exit_code == 1
+    assert "cannot reach every host" in str(failed.value)
+
+
+def test_history_json_is_one_object_per_line_newest_first_naming_its_host() -> None:
+    histories = {
+        "web1": [{"at": "2026-01-01T10:00:00Z", "action": "release", "release": "a"}],
+        "web2": [
+            {"at": "2026-01-01T10:00:00Z", "action": "release", "release": "a"},
+            {"at": "2026-01-02T10:00:00Z", "action": "rollback", "release": "b"},
+        ],
+    }
+    lines = json_lines(histories)
+    assert len(lines) == 3
+    records = [json.loads(line) for line in lines]
+    assert all("\n" not in line for line in lines)
+    assert (records[0]["host"], records[0]["release"]) == ("web2", "b")
+    assert sorted(r["host"] for r in records) == ["web1", "web2", "web2"]
+
+
+def test_dry_run_checks_the_files_the_real_run_needs_and_names_what_is_missing(
+    project: Path,
+) -> None:
+    (project / "inventories" / "known_hosts").unlink()
+    inventory = project / "inventories" / "flow.yml"
+    inventory.write_text(
+        inventory.read_text().replace(
+            "known_hosts: inventories/known_hosts}",
+            "known_hosts: inventories/known_hosts, identity_file: keys/deploy}",
+        )
+    )
+    with pytest.raises(UsageError) as refused:
+        local_checks(load_environment("flow", project))
+    message = str(refused.value)
+    assert "hosts.web1.ssh.identity_file: keys/deploy is missing" in message
+    assert "hosts.web1.ssh.known_hosts: inventories/known_hosts is missing" in message
+
+
+def test_dry_run_refuses_a_secret_it_cannot_read(project: Path) -> None:
+    inventory = project / "inventories" / "flow.yml"
+    inventory.write_text(
+        inventory.read_text() + "env: {secrets: {API_TOKEN: {from_file: secrets/api_token}}}\n"
+    )
+    with pytest.raises(UsageError, match="API_TOKEN"):
+        local_checks(load_environment("flow", project))
+
+
+def test_dry_run_ends_with_a_summary_of_what_it_checked(env: Environment) -> None:
+    lines: list[str] = []
+    plan = _dry_plan(env, "release", None)
+    print_plan(plan, lines.append, local_checks(env))
+    text = "\n".join(lines)
+    assert "ok: app/manage.py present" in text
+    assert "ok: ssh.known_hosts inventories/known_hosts readable" in text
+    last = lines[-1].strip()
+    steps = len(plan.steps)
+    assert last.startswith(f"dry run: {steps} steps on 2 hosts; 4 local check(s) passed")
+    assert last.endswith("nothing was contacted or changed")
+
+
+def test_a_wrong_env_lists_the_environments_that_exist(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    with pytest.raises(Exit) as stopped, session("release") as s:
+        s.load("flwo")
+    assert stopped.value.code == 2
+    assert str(stopped.value.message) == (
+        "releasebook: --env=flwo: no inventories/flwo.yml; the environments are: flow"
+    )
