@@ -249,6 +249,36 @@ def test_logs_by_request_id_on_the_web_and_the_worker_host(
     assert tail.stdout and all(line.startswith("worker1 ") for line in tail.stdout.splitlines())
 
 
+MAINTENANCE_HOOK = (
+    "hooks:\n  before:\n    migrate:\n"
+    "      - 'if test -e /srv/app/shared/maintenance; then echo in-maintenance; fi; exit 3'\n"
+)
+
+
+def test_release_in_maintenance(project: Project, fleet: SimFleet) -> None:
+    flag = fleet.host("web1").srv / "app" / "shared" / "maintenance"
+    text = (project.root / "inventories" / "e2e.yml").read_text()
+    failing = text.replace("\nhosts:\n", "\n" + MAINTENANCE_HOOK + "hosts:\n", 1)
+    (project.root / "inventories" / "e2e-hook.yml").write_text(failing)
+    # The hook before migrate sees the flag, then fails: the release aborts and its undo
+    # turns maintenance off again.
+    done = project.inv("release", "--env=e2e-hook", "--maintenance")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "in-maintenance" in done.stdout + done.stderr
+    assert not flag.exists()
+    assert _get(fleet, "/").status_code == 200
+    done = project.inv("release", "--env=e2e", "--maintenance", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    names = [e["step"] for e in steps if e["event"] == "step"]
+    done_ok = {(e["step"], e["target"]) for e in steps if e["event"] == "host" and e["ok"]}
+    assert {("maintenance_on", "web1"), ("maintenance_off", "web1")} <= done_ok
+    assert names.index("maintenance_on") < names.index("migrate") < names.index("verify")
+    assert names.index("verify") < names.index("maintenance_off")
+    assert not flag.exists()
+    assert _get(fleet, "/").status_code == 200
+
+
 def test_app_exec_runs_with_the_release_environment(project: Project) -> None:
     done = project.inv(
         "app.exec", "--env=e2e", "--", "sh", "-c", 'echo "settings=$DJANGO_SETTINGS_MODULE"'
