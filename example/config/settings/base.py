@@ -107,6 +107,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     )
 # The worker logs through LOGGING below, so its lines carry request ids as the web's do.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_BEAT_SCHEDULE = {
     "count-notes": {"task": "notes.tasks.count_notes", "schedule": 300.0},
 }

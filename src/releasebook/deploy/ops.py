@@ -408,6 +408,14 @@ def doctor(env: Environment, masker: Masker, *, opener: Opener = open_real) -> l
             else:
                 advisory = name in book.ADVISORY
                 rows.extend(replace(row, advisory=advisory) for row in _rows(planned, results))
+    # Checks run from the live release cannot run where there is none.
+    bare = {name for name, f in facts.items() if not f.current}
+    rows = [
+        replace(r, detail="no live release to run it from")
+        if r.host in bare and not r.ok and r.check in ("worker", "dependencies")
+        else r
+        for r in rows
+    ]
     order = {h.name: i for i, h in enumerate(env.hosts)}
     return sorted(rows, key=lambda r: order.get(r.host, len(order)))
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from releasebook.quoting import quote, render_command
+from releasebook.quoting import Raw, quote, render_command
 
 LAUNCHER = """#!/bin/sh
 # Written by releasebook for release {release}: run a command with its env file loaded.
@@ -31,8 +31,7 @@ set -a
 . {release_env}
 set +a
 export DJANGO_SETTINGS_MODULE={settings_module}
-export RELEASEBOOK_MAINTENANCE_FILE={maintenance_flag}
-exec "$@"
+{maintenance_export}exec "$@"
 """
 
 MAIN_CONF = """; Written by releasebook for environment {environment}; changes are overwritten.
@@ -104,7 +103,11 @@ def _ini(value: object) -> str:
 
 
 def launcher_text(values: Mapping[str, object]) -> str:
-    return render_command(LAUNCHER, values)
+    """The launcher; it exports the maintenance flag's path (``maintenance_flag``) for the
+    releasebook middleware when the values name it."""
+    flag = values.get("maintenance_flag")
+    export = f"export RELEASEBOOK_MAINTENANCE_FILE={quote(str(flag))}\n" if flag is not None else ""
+    return render_command(LAUNCHER, {**values, "maintenance_export": Raw(export)})
 
 
 def main_conf_text(values: Mapping[str, object]) -> str:
