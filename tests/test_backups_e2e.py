@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_project import Project, history, make_project, readyz, ssh_inventory
+from e2e_project import REPO, Project, history, make_project, readyz, ssh_inventory
 from services import POSTGRES, started_fleet
 from simhosts import SimFleet
 
@@ -275,6 +276,14 @@ def test_no_database_password_in_any_output_history_or_plan(setup: Setup) -> Non
         ("history", "--env=e2e", "--steps", "--json"),
     ):
         setup.inv(*args)
+    shutil.copytree(REPO / "templates", setup.project.root / "templates", dirs_exist_ok=True)
+    rendered = setup.inv("runbook", "--render", "--env=e2e")
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    runbooks = sorted((setup.project.root / "runbooks" / "e2e").glob("*.md"))
+    assert {p.name for p in runbooks} >= {"backup-restore.md", "release.md", "rollback.md"}
+    for runbook in runbooks:
+        text = runbook.read_text()
+        assert setup.password not in text and "postgresql://" not in text, runbook
     assert len(setup.outputs) > 10
     for output in setup.outputs:
         assert setup.password not in output
