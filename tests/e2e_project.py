@@ -136,7 +136,9 @@ def readyz(bind: str) -> httpx.Response:
     return httpx.get(
         f"http://{bind}/readyz",
         headers={"Host": HOST_HEADER, "X-Forwarded-Proto": "https"},
-        timeout=5,
+        # Long enough for a request that waits in the socket's backlog while a just
+        # restarted gunicorn boots on a loaded machine.
+        timeout=30,
     )
 
 

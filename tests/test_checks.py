@@ -622,7 +622,7 @@ hosts:
 
 def test_readiness_document_lists_every_check_and_no_value(tmp_path: Path) -> None:
     env = _inventory(tmp_path)
-    doc = render_readiness(env, REPO / "templates")
+    doc = render_readiness(env)
     for check in registry.CHECKS:
         assert f"| `{check.id}` | {check.title} | {check.section} " in doc
     for value in VALUES.values():

@@ -582,7 +582,7 @@ def test_the_readiness_document_has_the_policy_the_checks_and_the_acknowledgemen
 ) -> None:
     reason = "shelf's blurb | unread"
     env = load(inventory(tmp_path, f"migrations: {{acknowledge: {{shelf.0002_x: {reason!r}}}}}\n"))
-    doc = render_readiness(env, Path(__file__).resolve().parent.parent / "templates")
+    doc = render_readiness(env)
     policy = doc[doc.index("## 3. Migrations") : doc.index("## 4. Health checks")]
     assert "on the migrate host\n`web1`, after the readiness gate" in policy
     for words in ("Expand, then contract", "Long migrations", "releasebook_acknowledge = {"):

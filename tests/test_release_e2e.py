@@ -9,7 +9,6 @@ readiness gate, secrets. Faults injected into releases are in ``test_faults_e2e.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import uuid
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from e2e_project import (
-    REPO,
     Project,
     history,
     make_project,
@@ -234,7 +232,6 @@ def test_secrets_never_leak(
     monkeypatch.setenv("RB_E2E_DECLARED", declared)
     (project.root / "secret-token").write_text(from_file + "\n")
     _secretive_inventories(project)
-    shutil.copytree(REPO / "templates", project.root / "templates", dirs_exist_ok=True)
     secrets = [canary, declared, from_file] + [
         line.split("=", 1)[1].strip("'\"")
         for line in env_file.read_text().splitlines()

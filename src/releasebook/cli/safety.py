@@ -42,8 +42,9 @@ def _ask(question: str) -> bool:
     }
 )
 def unlock(c: Context, env: str = "", yes: bool = False) -> None:
-    """Show who holds the environment lock on each host, then break that lock (only the
-    one shown: a lock taken since is left alone)."""
+    """Show who holds the environment lock on each host, then break that lock.
+
+    Only the lock shown is broken: a lock taken since is left alone."""
     with session() as s:
         environment = s.load(env)
         with connect(environment, s.masker) as transports:

@@ -18,13 +18,16 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.backups import BACKUP_TASKS
+from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
+from releasebook.cli.ops import OPS_TASKS, app
+from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
-from releasebook.deploy.release import PREFLIGHT_STEPS
+from releasebook.deploy.ops import status as ops_status
+from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
 from releasebook.deploy.rollback import rollback as rollback_run
 from releasebook.deploy.running import lock_info_for
-from releasebook.deploy.status import status as read_status
 from releasebook.errors import UsageError
 from releasebook.gate.command import validate_skips
 from releasebook.inventory import Environment, load_environment
@@ -63,6 +66,8 @@ def print_plan(plan: Plan, out: Callable[[str], None]) -> None:
                     f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
                     f"  expect release {p.expect_release} within {p.deadline:g}s"
                 )
+                if p.static_base is not None:
+                    out(f"GET {p.static_base}<the answer's static path>  expect 200 text/css")
             for upload in work.uploads:
                 skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
                 out(f"put {upload.local} -> {upload.remote}{skip}")
@@ -109,6 +114,7 @@ WAIT_HELP = "if another run holds the lock, wait up to this many seconds for it"
 REASON_HELP = "why the checks given with --skip are skipped (recorded with your name)"
 BATCH_HELP = "restart and verify web hosts N at a time, or N% of them (e.g. 25%)"
 JSON_HELP = "machine-readable events, one JSON object per line"
+VERBOSE_HELP = "show each command and its output (the run's log always has them)"
 
 
 @task(
@@ -117,10 +123,13 @@ JSON_HELP = "machine-readable events, one JSON object per line"
         "env": "inventory to release to: inventories/<env>.yml",
         "dry_run": "print the exact plan (steps x hosts x commands) and touch nothing",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
+        "maintenance": "run the migrations in maintenance mode: web hosts answer 503 from "
+        "before migrate until the new release is verified",
     },
 )
 def release(
@@ -128,28 +137,32 @@ def release(
     env: str = "",
     dry_run: bool = False,
     json: bool = False,
+    verbose: bool = False,
     batch_size: str = "",
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    maintenance: bool = False,
 ) -> None:
     """Release the app's committed HEAD to every host of an environment, verified."""
-    with session() as s:
+    with session("release") as s:
         environment = s.load(env)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
         skips = _skips(skip or [], reason)
         if dry_run:
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
-            print_plan(_dry_plan(environment, "release", None), s.print)
+            steps = None if maintenance else UNMAINTAINED_STEPS
+            print_plan(_dry_plan(environment, "release", steps), s.print)
             return
         lock_wait = _lock_wait(wait)
         release_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
+            maintenance=maintenance,
         )
         web = environment.hosts_with("web")
         if web and not json:
@@ -162,6 +175,7 @@ def release(
         "env": "inventory to check: inventories/<env>.yml",
         "dry_run": "print the exact plan and touch nothing",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
@@ -172,25 +186,27 @@ def preflight(
     env: str = "",
     dry_run: bool = False,
     json: bool = False,
+    verbose: bool = False,
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
 ) -> None:
     """Run the readiness gate on every host against a candidate release, then remove it."""
-    with session() as s:
+    with session("preflight") as s:
         environment = s.load(env)
         skips = _skips(skip or [], reason)
         if dry_run:
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
             print_plan(_dry_plan(environment, "preflight", PREFLIGHT_STEPS), s.print)
             return
+        lock_wait = _lock_wait(wait)
         release_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             skips=skips,
             stop_after="gate",
-            lock_wait=_lock_wait(wait),
+            lock_wait=lock_wait,
         )
 
 
@@ -200,6 +216,7 @@ def preflight(
         "to": "release id to go back to (default: the release live before the current one)",
         "migrate": "also unapply the migrations that release does not have (reversible only)",
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "batch_size": BATCH_HELP,
         "wait": WAIT_HELP,
     }
@@ -210,22 +227,25 @@ def rollback(
     to: str = "",
     migrate: bool = False,
     json: bool = False,
+    verbose: bool = False,
     batch_size: str = "",
     wait: float = 0,
 ) -> None:
-    """Switch every host back to an earlier release, restart and verify; with --migrate,
-    unapply the migrations it does not have first."""
-    with session() as s:
+    """Switch every host back to an earlier release, restart and verify.
+
+    With --migrate, first unapply the migrations the older release does not have."""
+    with session("rollback") as s:
         environment = s.load(env)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+        lock_wait = _lock_wait(wait)
         rollback_run(
             environment,
-            s.reporter(json),
+            s.reporter(json, verbose=verbose),
             s.masker,
             to=to or None,
             migrate=migrate,
             batch_size=batch,
-            lock_wait=_lock_wait(wait),
+            lock_wait=lock_wait,
         )
 
 
@@ -287,11 +307,15 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
 )
 def status(c: Context, env: str = "", json: bool = False) -> None:
     """Show each host's live release, the releases kept, a held or stale lock, the last
-    outcome and the steps the last run completed; warn when hosts differ."""
+    outcome and the steps the last run completed, whether its processes are up and its
+    /readyz answers; warn when hosts differ."""
     with session() as s:
-        states = read_status(s.load(env), s.masker)
+        states, up = ops_status(s.load(env), s.masker)
         if json:
-            s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
+            report = {n: _state_json(f) for n, f in states.items()}
+            for row in up:
+                report[row.host][row.check] = {"ok": row.ok, "detail": row.detail}
+            s.print(jsonlib.dumps(report, sort_keys=True))
             return
         live = {state.current for state in states.values()}
         if len(live) > 1:
@@ -302,6 +326,11 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
         for name, facts in states.items():
             for line in _status_lines(name, facts):
                 s.print(line)
+            for row in up:
+                if row.host == name:
+                    state = "up" if row.ok else "DOWN"
+                    detail = row.detail.replace("\n", "; ")
+                    s.print(f"  {row.check}: {state}: {detail}")
 
 
 def _status_lines(name: str, facts: HostFacts) -> list[str]:
@@ -334,4 +363,16 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS, *BACKUP_TASKS)
+namespace = Collection(
+    release,
+    rollback,
+    runbook,
+    status,
+    preflight,
+    provision,
+    init,
+    *SAFETY_TASKS,
+    *OPS_TASKS,
+    *BACKUP_TASKS,
+)
+namespace.add_collection(app)

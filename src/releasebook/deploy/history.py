@@ -88,6 +88,9 @@ def _notes(record: Mapping[str, Any], steps: bool) -> list[str]:
     notes = []
     if steps and (durations := every_step(record)):
         notes.append("steps: " + durations)
+    if record.get("from"):
+        automatic = "automatic, " if record.get("automatic") is True else ""
+        notes.append(f"{automatic}from {record.get('from')}")
     reason = str(record.get("reason") or "").strip()
     if reason:
         notes.append("reason: " + reason.splitlines()[0])

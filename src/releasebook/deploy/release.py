@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from releasebook.deploy.backup_report import backup_report
@@ -43,6 +43,7 @@ from releasebook.execute.outcome import Outcome
 from releasebook.execute.runner import plain_script, run_scripts
 from releasebook.gate.migration_report import parse_leaves
 from releasebook.gate.report import (
+    CheckResult,
     HostReport,
     acknowledged_record,
     format_migration_findings,
@@ -59,9 +60,12 @@ from releasebook.plan.model import CONTROLLER, Plan, PlannedStep, ReleaseInfo, S
 from releasebook.plan.schedule import plan_groups
 from releasebook.plan.source import find_source, new_release
 from releasebook.runbooks.bookkeeping import RECORD, LockInfo
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_STEPS
 from releasebook.runbooks.release import RELEASE
 
 PREFLIGHT_STEPS = (*RELEASE.step_names[: RELEASE.step_names.index("gate") + 1], "record", "unlock")
+# Without --maintenance a release has no maintenance steps.
+UNMAINTAINED_STEPS = tuple(n for n in RELEASE.step_names if n not in RELEASE_MAINTENANCE_STEPS)
 ROLLBACK_STEPS = ("retire", "switch", "restart_web", "restart_workers", "verify")
 
 
@@ -76,16 +80,18 @@ def release(
     stop_after: str | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
+    maintenance: bool = False,
 ) -> ReleaseInfo:
     """Release HEAD. ``skips`` maps readiness check ids to why they are skipped (recorded).
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
-    passed; a ``ReleaseFailed`` is raised if anything failed."""
+    passed; a ``ReleaseFailed`` is raised if anything failed. ``maintenance``: the web
+    hosts answer 503 from before ``migrate`` until the new release is verified."""
     source = source or find_source(env)
     info = new_release(env, source, reporter.message)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
-    steps = PREFLIGHT_STEPS if stop_after else None
+    steps = PREFLIGHT_STEPS if stop_after else (None if maintenance else UNMAINTAINED_STEPS)
 
     def plan_with(lock: LockInfo, held: HeldLock | None = None) -> Plan:
         facts = held.facts if held is not None else None
@@ -295,7 +301,9 @@ class _Release:
 
     def _aborted(self, step: str, reason: str) -> ReleasebookError:
         self._undo("aborted", step=step, reason=reason)
-        self.reporter.finished(False, f"release {self.info.release_id} aborted before switch")
+        what = "preflight" if self.stop_after else "release"
+        when = "removed" if self.stop_after else "aborted before switch"
+        self.reporter.finished(False, f"{what} {self.info.release_id} failed; candidate {when}")
         return ReleaseFailed(
             f"{reason}\nNothing live changed: every step begun was undone on every host."
         )
@@ -353,7 +361,8 @@ class _Release:
                     "or release again."
                 )
         self._undo("interrupted", reason=reason)
-        self.reporter.finished(False, f"release {self.info.release_id} {reason}")
+        what = "preflight" if self.stop_after else "release"
+        self.reporter.finished(False, f"{what} {self.info.release_id} {reason}")
         return ReleaseFailed(
             f"{reason} before switch: every step begun was undone on every host; "
             "nothing live changed."
@@ -364,8 +373,10 @@ class _Release:
         nothing before is taken out of service."""
         env, previous = self.env, self.previous
         retired = [h.name for h in env.hosts if h.name not in previous]
+        going = ", ".join(f"{h} to {r}" for h, r in previous.items())
         self.reporter.message(
-            "rolling every host back to the release it served before"
+            f"rolling back from {self.info.release_id} (failed): "
+            + (f"{going}" if going else "no host served a release before")
             + (
                 f"; taking {', '.join(retired)} out of service (it served nothing)"
                 if retired
@@ -397,6 +408,9 @@ class _Release:
         self.reporter.plan_started(plan)
         undo = Runner(env, self.runner.transports, self.reporter, plan.frames)
         failed = run_until_failure(plan, undo, self.batch_size)
+        if not failed and self.plan.has("maintenance_off"):
+            # The release it went back to is verified: it serves again (--maintenance).
+            self.runner.run([self.plan.step("maintenance_off")])
         outcome = "rolled_back" if not failed else "rollback_failed"
         record(
             env,
@@ -413,6 +427,28 @@ class _Release:
                 for h in env.hosts
             },
         )
+        # The automatic rollback is a run of its own in the history, as `inv rollback` is.
+        record(
+            env,
+            self.runner.transports,
+            self.masker,
+            {
+                h.name: {
+                    **attempt("rollback", previous.get(h.name) or ""),
+                    "automatic": True,
+                    "from": self.info.release_id,
+                    "outcome": (
+                        "failed"
+                        if failed
+                        else ("rolled_back_to" if h.name in previous else "retired")
+                    ),
+                    "reason": f"automatic, after release {self.info.release_id} failed: "
+                    + reason.splitlines()[0],
+                    "steps": dict(undo.durations),
+                }
+                for h in env.hosts
+            },
+        )
         serving = "\n".join(
             f"  {h.name}: "
             + (
@@ -423,14 +459,39 @@ class _Release:
             )
             for h in env.hosts
         )
+        release_id, name = self.info.release_id, env.name
+        choices = (
+            f"Choices: fix the cause and release again (`inv release --env={name}`), or "
+            f"leave the hosts out of service until then; `inv status --env={name}` shows them."
+        )
         if failed:
             self.reporter.finished(False, "release failed and the automatic rollback failed too")
+            broken = (
+                f"\n{', '.join(retired)} served no release before {release_id} (a first "
+                f"release): {release_id} may still be LIVE there, and it is BROKEN. Stop its "
+                "programs (`supervisorctl stop all` with the host's supervisord) or fix the "
+                f"cause and release again (`inv release --env={name}`)."
+                if retired
+                else ""
+            )
             return RollbackFailed(
                 f"{reason}\nThe automatic rollback failed as well:\n"
                 + failure_text(failed[0].step, failed)
+                + broken
             )
-        self.reporter.finished(False, f"release {self.info.release_id} failed; rolled back")
-        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}\n{schema}")
+        if not previous:
+            self.reporter.finished(
+                False, f"first release {release_id} failed after the switch; out of service"
+            )
+            return ReleaseFailed(
+                f"{reason}\n{release_id} was the first release of {name} and it failed after "
+                "going live: there is no earlier release to go back to, so every host was "
+                f"taken out of service:\n{serving}\n"
+                f"Nothing is served now. {choices}\n{schema}"
+            )
+        self.reporter.finished(False, f"release {release_id} failed; rolled back")
+        extra = f"\n{choices}" if retired else ""
+        return ReleaseFailed(f"{reason}\nRolled back; each host now:\n{serving}{extra}\n{schema}")
 
     def record_unrecorded(self) -> None:
         """The success record where cleanup's script did not carry it, and a failed
@@ -469,10 +530,16 @@ def _gate_result(
     reports = []
     for outcome in outcomes:
         try:
-            reports.append(parse_gate_output(outcome.target, outcome.stdout))
+            report = parse_gate_output(outcome.target, outcome.stdout)
         except GateOutputError:
-            reports.append(host_failed(outcome.target, outcome.tail or "no output"))
-    reporter.message("readiness gate:\n" + format_table(reports), gate=_gate_json(reports))
+            report = host_failed(outcome.target, outcome.tail or "no output")
+        reports.append(_who_skipped(report, env.gate_skips, skips, user))
+    problems = any(r.error is not None or r.blocking or r.warnings or r.skipped for r in reports)
+    shown = gate_summary(reports)
+    if problems:
+        shown += " (the failures, warnings and skips; -v shows every check):\n"
+        shown += format_table(reports, problems_only=True)
+    reporter.message(shown, gate=_gate_json(reports), detail=format_table(reports))
     skipped = {
         **{k: {"reason": v, "by": "inventory"} for k, v in env.gate_skips.items()},
         **{k: {"reason": v, "by": user} for k, v in skips.items()},
@@ -490,6 +557,23 @@ def _gate_result(
         ),
     }
     return kept, {r.host for r in reports if not r.ok}
+
+
+def _who_skipped(
+    report: HostReport, inventory: Mapping[str, str], skips: Mapping[str, str], user: str
+) -> HostReport:
+    """Each skipped check's message says who skipped it and why."""
+
+    def said(result: CheckResult) -> CheckResult:
+        if result.status != "skip":
+            return result
+        if result.id in skips:
+            return replace(result, message=f"skipped by --skip ({user}): {skips[result.id]}")
+        if result.id in inventory:
+            return replace(result, message=f"skipped by the inventory: {inventory[result.id]}")
+        return result
+
+    return replace(report, results=tuple(said(r) for r in report.results))
 
 
 def _gate_json(reports: list[HostReport]) -> list[dict[str, Any]]:

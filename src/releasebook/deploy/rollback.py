@@ -105,6 +105,7 @@ def rollback(
             plan = plan_with(held.info, held, target_id)
             runner = Runner(env, transports, reporter, plan.frames)
             left = {name: held.facts[name].current for name in targets}
+            reporter.message(_leaving(left, target_id))
             schema = _schema(plan, runner, migrate=migrate)
             base["schema"] = schema.record
             if schema.unapply:
@@ -136,8 +137,26 @@ def rollback(
                 raise RollbackFailed(failure_text(failed[0].step, failed))
     sources = ", ".join(sorted({str(v) for v in left.values() if v})) or "nothing"
     verb = "rolled back" if to is None else "switched, as asked (--to),"
+    if _forward(left, target_id):
+        verb = "moved forward (--to a newer release)"
     reporter.finished(True, f"{env.name} {verb} from {sources} to {target_id}; {schema.summary}")
     return target_id
+
+
+def _forward(left: Mapping[str, str | None], target: str) -> bool:
+    """Is ``target`` newer than every release it replaces (ids sort by time)?"""
+    return all(current is not None and target > current for current in left.values())
+
+
+def _leaving(left: Mapping[str, str | None], target: str) -> str:
+    """Which release the rollback leaves, on which hosts, and which it goes to."""
+    by_release: dict[str, list[str]] = {}
+    for host, current in left.items():
+        by_release.setdefault(current or "no release", []).append(host)
+    leaving = "; ".join(f"{r} (live on {', '.join(h)})" for r, h in by_release.items())
+    if _forward(left, target):
+        return f"leaving {leaving} for {target}, a NEWER release: this moves forward"
+    return f"leaving {leaving} for {target}"
 
 
 def _unapply_failed(

@@ -84,6 +84,11 @@ class _Tracking:
     def plan_started(self, plan: Plan) -> None:
         self.inner.plan_started(plan)
 
+    def group_started(self, group: Sequence[PlannedStep]) -> None:
+        announce = getattr(self.inner, "group_started", None)
+        if announce is not None:
+            announce(group)
+
     def step_started(self, planned: PlannedStep) -> None:
         self.inner.step_started(planned)
 

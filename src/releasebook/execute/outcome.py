@@ -17,6 +17,7 @@ class Outcome:
     tail: str
     duration: float
     stdout: str = ""  # the whole of it, for steps whose output is a report to parse
+    stderr: str = ""  # the whole of it, for the verbose output and the run's log
 
     @property
     def began(self) -> bool:

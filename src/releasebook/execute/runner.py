@@ -41,6 +41,9 @@ def run_group(
     frames: Mapping[str, Frame],
 ) -> list[list[Outcome]]:
     """Run a group; each step's outcomes, in the group's order, reported as they come."""
+    announce = getattr(reporter, "group_started", None)  # optional: one header for a group
+    if announce is not None:
+        announce(group)
     for planned in group:
         reporter.step_started(planned)
     report = _Reporting(group, reporter)
@@ -102,7 +105,14 @@ def _run_controller(
 
 def _outcome(step: str, target: str, result: Result) -> Outcome:
     return Outcome(
-        step, target, result.ok, result.exited, result.tail(), result.duration, result.stdout
+        step,
+        target,
+        result.ok,
+        result.exited,
+        result.tail(),
+        result.duration,
+        result.stdout,
+        result.stderr,
     )
 
 
@@ -155,14 +165,20 @@ class _Watcher:
         self._report = report
         self.began: list[str] = []
         self._stamp: float | None = None
+        self._lines: list[str] = []  # what the running step printed so far
 
     def __call__(self, line: str) -> None:
         if not line.startswith(self._prefix):
+            self._lines.append(line)
             return
         name, _, stamp = line[len(self._prefix) :].partition(" ")
         now = _float(stamp)
+        printed = "".join(f"{text}\n" for text in self._lines)
+        self._lines = []
         if self.began and self._stamp is not None and now is not None:
-            self._report(Outcome(self.began[-1], self._target, True, 0, "", now - self._stamp))
+            self._report(
+                Outcome(self.began[-1], self._target, True, 0, "", now - self._stamp, printed)
+            )
         if name != "-":
             self.began.append(name)
         self._stamp = now
@@ -215,7 +231,9 @@ def split(frame: Frame, names: Sequence[str], target: str, result: Result) -> li
         stderr = "\n".join(err.get(name, []))
         section = Result(0 if finished else result.exited, stdout, stderr, duration)
         outcomes.append(
-            Outcome(name, target, section.ok, section.exited, section.tail(), duration, stdout)
+            Outcome(
+                name, target, section.ok, section.exited, section.tail(), duration, stdout, stderr
+            )
         )
     return outcomes
 

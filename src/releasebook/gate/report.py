@@ -45,7 +45,15 @@ class CheckResult:
         return self.status == "fail" and self.severity == "error"
 
     @property
+    def not_checked(self) -> bool:
+        """Not run because what it needs failed (settings did not load): that failure
+        is the one to count, not this."""
+        return self.status == "fail" and self.message.startswith("not checked")
+
+    @property
     def label(self) -> str:
+        if self.not_checked:
+            return "not checked"
         if self.status == "fail":
             return "FAIL" if self.severity == "error" else "warn"
         return self.status
@@ -63,11 +71,22 @@ class HostReport:
 
     @property
     def blocking(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if r.blocking)
+        """The failed error checks; those not checked only when nothing else failed."""
+        failed = tuple(r for r in self.results if r.blocking)
+        return tuple(r for r in failed if not r.not_checked) or failed
+
+    @property
+    def not_checked(self) -> tuple[CheckResult, ...]:
+        counted = self.blocking
+        return tuple(r for r in self.results if r.not_checked and r not in counted)
 
     @property
     def warnings(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if r.status == "fail" and r.severity == "warning")
+        return tuple(
+            r
+            for r in self.results
+            if r.status == "fail" and r.severity == "warning" and not r.not_checked
+        )
 
     @property
     def skipped(self) -> tuple[CheckResult, ...]:
@@ -224,7 +243,7 @@ def format_table(
     header = ("check", "host", "status", "message", "time")
     check_w = max([len(header[0])] + [len(row[2]) for row in rows])
     host_w = max([len(header[1])] + [len(row[3]) for row in rows])
-    status_w = len(header[2])
+    status_w = max([len(header[2])] + [len(row[4]) for row in rows])
     time_w = max([len(header[4])] + [len(row[6]) for row in rows])
     message_w = max(20, width - check_w - host_w - status_w - time_w - 8)
 
@@ -256,8 +275,10 @@ def summary(reports: Sequence[HostReport]) -> str:
             failing.setdefault(r.id, []).append(report.host)
     warnings = sum(len(r.warnings) for r in reports)
     skipped = sum(len(r.skipped) for r in reports)
+    unchecked = sum(len(r.not_checked) for r in reports)
     extra = [f"{warnings} warning(s)"] if warnings else []
     extra += [f"{skipped} skipped"] if skipped else []
+    extra += [f"{unchecked} not checked"] if unchecked else []
     tail = f" ({', '.join(extra)})" if extra else ""
     if not reports:
         return "readiness gate: no host reported"

@@ -145,7 +145,7 @@ def _port(value: Any) -> str | None:
 # --- the inventory ----------------------------------------------------------------
 
 _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "gateway")
-_WEB_KEYS = ("port", "workers", "timeout")
+_WEB_KEYS = ("port", "workers", "timeout", "preload")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
 _HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
@@ -162,6 +162,7 @@ _TOP_KEYS = (
     "timeouts",
     "migrations",
     "backup",
+    "provision",  # read by releasebook.provision.settings
     "roles",
     "hosts",
     *_LAYERED,
@@ -170,7 +171,7 @@ _TOP_KEYS = (
 _SSH_DEFAULTS: dict[str, Any] = {"user": "deploy", "port": 22, "connect_timeout": 10}
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "ssh": {},  # applied in _ssh, under what the inventory sets and ~/.ssh/config
-    "web": {"port": 8000, "workers": 2, "timeout": 30},
+    "web": {"port": 8000, "workers": 2, "timeout": 30, "preload": True},
     "worker": {"concurrency": 2, "stop_timeout": 60},
 }
 
@@ -216,7 +217,9 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
 
     health_raw = r.mapping(
-        data.get("health"), "health", ("path", "host_header", "timeout", "forwarded_proto")
+        data.get("health"),
+        "health",
+        ("path", "host_header", "timeout", "forwarded_proto", "check_static"),
     )
     health = HealthSettings(
         path=r.get(health_raw, "health", "path", str, "/readyz", _absolute_url_path),
@@ -225,6 +228,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         forwarded_proto=r.get(
             health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
         ),
+        check_static=r.get(health_raw, "health", "check_static", bool, True),
     )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
@@ -342,7 +346,12 @@ _LAYER_TYPES: dict[
         "connect_timeout": ((int, float), _positive),
         "gateway": (str, _gateway),
     },
-    "web": {"port": (int, _port), "workers": (int, _positive), "timeout": (int, _positive)},
+    "web": {
+        "port": (int, _port),
+        "workers": (int, _positive),
+        "timeout": (int, _positive),
+        "preload": (bool, None),
+    },
     "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
 }
 
@@ -405,6 +414,7 @@ def _hosts(
             port=r.get(merged["web"], f"{path}.web", "port", int, check=_port),
             workers=r.get(merged["web"], f"{path}.web", "workers", int, check=_positive),
             timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
+            preload=r.get(merged["web"], f"{path}.web", "preload", bool),
         )
         worker = WorkerSettings(
             concurrency=r.get(

@@ -26,6 +26,8 @@ class WebSettings:
     port: int
     workers: int
     timeout: int
+    # gunicorn --preload: the master imports the app once and forks booted workers.
+    preload: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class HealthSettings:
     host_header: str
     timeout: float
     forwarded_proto: str
+    check_static: bool = True  # verify also fetches one collected CSS file of the release
 
 
 @dataclass(frozen=True)

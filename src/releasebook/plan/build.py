@@ -344,6 +344,7 @@ def _probe(env: Environment, host: Host, release: object) -> HttpProbe:
         forwarded_proto=env.health.forwarded_proto,
         expect_release=str(release),
         deadline=env.health.timeout,
+        static_base=f"http://{host.bind}" if env.health.check_static else None,
     )
 
 

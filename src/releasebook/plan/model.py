@@ -19,7 +19,7 @@ from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks.model import Runbook, Step
 
-PlanKind = Literal["release", "rollback", "backup", "restore", "restore_drill"]
+PlanKind = Literal["release", "rollback", "ops", "backup", "restore", "restore_drill"]
 PathLike = Path | ShellVar
 CONTROLLER = "controller"
 
@@ -54,7 +54,6 @@ class Source:
     python: str  # the controller's interpreter, used to build wheels
     python_version: str  # its full version, for the wheel cache key
     python_abi: str  # "cpython 3.11": what a host's interpreter must be
-    tool_source: Path  # releasebook's own source tree; its wheel joins the wheelhouse
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ class HttpProbe:
     forwarded_proto: str
     expect_release: str
     deadline: float
+    # Where users fetch static files (``http://host:port``); None: static files not checked.
+    static_base: str | None = None
 
 
 @dataclass(frozen=True)

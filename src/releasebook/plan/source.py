@@ -7,6 +7,7 @@ import getpass
 import hashlib
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -18,19 +19,7 @@ from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.plan.model import ReleaseInfo, Source
 from releasebook.plan.values import TOOLS_REQUIREMENTS
-
-# releasebook's own source tree (src/releasebook/ -> the project holding pyproject.toml).
-TOOL_SOURCE = Path(__file__).resolve().parents[3]
-
-
-def _tool_digest() -> str:
-    """Changes with what of releasebook runs on hosts (its Django app, its dependencies),
-    so the wheelhouse and the hosts' virtualenvs are rebuilt when that changes."""
-    digest = hashlib.sha256((TOOL_SOURCE / "pyproject.toml").read_bytes())
-    for path in sorted((TOOL_SOURCE / "src" / "releasebook" / "django").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(TOOL_SOURCE)).encode() + path.read_bytes())
-    return digest.hexdigest()
+from releasebook.shipped import django_requirement, wheelhouse_key
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -43,6 +32,28 @@ def _git(cwd: Path, *args: str) -> str:
     except subprocess.CalledProcessError as exc:
         raise UsageError(f"git {' '.join(args)} in {cwd}: {exc.stderr.strip()}") from None
     return done.stdout.strip()
+
+
+def _git_bytes(cwd: Path, *args: str) -> bytes:
+    """``git`` output as it is, for hashing (``_git`` strips it)."""
+    _git(cwd, *args)  # its errors, as UsageError
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=True).stdout
+
+
+# A requirement naming the controller package: its SSH and templating libraries would
+# land in the production virtualenv (the build adds releasebook-django instead).
+_CONTROLLER_REQUIREMENT = re.compile(rb"^\s*releasebook\s*(\[[^\]]*\])?\s*([<>=!~;@]|$)")
+
+
+def _refuse_controller_requirement(requirements: bytes, path: str) -> None:
+    for number, line in enumerate(requirements.splitlines(), start=1):
+        if _CONTROLLER_REQUIREMENT.match(line):
+            raise UsageError(
+                f"{path}:{number}: {line.decode(errors='replace').strip()!r} would install "
+                "releasebook's controller (SSH and templating libraries) on the hosts; "
+                f"remove it: every release installs {django_requirement()}, releasebook's "
+                "Django app alone"
+            )
 
 
 def find_source(env: Environment, cache: Path | None = None) -> Source:
@@ -59,7 +70,6 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         python=sys.executable,
         python_version=platform.python_version(),
         python_abi=f"{sys.implementation.name} {sys.version_info.major}.{sys.version_info.minor}",
-        tool_source=TOOL_SOURCE,
     )
 
 
@@ -69,10 +79,12 @@ def new_release(
     """A new release of the checkout's HEAD; ``note`` hears of uncommitted changes."""
     sha = _git(source.repo, "rev-parse", "HEAD")
     requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
-    requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
+    requirements = _git_bytes(source.repo, "show", f"{sha}:{requirements_path}")
+    _refuse_controller_requirement(requirements, requirements_path)
+    # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
     # Wheels depend on the interpreter too: environment markers can name its full version.
-    key = "\n".join((requirements, *TOOLS_REQUIREMENTS, source.python_version, _tool_digest()))
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    key = wheelhouse_key(source.python_version, TOOLS_REQUIREMENTS)
+    digest = hashlib.sha256(requirements + key.encode()).hexdigest()
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty and note is not None:
         note(

@@ -12,7 +12,7 @@ from releasebook.errors import TemplateError
 from releasebook.inventory import Environment
 from releasebook.plan.build import build_plan
 from releasebook.plan.model import Source
-from releasebook.render.templating import markdown_environment
+from releasebook.render.templating import markdown_environment, template_dirs
 
 NAME = "backup-restore"
 
@@ -31,7 +31,7 @@ def render_backup_restore(
     }
     release = build_plan(env, "release", source=source, run=None)
     try:
-        template = markdown_environment(env.root / "templates", filters).get_template(
+        template = markdown_environment(template_dirs(env.root), filters).get_template(
             f"{NAME}.md.j2"
         )
         return template.render(

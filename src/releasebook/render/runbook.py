@@ -12,13 +12,15 @@ from pathlib import Path
 import jinja2
 
 from releasebook.errors import TemplateError
+from releasebook.execute.health import PROBE_HEADER
 from releasebook.inventory import Environment, Host
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar, quote, render_command
 from releasebook.render.backups import backup_restore_path, render_backup_restore
 from releasebook.render.readiness import render_readiness
-from releasebook.render.templating import markdown_environment
+from releasebook.render.setup import render_setup
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks import bookkeeping as book
 
 RUNBOOKS = ("release", "rollback")
@@ -47,22 +49,38 @@ def _upload_command(host: Host, upload: PlannedUpload) -> str:
     return f"scp -P {host.ssh.port} {quote(upload.local)} {quote(remote)}"
 
 
-def _probe_command(work: HostWork) -> str:
+_STATIC_FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"static\"])'"
+
+
+def _probe_commands(work: HostWork) -> tuple[str, ...]:
     assert work.probe is not None
     probe = work.probe
-    return render_command(
-        "curl -fsS --max-time 5 -H {host} -H {proto} {url}",
-        {
-            "host": f"Host: {probe.host_header}",
-            "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
-            "url": probe.url,
-        },
+    headers = {
+        "host": f"Host: {probe.host_header}",
+        "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
+        "probe": f"{PROBE_HEADER[0]}: {PROBE_HEADER[1]}",
+    }
+    ready = render_command(
+        "curl -fsS --max-time 5 -H {host} -H {proto} -H {probe} {url}",
+        {**headers, "url": probe.url},
+    )
+    if probe.static_base is None:
+        return (ready,)
+    static = render_command(
+        "curl -fsS --max-time 5 -o /dev/null -w '%{{content_type}}\\n' -H {host} -H {proto} "
+        '{base}"${{STATIC}}"',
+        {**headers, "base": probe.static_base},
+    )
+    return (
+        f'# the answer\'s "static" is the path of a CSS file; expect text/css:\n'
+        f"STATIC=$({ready} | {_STATIC_FIELD})",
+        static,
     )
 
 
 def _commands(work: HostWork) -> tuple[str, ...]:
     if work.probe is not None:
-        return (_probe_command(work),)
+        return _probe_commands(work)
     uploads: tuple[str, ...] = ()
     if work.host is not None:
         for upload in work.uploads:
@@ -86,7 +104,7 @@ def blocks(planned: PlannedStep) -> list[Block]:
 
 
 def _environment(root: Path) -> jinja2.Environment:
-    return markdown_environment(root / "templates", {"blocks": blocks})
+    return markdown_environment(template_dirs(root), {"blocks": blocks})
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
@@ -125,6 +143,11 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
         path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
-    documents[readiness] = render_readiness(env, env.root / "templates")
+    documents[readiness] = render_readiness(env)
+    if any(host.transport == "ssh" for host in env.hosts):
+        documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
+    from releasebook.render.ops import render_ops  # it uses this module's blocks
+
+    documents.update(render_ops(env))
     documents[backup_restore_path(env)] = render_backup_restore(env, source, {"blocks": blocks})
     return documents

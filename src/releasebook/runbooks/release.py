@@ -12,6 +12,7 @@ from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
 from releasebook.masking import GENERATED_PREFIX
 from releasebook.runbooks.backup import BACKUP_BEFORE_MIGRATE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_OFF, RELEASE_MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
 
 BOTH = ("before", "after")
@@ -95,10 +96,11 @@ BUILD = Step(
         "Builds once, on the controller, so every host gets identical bits: the app's "
         "source at the deployed git revision with its manifest (`release.json`) and the "
         "readiness gate, and a wheelhouse of its locked requirements so hosts install "
-        "offline; releasebook's own wheel is in it, for apps that use `releasebook[django]`. "
-        "The wheelhouse is cached by the hash of the requirements, releasebook's version "
-        "and the Python version. Every file is written under a temporary name and renamed "
-        "once complete, so a build cut short (Ctrl-C, a full disk) is never reused. "
+        "offline, with `releasebook-django` (releasebook's Django app alone, written from "
+        "the installed releasebook) added to them. The wheelhouse is cached by the hash of "
+        "the requirements, that wheel and the Python version. Every file is written under "
+        "a temporary name and renamed once complete, so a build cut short (Ctrl-C, a full "
+        "disk) is never reused. "
         "Secrets the inventory declares (`env.secrets`) are read here, from the "
         "controller's environment or files, into a file only its owner can read: the "
         "command names where each value comes from, never the value."
@@ -109,16 +111,16 @@ BUILD = Step(
         cmd("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
         cmd("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
         cmd("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
-        cmd("mkdir -p {build_app}/.releasebook && cp {gate_files} {build_app}/.releasebook/"),
+        cmd("{controller_python} -m releasebook.shipped gate {build_app}/.releasebook"),
         # One command per line: under `set -e`, a failure inside `a && b` that is not
         # the last command is ignored, and so is the status of a group built on it.
         cmd(
             "if ! test -f {wheelhouse}/.complete; then\n"
             "  rm -rf {wheelhouse_tmp}\n"
-            "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse_tmp} "
-            "{tool_source}\n"
+            "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
             "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse_tmp} "
-            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {tools_requirement}\n"
+            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {django_requirement} "
+            "{tools_requirement}\n"
             "  touch {wheelhouse_tmp}/.complete\n"
             "  rm -rf {wheelhouse}\n"
             "  mv {wheelhouse_tmp} {wheelhouse}\n"
@@ -206,7 +208,7 @@ INSTALL = Step(
             "  if ! test -f {venv}/.complete; then\n"
             "    rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
             "    {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
-            "--python {venv}/bin/python -r {release_dir}/{requirements}\n"
+            "--python {venv}/bin/python -r {release_dir}/{requirements} {django_requirement}\n"
             "    touch {venv}/.complete\n"
             "  fi\n"
             "  rm -rf {wheel_dir}\n"
@@ -452,13 +454,19 @@ VERIFY = Step(
         "`X-Forwarded-Proto: https` so ALLOWED_HOSTS and the SSL redirect answer as they "
         "would for users. It retries with backoff until the deadline and passes only when "
         "the answer is 200 and names the new release id: a server still running old code "
-        "does not count."
+        "does not count. Then it fetches the one collected CSS file the answer names "
+        "(`static`, the admin's `base.css` where there is one) the way users do and "
+        "requires 200 `text/css`, so unserved static files fail here, not in a browser "
+        "(`health.check_static: false` turns that off)."
     ),
     where="controller",
     roles=frozenset({"web"}),
     phase="live",
     http_check=True,
-    verify_text="Every web host answered 200 with the expected release id.",
+    verify_text=(
+        "Every web host answered 200 with the expected release id, and its static CSS "
+        "file 200 `text/css`."
+    ),
     undo_text="Roll back: the rollback runbook, which `inv release` runs by itself.",
 )
 
@@ -543,12 +551,14 @@ RELEASE = Runbook(
         CONFIGURE,
         GATE,
         BACKUP_BEFORE_MIGRATE,
+        RELEASE_MAINTENANCE_ON,
         MIGRATE,
         COLLECTSTATIC,
         SWITCH,
         RESTART_WEB,
         RESTART_WORKERS,
         VERIFY,
+        RELEASE_MAINTENANCE_OFF,
         CLEANUP,
         RECORD,
         UNLOCK,

@@ -13,6 +13,7 @@ real behaviour use simulated hosts over real SSH.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class ScriptedHost:
     facts: tuple[str, ...] = ()
     held_by: str | None = None  # the info.json of another run's lock
     fail: dict[str, int] = field(default_factory=dict)
+    output: dict[str, str] = field(default_factory=dict)  # what a step prints
+    slow: dict[str, float] = field(default_factory=dict)  # seconds a step takes
     scripts: list[str] = field(default_factory=list)
     uploads: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -68,11 +71,17 @@ class ScriptedHost:
             out.append(line)
             if on_line is not None:
                 on_line(line)
+            if name in self.slow:
+                time.sleep(self.slow[name])
+            for printed in self.output.get(name, "").splitlines():
+                out.append(printed)
+                if on_line is not None:
+                    on_line(printed)
             if name in self.fail:
                 exited = self.fail.pop(name)
                 out.append(f"{name} failed here")
                 break
-            if name == "gate":  # the report of a gate with nothing to say
+            if name == "gate" and name not in self.output:  # a gate with nothing to say
                 out.append('{"ok": true, "version": 1, "pending_migrations": [], "results": []}')
         text = "\n".join(out) + "\n"
         return Result(exited, text, "", 0.0)
