@@ -60,11 +60,13 @@ class Project:
         return result
 
 
-def make_project(tmp: Path, inventory: str, env_name: str = "e2e") -> Project:
+def make_project(
+    tmp: Path, inventory: str, env_name: str = "e2e", source: str = "example"
+) -> Project:
     root = tmp / "project"
     shutil.copytree(
-        REPO / "example",
-        root / "example",
+        REPO / source,
+        root / source,
         ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "var"),
     )
     shutil.copy(REPO / "tasks.py", root / "tasks.py")

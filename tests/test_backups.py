@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from releasebook.deploy.backups import normalized_name
-from releasebook.deploy.release import UNMAINTAINED_STEPS
 from releasebook.errors import InventoryError, UsageError
 from releasebook.inventory import load_environment
 from releasebook.inventory.load import load_inventory
@@ -80,9 +79,8 @@ def test_bad_backup_settings_name_the_key(tmp_path: Path, extra: str, key: str) 
 def test_the_release_backs_up_once_on_the_migrate_host_between_gate_and_migrate() -> None:
     plan = _plan("release")
     names = [p.step.name for p in plan.steps]
-    # After the gate; then (with --maintenance) maintenance on, then migrate.
-    assert names.index("gate") + 1 == names.index("backup")
-    assert names.index("backup") + 1 == names.index("maintenance_on") == names.index("migrate") - 1
+    # After the gate and maintenance (when asked), right before migrate.
+    assert names.index("gate") < names.index("backup") == names.index("migrate") - 1
     backup = plan.step("backup")
     assert [w.target for w in backup.work] == ["staging-web1"]  # the migrate host
     (command,) = backup.work[0].commands
@@ -315,10 +313,7 @@ def test_the_helper_backs_up_restores_and_drills_sqlite(
 def test_the_backup_and_migrate_share_one_script_on_the_migrate_host() -> None:
     from releasebook.plan.schedule import plan_groups
 
-    env = load_environment("staging", REPO)
-    steps = UNMAINTAINED_STEPS  # a release without --maintenance
-    plan = build_plan(env, "release", source=find_source(env), run=None, steps=steps)
-    names = [[p.step.name for p in g] for g in plan_groups(plan, None)]
+    names = [[p.step.name for p in g] for g in plan_groups(_plan("release"), None)]
     assert ["backup", "migrate"] in names
     restore = [[p.step.name for p in g] for g in plan_groups(_plan("restore"), None)]
     assert ["restore", "migrate"] in restore

@@ -169,6 +169,7 @@ def test_templates_come_from_the_package_unless_overridden(app_repo: Path) -> No
         "setup.md",
         "operations.md",
         "incident.md",
+        "backup-restore.md",
     }
     assert (PACKAGE_TEMPLATES / "release.md.j2").is_file()
     override = app_repo / "releasebook" / "templates"

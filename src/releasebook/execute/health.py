@@ -4,15 +4,27 @@ The probe sends the site's real Host header and ``X-Forwarded-Proto`` so that
 ALLOWED_HOSTS and SECURE_SSL_REDIRECT answer as they do for users, and retries with
 backoff until the deadline: a server still booting or still running the old release
 is retried, never accepted.
+
+For an ASGI app with ``health.websocket_path`` it then opens a WebSocket to that path
+on the same server, with the same Host header and the Origin a browser on the site
+sends, requires the upgrade (101) and an echo of a fresh token; when the answer is
+releasebook's consumer (JSON with ``echo`` and ``release``) the release must match too.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
+import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from releasebook.plan.model import HttpProbe
 
@@ -57,6 +69,11 @@ def _check_once(client: httpx.Client, probe: HttpProbe, timeout: float) -> tuple
             f"GET {probe.url}: serving release {release!r}, expected {probe.expect_release!r}"
         )
     ready = f"GET {probe.url}: HTTP 200, release {release}"
+    if probe.websocket_url:
+        ok, detail = _websocket_once(probe, timeout)
+        if not ok:
+            return False, detail
+        ready = detail
     if probe.static_base is None:
         return True, ready
     static = body.get("static")
@@ -87,6 +104,61 @@ def _check_static(
             "expected 200 text/css: static files are not served"
         )
     return True, f"GET {static}: 200 text/css"
+
+
+def _websocket_once(probe: HttpProbe, timeout: float) -> tuple[bool, str]:
+    """Open the WebSocket through this host's server (the socket goes to the bind
+    address; the URL, hence the Host header, names the site), send a token, read the echo."""
+    assert probe.websocket_url is not None
+    parts = urlsplit(probe.websocket_url)
+    where = f"WebSocket {probe.websocket_url}"
+    url = f"ws://{probe.host_header}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    token = f"releasebook-verify-{secrets.token_hex(8)}"
+    try:
+        sock = _connect_socket(parts.netloc, timeout)
+    except OSError as exc:
+        return False, f"{where}: {type(exc).__name__}: {exc}"
+    try:
+        with connect(
+            url,
+            sock=sock,
+            origin=Origin(probe.origin) if probe.origin else None,
+            open_timeout=timeout,
+            close_timeout=timeout,
+            proxy=None,
+            compression=None,
+        ) as ws:
+            ws.send(token)
+            answer = ws.recv(timeout=timeout)
+    except InvalidStatus as exc:
+        code = exc.response.status_code
+        return False, f"{where}: no upgrade, HTTP {code} (Origin {probe.origin})"
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        return False, f"{where}: {type(exc).__name__}: {exc}"
+    finally:
+        sock.close()
+    text = answer if isinstance(answer, str) else answer.decode(errors="replace")
+    if text == token:
+        return True, f"GET {probe.url}: HTTP 200, release {probe.expect_release}; {where}: echo"
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or body.get("echo") != token:
+        return False, f"{where}: upgraded but answered {text[:100]!r}, not the echo"
+    if body.get("release") != probe.expect_release:
+        return False, (
+            f"{where}: served by release {body.get('release')!r}, expected {probe.expect_release!r}"
+        )
+    return True, (
+        f"GET {probe.url}: HTTP 200, release {probe.expect_release}; "
+        f"{where}: upgraded, echo from release {probe.expect_release}"
+    )
+
+
+def _connect_socket(netloc: str, timeout: float) -> socket.socket:
+    host, _, port = netloc.rpartition(":")
+    return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
 
 
 def wait_ready(probe: HttpProbe) -> ProbeResult:

@@ -27,11 +27,12 @@ DB_BACKUP_IN_RELEASE = ".releasebook/db_backup.py"
 # What the build copies into the artifact's .releasebook/.
 GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE, DB_BACKUP_SOURCE)
 
-# Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
+# Placeholders are releasebook.plan host values, except {gate_options} (gate_options());
+# {app_option} is `--wsgi MODULE:CALLABLE` or, for an ASGI app, `--asgi MODULE:CALLABLE`.
 GATE_COMMAND = (
     "cd {release_dir} && {launcher} venv/bin/python "
     + GATE_IN_RELEASE
-    + " --json --expect-settings {settings_module} --wsgi {wsgi}"
+    + " --json --expect-settings {settings_module} {app_option}"
     " --min-free-mb {min_free_mb} --deploy-path {deploy}{gate_options}"
 )
 

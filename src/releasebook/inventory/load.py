@@ -145,7 +145,7 @@ def _port(value: Any) -> str | None:
 # --- the inventory ----------------------------------------------------------------
 
 _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "gateway")
-_WEB_KEYS = ("port", "workers", "timeout", "preload")
+_WEB_KEYS = ("port", "workers", "timeout", "preload", "graceful_timeout")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
 _HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED)
@@ -161,8 +161,8 @@ _TOP_KEYS = (
     "gate",
     "timeouts",
     "migrations",
-    "backup",
     "provision",  # read by releasebook.provision.settings
+    "backup",
     "roles",
     "hosts",
     *_LAYERED,
@@ -219,7 +219,14 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
     health_raw = r.mapping(
         data.get("health"),
         "health",
-        ("path", "host_header", "timeout", "forwarded_proto", "check_static"),
+        (
+            "path",
+            "host_header",
+            "timeout",
+            "forwarded_proto",
+            "check_static",
+            "websocket_path",
+        ),
     )
     health = HealthSettings(
         path=r.get(health_raw, "health", "path", str, "/readyz", _absolute_url_path),
@@ -229,7 +236,13 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
             health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
         ),
         check_static=r.get(health_raw, "health", "check_static", bool, True),
+        websocket_path=r.get(health_raw, "health", "websocket_path", str, None, _absolute_url_path),
     )
+    if health.websocket_path and not app.asgi:
+        raise r.error(
+            "health.websocket_path",
+            "health.websocket_path: WebSockets need an ASGI app; set app.asgi instead of app.wsgi",
+        )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
     hooks = _hooks(r, data)
@@ -274,10 +287,18 @@ def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
     raw = r.mapping(
         data.get("app"),
         "app",
-        ("source", "settings", "wsgi", "requirements", "celery_app", "python"),
+        ("source", "settings", "wsgi", "asgi", "requirements", "celery_app", "python"),
     )
     if "app" not in data:
         raise r.error("", "app: missing; expected a mapping with source, settings and wsgi")
+    given = [key for key in ("wsgi", "asgi") if raw.get(key) is not None]
+    if len(given) != 1:
+        raise r.error(
+            "app.asgi" if len(given) == 2 else "app",
+            "app: expected exactly one of wsgi (a WSGI app served by gunicorn) and asgi "
+            "(an ASGI app served by gunicorn with uvicorn workers), "
+            + ("got both" if given else "got neither"),
+        )
     source = Path(r.get(raw, "app", "source", str))
     if not (root / source / "manage.py").is_file():
         raise r.error(
@@ -289,18 +310,14 @@ def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
             "app.requirements", f"app.requirements: file not found: {root / source / requirements}"
         )
     dotted = _matches(DOTTED, "expected a dotted Python module path")
+    callable_path = _matches(
+        re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"), "expected 'module.path:callable'"
+    )
     return AppSettings(
         source=source,
         settings_module=r.get(raw, "app", "settings", str, check=dotted),
-        wsgi=r.get(
-            raw,
-            "app",
-            "wsgi",
-            str,
-            check=_matches(
-                re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"), "expected 'module.path:callable'"
-            ),
-        ),
+        wsgi=r.get(raw, "app", "wsgi", str, None, callable_path),
+        asgi=r.get(raw, "app", "asgi", str, None, callable_path),
         requirements=requirements,
         celery_app=r.get(raw, "app", "celery_app", str, None, dotted),
         python=r.get(raw, "app", "python", str, "python3"),
@@ -351,6 +368,7 @@ _LAYER_TYPES: dict[
         "workers": (int, _positive),
         "timeout": (int, _positive),
         "preload": (bool, None),
+        "graceful_timeout": (int, _positive),
     },
     "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
 }
@@ -415,6 +433,9 @@ def _hosts(
             workers=r.get(merged["web"], f"{path}.web", "workers", int, check=_positive),
             timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
             preload=r.get(merged["web"], f"{path}.web", "preload", bool),
+            graceful_timeout=r.get(
+                merged["web"], f"{path}.web", "graceful_timeout", int, None, _positive
+            ),
         )
         worker = WorkerSettings(
             concurrency=r.get(

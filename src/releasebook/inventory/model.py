@@ -28,6 +28,13 @@ class WebSettings:
     timeout: int
     # gunicorn --preload: the master imports the app once and forks booted workers.
     preload: bool = True
+    # How long a restarting gunicorn master lets requests and open connections (an ASGI
+    # app's WebSockets) finish before its workers are killed; defaults to ``timeout``.
+    graceful_timeout: int | None = None
+
+    @property
+    def drain(self) -> int:
+        return self.timeout if self.graceful_timeout is None else self.graceful_timeout
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,16 @@ class Host:
 class AppSettings:
     source: Path  # relative to the project root
     settings_module: str
-    wsgi: str
+    wsgi: str | None  # exactly one of wsgi and asgi is set
     requirements: str
     celery_app: str | None
     python: str
+    asgi: str | None = None
+
+    @property
+    def server_app(self) -> str:
+        """The application the web servers load: ``module:callable``."""
+        return self.asgi or self.wsgi or ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class HealthSettings:
     timeout: float
     forwarded_proto: str
     check_static: bool = True  # verify also fetches one collected CSS file of the release
+    websocket_path: str | None = None  # verify also opens a WebSocket here (ASGI apps)
 
 
 @dataclass(frozen=True)

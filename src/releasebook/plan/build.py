@@ -345,6 +345,12 @@ def _probe(env: Environment, host: Host, release: object) -> HttpProbe:
         expect_release=str(release),
         deadline=env.health.timeout,
         static_base=f"http://{host.bind}" if env.health.check_static else None,
+        websocket_url=f"ws://{host.bind}{env.health.websocket_path}"
+        if env.health.websocket_path
+        else None,
+        origin=f"{env.health.forwarded_proto}://{env.health.host_header}"
+        if env.health.websocket_path
+        else None,
     )
 
 

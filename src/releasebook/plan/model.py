@@ -72,6 +72,10 @@ class HttpProbe:
     deadline: float
     # Where users fetch static files (``http://host:port``); None: static files not checked.
     static_base: str | None = None
+    # An ASGI app's WebSocket check (health.websocket_path): ws://<bind><path>, opened
+    # with the same Host header and the Origin a browser on the site sends.
+    websocket_url: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

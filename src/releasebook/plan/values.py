@@ -228,12 +228,15 @@ def host_values(
         "python": env.app.python,
         "python_abi": python_abi,
         "settings_module": env.app.settings_module,
-        "wsgi": env.app.wsgi,
+        "wsgi": env.app.server_app,
+        "asgi": bool(env.app.asgi),
+        "app_option": Raw(app_option(env)),
         "celery_app": env.app.celery_app or "",
         "bind": host.bind,
         "web_workers": host.web.workers,
         "web_timeout": host.web.timeout,
         "web_preload": host.web.preload,
+        "web_graceful_timeout": host.web.drain,
         "worker_concurrency": host.worker.concurrency,
         "worker_stop_timeout": host.worker.stop_timeout,
         "min_free_mb": env.min_free_mb,
@@ -364,6 +367,13 @@ def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
     return "".join(f" {word}" for word in words)
 
 
+def app_option(env: Environment, *, quoted: bool = True) -> str:
+    """The gate's ``--wsgi MODULE:CALLABLE`` or ``--asgi MODULE:CALLABLE``."""
+    flag = "--asgi" if env.app.asgi else "--wsgi"
+    value = env.app.server_app
+    return f"{flag} {quote(value) if quoted else value}"
+
+
 def gate_argv(
     env: Environment,
     deploy_path: Path,
@@ -378,8 +388,7 @@ def gate_argv(
         "--json",
         "--expect-settings",
         env.app.settings_module,
-        "--wsgi",
-        env.app.wsgi,
+        *app_option(env, quoted=False).split(" "),
         "--min-free-mb",
         str(env.min_free_mb),
         "--deploy-path",

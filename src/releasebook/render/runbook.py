@@ -78,9 +78,30 @@ def _probe_commands(work: HostWork) -> tuple[str, ...]:
     )
 
 
+def _websocket_command(work: HostWork) -> str:
+    """The upgrade by hand: curl's answer must start with ``HTTP/1.1 101``."""
+    probe = work.probe
+    assert probe is not None
+    url = probe.websocket_url
+    assert url is not None
+    return render_command(
+        "curl -sS --max-time 5 --include --http1.1 -H {host} -H {origin} "
+        "-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' "
+        "-H 'Sec-WebSocket-Key: cmVsZWFzZWJvb2sgdmVyaWZ5' {url} | head -n 1",
+        {
+            "host": f"Host: {probe.host_header}",
+            "origin": f"Origin: {probe.origin}",
+            "url": "http" + url.removeprefix("ws"),
+        },
+    )
+
+
 def _commands(work: HostWork) -> tuple[str, ...]:
     if work.probe is not None:
-        return _probe_commands(work)
+        commands = _probe_commands(work)
+        if work.probe.websocket_url is not None:
+            commands += (_websocket_command(work),)
+        return commands
     uploads: tuple[str, ...] = ()
     if work.host is not None:
         for upload in work.uploads:
