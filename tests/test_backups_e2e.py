@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_project import Project, history, make_project, readyz, ssh_inventory
+from e2e_project import REPO, Project, history, make_project, readyz, ssh_inventory
 from services import POSTGRES, started_fleet
 from simhosts import SimFleet
 
@@ -181,6 +182,8 @@ def test_a_backup_then_a_restore_brings_the_rows_back(setup: Setup) -> None:
     assert (last["action"], last["outcome"]) == ("restore", "restored")
     assert last["backup"]["name"] == name
     assert isinstance(last["restore_seconds"], float | int)
+    ran = {"check", "maintenance_on", "stop_workers", "restore", "migrate", "start_workers"}
+    assert ran | {"maintenance_off", "verify"} <= set(last["steps"])
 
 
 def test_the_drill_restores_into_a_scratch_database_and_leaves_the_live_one(
@@ -240,6 +243,30 @@ def test_restoring_a_backup_from_before_a_migration_brings_the_schema_forward(
     assert readyz(f"{setup.fleet.hosts[0].address}:8000").status_code == 200
 
 
+def test_a_tampered_backup_fails_its_check_and_changes_nothing(setup: Setup) -> None:
+    oldest = _manifests(setup)[0]
+    dump = setup.backups / str(oldest["file"])
+    dump.write_bytes(dump.read_bytes() + b"tampered")
+    before = _notes(setup.url)
+    done = setup.inv("restore", "--env=e2e", f"--from={oldest['name']}", "--yes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"backup {oldest['name']} failed its check" in done.stderr
+    assert "checksum" in done.stdout + done.stderr
+    assert _notes(setup.url) == before
+    assert not (setup.srv / "app" / "shared" / "maintenance").exists()
+    record = history(setup.srv)[-1]
+    assert (record["action"], record["outcome"]) == ("restore", "failed")
+    assert "maintenance_on" not in record["steps"]
+
+
+def test_restore_without_from_lists_the_backups(setup: Setup) -> None:
+    done = setup.inv("restore", "--env=e2e")
+    assert done.returncode == 2, done.stdout + done.stderr
+    for manifest in _manifests(setup):
+        assert str(manifest["name"]) in done.stdout
+    assert "--from BACKUP is required" in done.stderr
+
+
 def test_no_database_password_in_any_output_history_or_plan(setup: Setup) -> None:
     for args in (
         ("backup", "--env=e2e", "--dry-run"),
@@ -249,6 +276,14 @@ def test_no_database_password_in_any_output_history_or_plan(setup: Setup) -> Non
         ("history", "--env=e2e", "--steps", "--json"),
     ):
         setup.inv(*args)
+    shutil.copytree(REPO / "templates", setup.project.root / "templates", dirs_exist_ok=True)
+    rendered = setup.inv("runbook", "--render", "--env=e2e")
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    runbooks = sorted((setup.project.root / "runbooks" / "e2e").glob("*.md"))
+    assert {p.name for p in runbooks} >= {"backup-restore.md", "release.md", "rollback.md"}
+    for runbook in runbooks:
+        text = runbook.read_text()
+        assert setup.password not in text and "postgresql://" not in text, runbook
     assert len(setup.outputs) > 10
     for output in setup.outputs:
         assert setup.password not in output

@@ -18,6 +18,7 @@ from releasebook.plan.source import find_source
 
 DRY_HELP = "print the exact plan (the live release shown as ${RELEASE}) and touch nothing"
 JSON_HELP = "machine-readable events, one JSON object per line"
+VERBOSE_HELP = "show each command and its output (the run's log always has them)"
 WAIT_HELP = "if another run holds the lock, wait up to this many seconds for it"
 
 
@@ -43,20 +44,26 @@ def _wait(seconds: float) -> float:
         "env": "inventory whose database to back up: inventories/<env>.yml",
         "dry_run": DRY_HELP,
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "wait": WAIT_HELP,
     }
 )
 def backup(
-    c: Context, env: str = "", dry_run: bool = False, json: bool = False, wait: float = 0
+    c: Context,
+    env: str = "",
+    dry_run: bool = False,
+    json: bool = False,
+    verbose: bool = False,
+    wait: float = 0,
 ) -> None:
     """Back up the app's database on the migrate host (pg_dump -Fc or SQLite's backup API)
     into backup.dir, checksummed, mode 0600, keeping backup.keep; recorded in the history."""
-    with session() as s:
+    with session("backup") as s:
         environment = s.load(env)
         if dry_run:
             _show(_dry(environment, "backup"), s.print)
             return
-        backup_run(environment, s.reporter(json), s.masker, lock_wait=_wait(wait))
+        backup_run(environment, s.reporter(json, verbose=verbose), s.masker, lock_wait=_wait(wait))
 
 
 @task(
@@ -66,6 +73,7 @@ def backup(
         "yes": "go ahead: the database's contents are replaced by the backup's",
         "dry_run": DRY_HELP,
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "wait": WAIT_HELP,
     }
 )
@@ -76,11 +84,12 @@ def restore(
     yes: bool = False,
     dry_run: bool = False,
     json: bool = False,
+    verbose: bool = False,
     wait: float = 0,
 ) -> None:
     """Restore the database from a backup: maintenance on, workers stopped, pg_restore
     --clean, migrations brought to the live release's, /readyz verified, maintenance off."""
-    with session() as s:
+    with session("restore") as s:
         environment = s.load(env)
         if not from_:
             host, known = available(environment, s.masker)
@@ -97,7 +106,12 @@ def restore(
             _show(_dry(environment, "restore", normalized_name(from_)), s.print)
             return
         restore_run(
-            environment, s.reporter(json), s.masker, name=from_, yes=yes, lock_wait=_wait(wait)
+            environment,
+            s.reporter(json, verbose=verbose),
+            s.masker,
+            name=from_,
+            yes=yes,
+            lock_wait=_wait(wait),
         )
 
 
@@ -107,20 +121,26 @@ def restore(
         "env": "inventory whose newest backup to try: inventories/<env>.yml",
         "dry_run": DRY_HELP,
         "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
         "wait": WAIT_HELP,
     },
 )
 def restore_drill(
-    c: Context, env: str = "", dry_run: bool = False, json: bool = False, wait: float = 0
+    c: Context,
+    env: str = "",
+    dry_run: bool = False,
+    json: bool = False,
+    verbose: bool = False,
+    wait: float = 0,
 ) -> None:
     """Restore the newest backup into a scratch database, compare its migrations and row
     counts with the live ones, drop it; print and record how long the restore took."""
-    with session() as s:
+    with session("restore-drill") as s:
         environment = s.load(env)
         if dry_run:
             _show(_dry(environment, "restore_drill"), s.print)
             return
-        drill_run(environment, s.reporter(json), s.masker, lock_wait=_wait(wait))
+        drill_run(environment, s.reporter(json, verbose=verbose), s.masker, lock_wait=_wait(wait))
 
 
 BACKUP_TASKS = (backup, restore, restore_drill)

@@ -255,6 +255,7 @@ def restore(
                 "--yes to go ahead."
             )
         kept: dict[str, Any] = {"backup": summary(chosen)}
+        why: list[str] = []
 
         def finish(seen: Steps, failed: list[Outcome]) -> tuple[str, dict[str, Any]]:
             for outcome in seen.get("restore", []):
@@ -268,6 +269,7 @@ def restore(
                 kept["dropped_tables"] = [str(t) for t in dropped if isinstance(t, str)]
             if failed:
                 kept["failed_step"] = failed[0].step
+                why.append(failure_text(failed[0].step, failed))
             return ("failed" if failed else "restored"), kept
 
         going.execute(transports, lock_wait, finish)
@@ -277,7 +279,9 @@ def restore(
         return kept
     reporter.finished(False, f"restore of {env.name} failed in {step}")
     if step == "check":
-        raise ReleaseFailed(f"backup {wanted} failed its check on {host}; nothing was changed")
+        raise ReleaseFailed(
+            f"backup {wanted} failed its check on {host}; nothing was changed\n" + "".join(why)
+        )
     flag = layout_of(env, env.root).maintenance_flag
     if step in ("maintenance_off", "verify"):
         state = "the database was restored and maintenance is off, but /readyz did not pass"
@@ -288,7 +292,7 @@ def restore(
         )
     raise RollbackFailed(
         f"the restore of {env.name} from {wanted} failed in step {step!r}: {state}. "
-        f"Check `inv status --env={env.name}`, then restore again."
+        f"Check `inv status --env={env.name}`, then restore again.\n" + "".join(why)
     )
 
 

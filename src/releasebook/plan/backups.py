@@ -1,5 +1,5 @@
 """The values of the backup, restore and drill steps: where backups are on a host, how
-many are kept, when a release takes one, the maintenance flag."""
+many are kept, when a release takes one."""
 
 from __future__ import annotations
 
@@ -28,5 +28,4 @@ def backup_values(
         "backup_before_migrate": before is not False,
         "no_backup_before_migrate": before is False,
         "backup_name": backup_name if backup_name is not None else BACKUP_VAR,
-        "maintenance_flag": layout.maintenance_flag,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from releasebook.runbooks.backup import IN_CURRENT
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.maintenance import MAINTENANCE_OFF, MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, cmd
 from releasebook.runbooks.release import VERIFY
 
@@ -44,8 +45,8 @@ MAINTENANCE_ON = Step(
     ),
     roles=frozenset({"web"}),
     phase="live",
-    commands=(cmd("touch {maintenance_flag}"),),
-    verify=(cmd("test -f {maintenance_flag}"),),
+    commands=MAINTENANCE_ON.commands,
+    verify=MAINTENANCE_ON.verify,
     verify_text="The flag file exists on every web host.",
     undo_text=(
         "Left on when a later step fails: the database may be half restored. Remove "
@@ -141,8 +142,8 @@ MAINTENANCE_OFF = Step(
     why="Removes the maintenance flag on every web host: requests are served again.",
     roles=frozenset({"web"}),
     phase="live",
-    commands=(cmd("rm -f {maintenance_flag}"),),
-    verify=(cmd("test ! -e {maintenance_flag}"),),
+    commands=MAINTENANCE_OFF.commands,
+    verify=MAINTENANCE_OFF.verify,
     verify_text="The flag file is gone on every web host.",
     undo_text="Nothing to undo.",
     timeout=60,
