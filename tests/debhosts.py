@@ -46,6 +46,11 @@ mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
 mkdir -p "$root/run/sshd"
+shift 5
+for share in "$@"; do
+    mount --bind "$share" "$root$share"
+    mount -o remount,bind,ro "$root$share"
+done
 exec chroot "$root" /usr/sbin/sshd -D -E /var/log/sshd-test.log
 """
 
@@ -92,8 +97,10 @@ class DebianHost:
 class DebianFleet:
     """Fresh Debian hosts, reachable as root with ``client_key``, pinned in ``known_hosts``."""
 
-    def __init__(self, base: Path, names: list[str]) -> None:
+    def __init__(self, base: Path, names: list[str], *, shares: tuple[Path, ...] = ()) -> None:
+        """``shares``: controller directories every host sees at the same path, read-only."""
         self.base = base
+        self.shares = shares
         self.image = ensure_image()
         self.client_key = base / "id_ed25519"
         self.known_hosts = base / "known_hosts"
@@ -143,6 +150,7 @@ class DebianFleet:
             "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
             "--propagation", "private", "sh", "-c", _NS_SCRIPT, "sh", host.name,
             str(host.base / "root"), str(self.image), str(host.upper), str(host.base / "work"),
+            *map(str, self.shares),
         ]  # fmt: skip
         log = (host.base / "unshare.log").open("ab")
         host.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)

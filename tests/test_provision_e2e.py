@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from debhosts import DebianFleet, DebianHost, missing_prerequisites
-from e2e_project import HOST_HEADER, Project, make_project, released_id
+from e2e_project import CONTROLLER_PYTHON, HOST_HEADER, Project, make_project, released_id
 from services import fresh_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,6 +37,7 @@ app:
   settings: config.settings.prod
   wsgi: config.wsgi:application
   celery_app: config
+  python: {CONTROLLER_PYTHON}
 deploy:
   path: /srv/app
   keep_releases: 3
@@ -85,7 +88,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DebianFleet]:
         if os.environ.get("CI"):
             pytest.fail("fresh Debian hosts unavailable: " + "; ".join(problems))
         pytest.skip("fresh Debian hosts unavailable: " + "; ".join(problems))
-    fleet = DebianFleet(tmp_path_factory.mktemp("debhosts"), ["web1", "web2"])
+    # The wheels a release installs are resolved for the controller's exact Python
+    # (3.11.7 here; Debian 12's python3 is 3.11.2, and markers such as
+    # python_full_version < '3.11.3' differ), so the hosts run the releases with the
+    # controller's interpreter, visible read-only at its own path, as simhosts does.
+    fleet = DebianFleet(
+        tmp_path_factory.mktemp("debhosts"),
+        ["web1", "web2"],
+        shares=(Path(sys.base_prefix).resolve(),),
+    )
     try:
         yield fleet
     finally:
