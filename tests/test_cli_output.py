@@ -13,7 +13,8 @@ from test_output import make_project
 
 from releasebook.cli.kit import session
 from releasebook.cli.local_checks import local_checks
-from releasebook.cli.tasks import _dry_plan, print_plan
+from releasebook.cli.plan_print import print_plan
+from releasebook.cli.tasks import _dry_plan
 from releasebook.deploy.connection import connect
 from releasebook.deploy.history import json_lines
 from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError

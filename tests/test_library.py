@@ -21,9 +21,9 @@ from releasebook.cli.kit import default_env
 from releasebook.errors import UsageError
 from releasebook.inventory import load_environment
 from releasebook.plan.source import find_source, new_release
-from releasebook.plan.values import TOOLS_REQUIREMENTS
 from releasebook.render.runbook import render_all, render_runbook
 from releasebook.render.templating import PACKAGE_TEMPLATES
+from releasebook.shipped import TOOLS_REQUIREMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 

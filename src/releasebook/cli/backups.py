@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from invoke.context import Context
 from invoke.tasks import task
 
 from releasebook.cli.kit import session
+from releasebook.cli.plan_print import print_plan
 from releasebook.deploy.backups import available, normalized_name
 from releasebook.deploy.backups import backup as backup_run
 from releasebook.deploy.backups import restore as restore_run
@@ -26,10 +29,7 @@ def _dry(environment: Environment, kind: PlanKind, backup: str | None = None) ->
     return build_plan(environment, kind, source=find_source(environment), run=None, backup=backup)
 
 
-def _show(plan: Plan, out: object) -> None:
-    from releasebook.cli.tasks import print_plan  # the one plan printer
-
-    assert callable(out)
+def _show(plan: Plan, out: Callable[[str], None]) -> None:
     print_plan(plan, out)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import secrets
-from collections.abc import Callable, Sequence
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -23,6 +22,7 @@ from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.limits import HOSTS_HELP, ROLES_HELP, LimitedTask, limit_hosts
 from releasebook.cli.local_checks import local_checks
 from releasebook.cli.ops import OPS_TASKS, app
+from releasebook.cli.plan_print import print_plan
 from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
 from releasebook.deploy.ops import status as ops_status
@@ -41,55 +41,6 @@ from releasebook.plan.schedule import parse_batch_size
 from releasebook.plan.source import find_source, new_release
 from releasebook.render.ansible import render_playbooks
 from releasebook.render.runbook import render_all
-
-
-def print_plan(plan: Plan, out: Callable[[str], None], checked: Sequence[str] = ()) -> None:
-    """Every step, target and command of ``plan``, and the frame each host script runs
-    in, shown once; then what was checked on this machine, as a summary."""
-    env = plan.environment
-    action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
-    out(f"# {action} plan for {env.name}: {plan.release_id} (dry run)")
-    out(
-        "\n## How each host runs its steps\n"
-        "Each host's consecutive steps run as one script in this frame: the host's step "
-        "lock held, the fence first, then for each step its start marker, its commands "
-        "under its time limit, and a journal line."
-    )
-    if plan.frames:
-        host, frame = next(iter(plan.frames.items()))
-        out(f"### {host} (the others alike)")
-        out(frame.script([("STEP", ("COMMANDS OF THE STEP",), 600)]).rstrip("\n"))
-    for planned in plan.steps:
-        out(f"\n## {planned.number}. {planned.step.name}: {planned.step.title}")
-        for work in planned.work:
-            out(f"### {work.target}  (time limit {work.timeout:g}s)")
-            if work.probe is not None:
-                p = work.probe
-                out(
-                    f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
-                    f"  expect release {p.expect_release} within {p.deadline:g}s"
-                )
-                if p.static_base is not None:
-                    out(f"GET {p.static_base}<the answer's static path>  expect 200 text/css")
-            for upload in work.uploads:
-                skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
-                out(f"put {upload.local} -> {upload.remote}{skip}")
-            for command in work.commands + work.verify:
-                out(command)
-            if work.undo:
-                out("# undo:")
-                for command in work.undo:
-                    out(command)
-    hosts = len(env.hosts)
-    if checked:
-        out("\n## Checked on this machine")
-        for line in checked:
-            out(f"ok: {line}")
-    out(
-        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
-        f"{len(checked)} local check(s) passed (the secrets are readable); the hosts' own "
-        "checks run in the real run's preflight step; nothing was contacted or changed"
-    )
 
 
 def _skips(skip: list[str], reason: str) -> dict[str, str]:

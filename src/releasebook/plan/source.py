@@ -20,8 +20,7 @@ from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.plan.model import ReleaseInfo, Source
 from releasebook.plan.target import PythonTarget
-from releasebook.plan.values import TOOLS_REQUIREMENTS
-from releasebook.shipped import django_requirement, wheelhouse_key
+from releasebook.shipped import TOOLS_REQUIREMENTS, django_requirement, wheelhouse_key
 
 
 def _git(cwd: Path, *args: str) -> str:

@@ -34,11 +34,8 @@ from releasebook.runbooks.processes import (
     main_conf_text,
     programs_text,
 )
-from releasebook.shipped import django_requirement
+from releasebook.shipped import TOOLS_REQUIREMENTS, django_requirement
 
-# Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
-# manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
-TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
 HEREDOC_END = "RELEASEBOOK_EOF"
 # Wheels built on a host for requirements that have none for the hosts' platform.
 HOST_WHEELS = Path("releasebook") / "wheels"

@@ -13,7 +13,7 @@ from releasebook.errors import TemplateError
 from releasebook.inventory import Environment
 from releasebook.plan.model import Plan
 from releasebook.plan.ops import ops_plan
-from releasebook.render.runbook import blocks
+from releasebook.render.blocks import blocks
 from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks import ops as book
 from releasebook.runbooks.model import Runbook
