@@ -350,3 +350,19 @@ def test_the_history_names_backups_and_restore_times() -> None:
     assert "backup: 20260101T000000Z-r1-abc" in text
     assert "restore took 2.5s" in text
     assert "no backup: no migrations to apply" in text
+
+
+def test_retention_orders_two_backups_of_one_second_by_when_they_were_taken(
+    tmp_path: Path,
+) -> None:
+    from releasebook.gate.db_backup import manifests
+
+    base = "20261202T014455Z-20260101-000000-000-abcdef012345"
+    for name in (f"{base}.1", base, f"{base}.2", "20261202T014454Z-r-0123456789ab"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name}))
+    assert [m["name"] for m in manifests(tmp_path)] == [
+        "20261202T014454Z-r-0123456789ab",
+        base,
+        f"{base}.1",
+        f"{base}.2",
+    ]

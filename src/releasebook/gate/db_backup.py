@@ -185,7 +185,14 @@ def manifests(directory: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(data, dict) and data.get("name") == path.stem and NAME.fullmatch(path.stem):
             found.append(data)
-    return found
+    return sorted(found, key=lambda data: _taken_order(str(data["name"])))
+
+
+def _taken_order(name: str) -> tuple[str, int]:
+    """A second backup in the same second is ``<name>.1``: newer than ``<name>``, though
+    it sorts before it as text."""
+    base, dot, counter = name.rpartition(".")
+    return (base, int(counter)) if dot and counter.isdigit() else (name, 0)
 
 
 def find(directory: Path, name: str | None) -> dict[str, Any]:
