@@ -110,10 +110,11 @@ def test_tasks_run_the_exact_commands_in_the_frame() -> None:
     assert script == plan.frames[work.target].script(
         [("migrate", work.commands + work.verify, work.timeout)]
     )
-    assert task["run_once"] is True and task["delegate_to"] == "staging-web1"
+    assert task["when"] == "inventory_hostname == 'staging-web1'" and "run_once" not in task
     build = plan.step("build")
     build_task = by_name[f"{build.number}. {build.step.title} (on the controller)"]
-    assert build_task["delegate_to"] == "localhost" and build_task["run_once"] is True
+    assert build_task["delegate_to"] == "localhost"
+    assert build_task["when"] == "inventory_hostname == 'staging-web1'"  # once
     for command in build.work[0].commands:
         assert command in build_task["ansible.builtin.shell"]["cmd"]
     lock = [t for t in tasks if t["name"].startswith("1. ")]

@@ -284,7 +284,7 @@ def _probe_task(planned: PlannedStep, work: HostWork, when: list[str]) -> dict[s
 
 def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
     """A step as tasks: per group of hosts with the same commands, its uploads then its
-    script; once-steps ``run_once``; a controller step ``delegate_to: localhost``."""
+    script; once-steps on the plan's one host; a controller step ``delegate_to: localhost``."""
     step = planned.step
     every = [h.name for h in plan.environment.hosts]
     tasks: list[dict[str, object]] = []
@@ -297,7 +297,7 @@ def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
                 controller.timeout,
                 args={"chdir": ROOT},
                 delegate_to="localhost",
-                run_once=True,
+                when=f"inventory_hostname == {lock_hosts(plan.environment)[0]!r}",
             )
         )
     if step.first_alone:
@@ -321,15 +321,16 @@ def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
     for names, work in _groups(planned):
         when = _when(plan.environment, names, every)
         if step.once:
-            when = []  # run_once on the step's group of hosts
+            when = []  # the condition below names the plan's host
         if work.probe is not None:
             tasks.append(_probe_task(planned, work, when))
             continue
         tasks.extend(_upload_tasks(planned, work, when))
         extra: dict[str, object] = {}
         if step.once:
-            extra["run_once"] = True
-            extra["delegate_to"] = names[0]
+            # Once, on the plan's host. (Not `run_once`: a failing `run_once` task fails
+            # every host at once, outside the rescue that stops and undoes the run.)
+            extra["when"] = f"inventory_hostname == {names[0]!r}"
         elif when:
             extra["when"] = when
         tasks.append(
@@ -355,7 +356,7 @@ def undo_tasks(plan: Plan, steps: Iterable[PlannedStep]) -> list[dict[str, objec
                     controller.timeout,
                     args={"chdir": ROOT},
                     delegate_to="localhost",
-                    run_once=True,
+                    when=f"inventory_hostname == {lock_hosts(plan.environment)[0]!r}",
                 )
             )
         for names, work in _groups(planned):
@@ -436,7 +437,7 @@ def _vars(release: str) -> dict[str, object]:
         "rb": RUN,
         "releasebook_previous": "{{ releasebook_live | default('') }}",
         "releasebook_shell": "{{ rb.env | combine({'PREVIOUS': releasebook_previous, "
-        f"'RELEASE': {release}}}) }}}}",
+        f"'LIVE': releasebook_previous, 'RELEASE': {release}}}) }}}}",
     }
 
 
