@@ -51,13 +51,9 @@ HEADER = (
     "# inventories/{env}.yml. Do not edit: change the code and re-render.\n"
 )
 # The steps' commands are exact (some lines are long; pipes run under their own `set -eu`
-# as `inv release` runs them); once-steps and the lock's first host rely on the linear
-# strategy these plays use.
+# as `inv release` runs them).
 LINT = "# yamllint disable rule:line-length\n"
-NOQA = {
-    "ansible.builtin.shell:": "  # noqa: risky-shell-pipe",
-    "run_once: true": "  # noqa: run-once[task]",
-}
+NOQA = {"ansible.builtin.shell:": "  # noqa: risky-shell-pipe"}
 
 
 class Unsafe(str):
