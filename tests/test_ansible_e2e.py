@@ -164,7 +164,8 @@ def test_failure_after_switch_rolls_every_host_back(
         project.commit("undo: readyz answers 500")
     assert done.returncode != 0, done.stdout[-4000:]
     assert "every host was rolled back" in done.stdout, done.stdout[-6000:]
-    assert _current(fleet, "web1") == first and _current(fleet, "web2") == first
+    currents = (_current(fleet, "web1"), _current(fleet, "web2"))
+    assert currents == (first, first), done.stdout[-6000:]
     assert _serving(fleet) == {"web1": first, "web2": first}
     for host in fleet.hosts:
         last = history(host.srv)[-1]

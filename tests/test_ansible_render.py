@@ -70,24 +70,28 @@ def test_release_plays_follow_the_plan() -> None:
     prepare, live, back, finish = plays[1:]
     for play in (prepare, live, back, finish):
         assert play["hosts"] == "staging"
-        assert play["any_errors_fatal"] is True
         assert play["environment"] == "{{ releasebook_shell }}"
     assert live["serial"] == "{{ releasebook_batch_size | default('100%') }}"
 
     def numbers(phase: str) -> list[int]:
         return [p.number for p in plan.steps if p.step.phase == phase]
 
-    block = prepare["tasks"][0]
+    block, after = prepare["tasks"]
     assert _numbers(block["block"]) == numbers("prepare")
+    # A failure on one host stops every host: its rescue raises the flag every task checks,
+    # then every host runs the undo.
+    assert block["when"] == "not (hostvars['localhost'].releasebook_aborting | default(false))"
+    assert block["rescue"][0]["ansible.builtin.set_fact"] == {"releasebook_aborting": True}
+    assert after["when"] == "hostvars['localhost'].releasebook_aborting | default(false)"
     assert _numbers(live["tasks"][0]["block"]) == numbers("live")
     assert _numbers(finish["tasks"]) == numbers("finish")
     # An aborted release: the undo of the prepare steps, newest first, then record, unlock.
-    undone = [t["name"] for t in block["rescue"] if t["name"].startswith("Undo ")]
+    undone = [t["name"] for t in after["block"] if t["name"].startswith("Undo ")]
     undo_numbers = [int(re.match(r"Undo (\d+)\.", n).group(1)) for n in undone]  # type: ignore[union-attr]
     assert undo_numbers == sorted(undo_numbers, reverse=True) and 4 in undo_numbers
-    rescue_names = [t["name"] for t in block["rescue"]]
+    rescue_names = [t["name"] for t in after["block"]]
     assert "aborted" in rescue_names[-3] and "Release the environment lock" in rescue_names[-2]
-    assert "ansible.builtin.fail" in block["rescue"][-1]
+    assert "ansible.builtin.fail" in after["block"][-1]
     # After the switch: the rescue hands over to the rollback play.
     assert "releasebook_rolling_back" in str(live["tasks"][0]["rescue"])
     assert back["tasks"][0]["ansible.builtin.meta"] == "end_play"
@@ -106,10 +110,11 @@ def test_tasks_run_the_exact_commands_in_the_frame() -> None:
     assert script == plan.frames[work.target].script(
         [("migrate", work.commands + work.verify, work.timeout)]
     )
-    assert task["run_once"] is True and task["delegate_to"] == "staging-web1"
+    assert task["when"] == "inventory_hostname == 'staging-web1'" and "run_once" not in task
     build = plan.step("build")
     build_task = by_name[f"{build.number}. {build.step.title} (on the controller)"]
-    assert build_task["delegate_to"] == "localhost" and build_task["run_once"] is True
+    assert build_task["delegate_to"] == "localhost"
+    assert build_task["when"] == "inventory_hostname == 'staging-web1'"  # once
     for command in build.work[0].commands:
         assert command in build_task["ansible.builtin.shell"]["cmd"]
     lock = [t for t in tasks if t["name"].startswith("1. ")]
@@ -181,7 +186,9 @@ def test_runbook_check_fails_on_a_stale_playbook(tmp_path: Path) -> None:
     assert inv("runbook", "--render", "--env=staging").returncode == 0
     assert inv("runbook", "--check", "--env=staging").returncode == 0
     playbook = root / "playbooks" / "staging" / "release.yml"
-    playbook.write_text(playbook.read_text().replace("any_errors_fatal: true", "", 1))
+    playbook.write_text(
+        playbook.read_text().replace("gather_facts: false", "gather_facts: true", 1)
+    )
     done = inv("runbook", "--check", "--env=staging")
     assert done.returncode == 1
     assert "playbooks/staging/release.yml" in done.stderr + done.stdout

@@ -258,6 +258,7 @@ def test_secrets_never_leak(
         srv / "app" / ".releasebook" / "history.jsonl",
         srv / "app" / ".releasebook" / "journal",
         *sorted((project.root / "runbooks").rglob("*.md")),
+        *sorted((project.root / "playbooks").rglob("*.yml")),  # the Ansible playbooks
     ]
     assert len(files) > 4
     for secret in secrets:

@@ -10,9 +10,9 @@ to the shell as written, never through its templating.
 
 The fault rules in Ansible terms:
 
-- prepare: one play, ``any_errors_fatal``; its ``rescue`` runs the undo of the prepare
-  steps, newest first, on every host and on the controller, records ``aborted`` and
-  releases the lock. Nothing live has changed.
+- prepare: one play; a failure on any host stops every host (:func:`_guarded`), which then
+  runs the undo of the prepare steps, newest first, on every host and on the controller,
+  records ``aborted`` and releases the lock. Nothing live has changed.
 - live: switch, restart, verify, in ``serial`` batches (``-e releasebook_batch_size=N``,
   ``inv release --batch-size``); a failure stops every batch after it and the next play
   rolls every host back to the release it served before (a host that served nothing is
@@ -42,6 +42,7 @@ INVENTORY = "hosts.yml"
 # What a release that fails after its switch runs (as ``deploy.release`` does).
 AUTO_ROLLBACK = ("retire", "switch", "restart_web", "restart_workers", "verify")
 ROLLBACK_LIVE = AUTO_ROLLBACK
+ROLLING_BACK = "releasebook_rolling_back"  # raised when a live step failed on a host
 VALUES = ".venv/bin/python -m releasebook.plan.run_values"
 ROOT = "{{ playbook_dir }}/../.."
 RUN = "{{ hostvars['localhost'].releasebook }}"
@@ -50,13 +51,9 @@ HEADER = (
     "# inventories/{env}.yml. Do not edit: change the code and re-render.\n"
 )
 # The steps' commands are exact (some lines are long; pipes run under their own `set -eu`
-# as `inv release` runs them); once-steps and the lock's first host rely on the linear
-# strategy these plays use.
+# as `inv release` runs them).
 LINT = "# yamllint disable rule:line-length\n"
-NOQA = {
-    "ansible.builtin.shell:": "  # noqa: risky-shell-pipe",
-    "run_once: true": "  # noqa: run-once[task]",
-}
+NOQA = {"ansible.builtin.shell:": "  # noqa: risky-shell-pipe"}
 
 
 class Unsafe(str):
@@ -283,7 +280,7 @@ def _probe_task(planned: PlannedStep, work: HostWork, when: list[str]) -> dict[s
 
 def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
     """A step as tasks: per group of hosts with the same commands, its uploads then its
-    script; once-steps ``run_once``; a controller step ``delegate_to: localhost``."""
+    script; once-steps on the plan's one host; a controller step ``delegate_to: localhost``."""
     step = planned.step
     every = [h.name for h in plan.environment.hosts]
     tasks: list[dict[str, object]] = []
@@ -296,7 +293,7 @@ def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
                 controller.timeout,
                 args={"chdir": ROOT},
                 delegate_to="localhost",
-                run_once=True,
+                when=f"inventory_hostname == {lock_hosts(plan.environment)[0]!r}",
             )
         )
     if step.first_alone:
@@ -320,15 +317,16 @@ def step_tasks(plan: Plan, planned: PlannedStep) -> list[dict[str, object]]:
     for names, work in _groups(planned):
         when = _when(plan.environment, names, every)
         if step.once:
-            when = []  # run_once on the step's group of hosts
+            when = []  # the condition below names the plan's host
         if work.probe is not None:
             tasks.append(_probe_task(planned, work, when))
             continue
         tasks.extend(_upload_tasks(planned, work, when))
         extra: dict[str, object] = {}
         if step.once:
-            extra["run_once"] = True
-            extra["delegate_to"] = names[0]
+            # Once, on the plan's host. (Not `run_once`: a failing `run_once` task fails
+            # every host at once, outside the rescue that stops and undoes the run.)
+            extra["when"] = f"inventory_hostname == {names[0]!r}"
         elif when:
             extra["when"] = when
         tasks.append(
@@ -354,7 +352,7 @@ def undo_tasks(plan: Plan, steps: Iterable[PlannedStep]) -> list[dict[str, objec
                     controller.timeout,
                     args={"chdir": ROOT},
                     delegate_to="localhost",
-                    run_once=True,
+                    when=f"inventory_hostname == {lock_hosts(plan.environment)[0]!r}",
                 )
             )
         for names, work in _groups(planned):
@@ -435,7 +433,7 @@ def _vars(release: str) -> dict[str, object]:
         "rb": RUN,
         "releasebook_previous": "{{ releasebook_live | default('') }}",
         "releasebook_shell": "{{ rb.env | combine({'PREVIOUS': releasebook_previous, "
-        f"'RELEASE': {release}}}) }}}}",
+        f"'LIVE': releasebook_previous, 'RELEASE': {release}}}) }}}}",
     }
 
 
@@ -446,7 +444,6 @@ def _host_play(
         "name": name,
         "hosts": group_name(env.name),
         "gather_facts": False,
-        "any_errors_fatal": True,
         **extra,
         "vars": _vars(release),
         "environment": "{{ releasebook_shell }}",
@@ -489,6 +486,46 @@ def _lock_checked(tasks: list[dict[str, object]]) -> list[dict[str, object]]:
     return tasks
 
 
+def _flag(name: str) -> str:
+    return f"hostvars['localhost'].{name} | default(false)"
+
+
+def _guarded(
+    name: str, tasks: list[dict[str, object]], flag: str, after: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    """``tasks`` as one block that stops on every host when one fails: the failed host's
+    ``rescue`` raises ``flag`` on the controller, every later task of the block checks
+    it, and then every host (not only those that failed) runs ``after``.
+
+    (``any_errors_fatal`` would mark the hosts that were between tasks failed instead of
+    rescuing them, and drop them from the plays that undo or roll back.)"""
+    raised = _flag(flag)
+    guarded: list[dict[str, object]] = [
+        {
+            "name": name,
+            "when": f"not ({raised})",
+            "block": tasks,
+            "rescue": [
+                {
+                    "name": "Stop every host: " + name[0].lower() + name[1:] + " failed",
+                    "ansible.builtin.set_fact": {flag: True},
+                    "delegate_to": "localhost",
+                    "delegate_facts": True,
+                }
+            ],
+        }
+    ]
+    if after:
+        guarded.append(
+            {
+                "name": f"After a failure: {name[0].lower()}{name[1:]}",
+                "when": raised,
+                "block": after,
+            }
+        )
+    return guarded
+
+
 def _fail(message: str) -> dict[str, object]:
     return {"name": "Stop the playbook", "ansible.builtin.fail": {"msg": message}}
 
@@ -518,7 +555,7 @@ def render_release(env: Environment, source: Source) -> str:
     prepare = [p for p in plan.steps if p.step.phase == "prepare"]
     live = [p for p in plan.steps if p.step.phase == "live"]
     finish = [p for p in plan.steps if p.step.phase == "finish"]
-    rolling = "hostvars['localhost'].releasebook_rolling_back | default(false)"
+    rolling = _flag(ROLLING_BACK)
 
     prepare_tasks: list[dict[str, object]] = []
     for planned in prepare:
@@ -533,21 +570,20 @@ def render_release(env: Environment, source: Source) -> str:
         _host_play(
             env,
             f"Release {env.name}: prepare (steps {first} to {last}); nothing live changes",
-            [
-                {
-                    "name": "Prepare the release while the old one keeps serving",
-                    "block": prepare_tasks,
-                    "rescue": [
-                        *undo_tasks(plan, prepare),
-                        _record(plan, "aborted", fenced=False),
-                        *_unlock(plan, fenced=False),
-                        _fail(
-                            "the release was aborted before its switch: every step begun "
-                            "was undone on every host; nothing live changed"
-                        ),
-                    ],
-                }
-            ],
+            _guarded(
+                "Prepare the release while the old one keeps serving",
+                prepare_tasks,
+                "releasebook_aborting",
+                [
+                    *undo_tasks(plan, prepare),
+                    _record(plan, "aborted", fenced=False),
+                    *_unlock(plan, fenced=False),
+                    _fail(
+                        "the release was aborted before its switch: every step begun "
+                        "was undone on every host; nothing live changed"
+                    ),
+                ],
+            ),
             release="rb.env.RELEASE",
         ),
     ]
@@ -557,22 +593,7 @@ def render_release(env: Environment, source: Source) -> str:
             env,
             f"Release {env.name}: go live (steps {live[0].number} to {live[-1].number}), "
             "in batches",
-            [
-                {
-                    "name": "Switch, restart and verify",
-                    "when": f"not ({rolling})",
-                    "block": [_renew(plan), *live_tasks],
-                    "rescue": [
-                        {
-                            "name": "Roll every host back (the next play)",
-                            "ansible.builtin.set_fact": {"releasebook_rolling_back": True},
-                            "delegate_to": "localhost",
-                            "delegate_facts": True,
-                            "run_once": True,
-                        }
-                    ],
-                }
-            ],
+            _guarded("Switch, restart and verify", [_renew(plan), *live_tasks], ROLLING_BACK, []),
             release="rb.env.RELEASE",
             serial="{{ releasebook_batch_size | default('100%') }}",
         )
@@ -601,10 +622,11 @@ def render_release(env: Environment, source: Source) -> str:
                     "ansible.builtin.meta": "end_play",
                     "when": f"not ({rolling})",
                 },
-                {
-                    "name": "Switch every host back to the release it served before",
-                    "block": [_renew(plan), *back_tasks],
-                    "rescue": [
+                *_guarded(
+                    "Switch every host back to the release it served before",
+                    [_renew(plan), *back_tasks],
+                    "releasebook_rollback_failed",
+                    [
                         _record(plan, "rollback_failed"),
                         *_unlock(plan),
                         _fail(
@@ -612,7 +634,7 @@ def render_release(env: Environment, source: Source) -> str:
                             "too: see the failed task above"
                         ),
                     ],
-                },
+                ),
                 _record(plan, "rolled_back", "{'restored': releasebook_previous or none}"),
                 *_unlock(plan),
                 _fail(
@@ -664,7 +686,7 @@ def render_rollback(env: Environment, source: Source) -> str:
     plan = build_plan(env, "rollback", source=source, run=None)
     live = [p for p in plan.steps if p.step.name in ROLLBACK_LIVE]
     lock_tasks = _lock_checked(step_tasks(plan, plan.step("lock")))
-    target = {
+    target: dict[str, object] = {
         "name": "Choose the release to go back to (-e releasebook_to=ID, or the history's)",
         "ansible.builtin.set_fact": {
             "releasebook_target": (
@@ -676,7 +698,7 @@ def render_rollback(env: Environment, source: Source) -> str:
             )
         },
     }
-    same = {
+    same: dict[str, object] = {
         "name": "Every host goes back to the same release",
         "ansible.builtin.assert": {
             "that": [
@@ -702,32 +724,27 @@ def render_rollback(env: Environment, source: Source) -> str:
         _host_play(
             env,
             f"Rollback {env.name}: lock, choose the release, compare the schema",
-            [
-                {
-                    "name": "Lock and check",
-                    "block": [*lock_tasks, _live_facts("lock"), target, same, *schema],
-                    "rescue": [
-                        *_unlock(plan, fenced=False),
-                        _fail("the rollback stopped before any switch"),
-                    ],
-                }
-            ],
+            _guarded(
+                "Lock and check",
+                [*lock_tasks, _live_facts("lock"), target, same, *schema],
+                "releasebook_stopped",
+                [*_unlock(plan, fenced=False), _fail("the rollback stopped before any switch")],
+            ),
             release=release,
         ),
         _host_play(
             env,
             f"Rollback {env.name}: switch back, restart, verify",
-            [
-                {
-                    "name": "Switch back",
-                    "block": [_renew(plan), *rolling_tasks],
-                    "rescue": [
-                        _record(plan, "failed", _rollback_fields()),
-                        *_unlock(plan),
-                        _fail("the rollback failed: see the failed task above"),
-                    ],
-                }
-            ],
+            _guarded(
+                "Switch back",
+                [_renew(plan), *rolling_tasks],
+                "releasebook_failed",
+                [
+                    _record(plan, "failed", _rollback_fields()),
+                    *_unlock(plan),
+                    _fail("the rollback failed: see the failed task above"),
+                ],
+            ),
             release=release,
             serial="{{ releasebook_batch_size | default('100%') }}",
         ),
