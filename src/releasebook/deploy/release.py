@@ -403,22 +403,8 @@ class _Release:
         undo = Runner(env, self.runner.transports, self.reporter, plan.frames)
         failed = run_until_failure(plan, undo, self.batch_size)
         outcome = "rolled_back" if not failed else "rollback_failed"
-        record(
-            env,
-            self.runner.transports,
-            self.masker,
-            {
-                h.name: {
-                    **self.base,
-                    "outcome": outcome,
-                    "reason": reason,
-                    "restored": previous.get(h.name),
-                    "steps": dict(self.runner.durations),
-                }
-                for h in env.hosts
-            },
-        )
-        # The automatic rollback is a run of its own in the history, as `inv rollback` is.
+        # The automatic rollback is a run of its own in the history, as `inv rollback` is;
+        # the release's record, written last, ends the run's story.
         record(
             env,
             self.runner.transports,
@@ -436,6 +422,21 @@ class _Release:
                     "reason": f"automatic, after release {self.info.release_id} failed: "
                     + reason.splitlines()[0],
                     "steps": dict(undo.durations),
+                }
+                for h in env.hosts
+            },
+        )
+        record(
+            env,
+            self.runner.transports,
+            self.masker,
+            {
+                h.name: {
+                    **self.base,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "restored": previous.get(h.name),
+                    "steps": dict(self.runner.durations),
                 }
                 for h in env.hosts
             },
