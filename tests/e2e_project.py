@@ -60,11 +60,13 @@ class Project:
         return result
 
 
-def make_project(tmp: Path, inventory: str, env_name: str = "e2e") -> Project:
+def make_project(
+    tmp: Path, inventory: str, env_name: str = "e2e", source: str = "example"
+) -> Project:
     root = tmp / "project"
     shutil.copytree(
-        REPO / "example",
-        root / "example",
+        REPO / source,
+        root / source,
         ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "var"),
     )
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
@@ -136,7 +138,9 @@ def readyz(bind: str) -> httpx.Response:
     return httpx.get(
         f"http://{bind}/readyz",
         headers={"Host": HOST_HEADER, "X-Forwarded-Proto": "https"},
-        timeout=5,
+        # Long enough for a request that waits in the socket's backlog while a just
+        # restarted gunicorn boots on a loaded machine.
+        timeout=30,
     )
 
 

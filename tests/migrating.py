@@ -72,7 +72,14 @@ def make_deploy(root: Path, database_url: str) -> Path:
     env_file.write_text(f"DATABASE_URL={database_url}\n")
     launcher = with_env(deploy)
     launcher.write_text(
-        launcher_text({"release": "test", "release_env": env_file, "settings_module": SETTINGS})
+        launcher_text(
+            {
+                "release": "test",
+                "release_env": env_file,
+                "settings_module": SETTINGS,
+                "maintenance_flag": deploy / "shared" / "maintenance",
+            }
+        )
     )
     launcher.chmod(0o755)
     return deploy

@@ -42,6 +42,7 @@ from releasebook.gate.report import (
 )
 from releasebook.inventory import load_inventory
 from releasebook.plan import gate_argv, gate_options
+from releasebook.plan.values import app_option
 from releasebook.quoting import Raw, render_command
 from releasebook.render.readiness import render_readiness
 from releasebook.runbooks.release import RELEASE_STEPS
@@ -565,7 +566,7 @@ def test_gate_command_for_the_plan(tmp_path: Path) -> None:
             "release_dir": Path("/srv/x y/releases/1"),
             "launcher": Path("/srv/x y/releases/1/.releasebook/with-env"),
             "settings_module": env.app.settings_module,
-            "wsgi": env.app.wsgi,
+            "app_option": Raw(app_option(env)),
             "min_free_mb": env.min_free_mb,
             "deploy": Path("/srv/x y"),
             "gate_options": Raw(options),
@@ -622,7 +623,7 @@ hosts:
 
 def test_readiness_document_lists_every_check_and_no_value(tmp_path: Path) -> None:
     env = _inventory(tmp_path)
-    doc = render_readiness(env, REPO / "templates")
+    doc = render_readiness(env)
     for check in registry.CHECKS:
         assert f"| `{check.id}` | {check.title} | {check.section} " in doc
     for value in VALUES.values():

@@ -39,7 +39,6 @@ SOURCE = Source(
     python="/nonexistent/python3",
     python_version="3.11.2",
     python_abi="cpython 3.11",
-    tool_source=Path("/nonexistent/repo"),
 )
 
 

@@ -13,7 +13,8 @@ from test_output import make_project
 
 from releasebook.cli.kit import session
 from releasebook.cli.local_checks import local_checks
-from releasebook.cli.tasks import _dry_plan, print_plan
+from releasebook.cli.plan_print import print_plan
+from releasebook.cli.tasks import _dry_plan
 from releasebook.deploy.connection import connect
 from releasebook.deploy.history import json_lines
 from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
@@ -114,12 +115,14 @@ def test_dry_run_refuses_a_secret_it_cannot_read(project: Path) -> None:
 
 def test_dry_run_ends_with_a_summary_of_what_it_checked(env: Environment) -> None:
     lines: list[str] = []
-    print_plan(_dry_plan(env, "release", None), lines.append, local_checks(env))
+    plan = _dry_plan(env, "release", None)
+    print_plan(plan, lines.append, local_checks(env))
     text = "\n".join(lines)
     assert "ok: app/manage.py present" in text
     assert "ok: ssh.known_hosts inventories/known_hosts readable" in text
     last = lines[-1].strip()
-    assert last.startswith("dry run: 17 steps on 2 hosts; 4 local check(s) passed")
+    steps = len(plan.steps)
+    assert last.startswith(f"dry run: {steps} steps on 2 hosts; 4 local check(s) passed")
     assert last.endswith("nothing was contacted or changed")
 
 

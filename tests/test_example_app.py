@@ -173,6 +173,8 @@ def test_collectstatic_gathers_app_and_admin_css(project: Path, env: dict[str, s
 
 
 def test_gunicorn_serves_health_probes(project: Path, migrated: dict[str, str]) -> None:
+    collected = manage(project, migrated, "collectstatic", "--noinput")
+    assert collected.returncode == 0, collected.stderr
     with gunicorn(project, migrated) as server:
         client = server.client
         live = client.get("/healthz")
@@ -198,6 +200,13 @@ def test_gunicorn_serves_health_probes(project: Path, migrated: dict[str, str]) 
         proxied = client.get("/readyz", headers={"X-Forwarded-Proto": "https"})
         assert proxied.status_code == 200, proxied.text
         assert "max-age=3600" in proxied.headers["strict-transport-security"]
+
+        # The answer names one collected CSS file, and the app itself serves it.
+        assert body["static"] == "/static/admin/css/base.css"
+        css = client.get(body["static"], headers={"X-Forwarded-Proto": "https"})
+        assert css.status_code == 200
+        assert css.headers["content-type"].startswith("text/css")
+        assert "body" in css.text
 
 
 def test_readyz_reports_unapplied_migrations(project: Path, env: dict[str, str]) -> None:

@@ -271,7 +271,6 @@ SOURCE = Source(
     python="controller-python",
     python_version="3.11.2",
     python_abi="cpython 3.11",
-    tool_source=Path("/nonexistent/releasebook"),
 )
 LOCK = LockInfo("t", "c", 1, "2026-01-01T12:00:00Z", "release", RELEASE_ID, "a" * 32, 1e9)
 RELEASE = ReleaseInfo(

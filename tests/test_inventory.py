@@ -719,3 +719,12 @@ def test_cli_good_inventory_dry_run_exits_0(cli_project: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "releasebook:" not in done.stderr
     assert done.stdout.startswith("# release plan for good: ")
+
+
+def test_web_preload_is_a_boolean(project: Path) -> None:
+    assert load_environment(write_inventory(project, GOOD).stem, project).hosts[0].web.preload
+    off_file = write_inventory(project, GOOD + "web:\n  preload: false\n")
+    off = load_environment(off_file.stem, project)
+    assert off.hosts[0].web.preload is False
+    file = write_inventory(project, GOOD + "web:\n  preload: 'yes'\n")
+    assert "web.preload: expected" in str(inventory_error(file, project))

@@ -88,6 +88,16 @@ def test_local_release_twice_then_rollback(local_project: tuple[Project, int]) -
     assert all(e["ok"] for e in hosts)
     first = events[0]["release"]
     assert _served(port) == first
+    # The admin is styled: its stylesheet is served, as verify checked.
+    css = httpx.get(
+        f"http://127.0.0.1:{port}/static/admin/css/base.css",
+        headers={"Host": "localhost"},
+        timeout=5,
+    )
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+    verified = next(e for e in hosts if e["step"] == "verify")
+    assert "text/css" in json.dumps(verified), verified
 
     done = project.inv("release", "--env=local")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -75,7 +75,6 @@ def locked(
         python="python3",
         python_version="3.11.2",
         python_abi="cpython 3.11",
-        tool_source=env.root,
     )
     release = ReleaseInfo(
         release_id=RELEASE,

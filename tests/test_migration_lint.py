@@ -31,6 +31,7 @@ from releasebook.gate.report import (
 )
 from releasebook.inventory import Environment, load_inventory
 from releasebook.plan import gate_options
+from releasebook.plan.values import app_option
 from releasebook.quoting import Raw, render_command
 from releasebook.render.readiness import render_readiness
 
@@ -368,7 +369,7 @@ def run_gate(env: Environment, release: Path) -> tuple[subprocess.CompletedProce
             "release_dir": release,
             "launcher": with_env(deploy),
             "settings_module": env.app.settings_module,
-            "wsgi": env.app.wsgi,
+            "app_option": Raw(app_option(env)),
             "min_free_mb": env.min_free_mb,
             "deploy": deploy,
             "gate_options": Raw(gate_options(env, skip=SKIPPED)),
@@ -582,7 +583,7 @@ def test_the_readiness_document_has_the_policy_the_checks_and_the_acknowledgemen
 ) -> None:
     reason = "shelf's blurb | unread"
     env = load(inventory(tmp_path, f"migrations: {{acknowledge: {{shelf.0002_x: {reason!r}}}}}\n"))
-    doc = render_readiness(env, Path(__file__).resolve().parent.parent / "templates")
+    doc = render_readiness(env)
     policy = doc[doc.index("## 3. Migrations") : doc.index("## 4. Health checks")]
     assert "on the migrate host\n`web1`, after the readiness gate" in policy
     for words in ("Expand, then contract", "Long migrations", "releasebook_acknowledge = {"):

@@ -48,8 +48,7 @@ def _fake_source() -> Source:
         "cache": Path("/cache"),
         "python": "/usr/bin/python3",
         "python_version": "3.11.2",
-        "python_abi": "cpython 3.11",
-        "tool_source": Path("/repo"),
+        "python_abi": "cpython 3.11 linux-x86_64",
     }
     names = {f.name for f in dataclasses.fields(Source)}
     return Source(**{k: v for k, v in known.items() if k in names})
@@ -485,3 +484,20 @@ def test_hostile_bind_or_address_is_rejected_or_inert(tmp_path: Path, key: str) 
         return  # rejecting it is a fine answer
     _run_steps(_concrete(env), tmp_path, "setup", "configure")
     assert not canary.exists(), "the inventory value ran as a shell command"
+
+
+def test_gunicorn_preloads_the_app_unless_the_inventory_says_not() -> None:
+    env = load("staging")
+
+    def gunicorn_commands(environment: Environment) -> list[str]:
+        plan = make_plan(environment, "release", "concrete")
+        text = "\n".join(c for w in plan.step("configure").work for c in w.commands)
+        return [line for line in text.splitlines() if "-m gunicorn" in line]
+
+    lines = gunicorn_commands(env)
+    assert lines and all(" --preload " in line for line in lines)
+    hosts = tuple(
+        dataclasses.replace(h, web=dataclasses.replace(h.web, preload=False)) for h in env.hosts
+    )
+    lines = gunicorn_commands(dataclasses.replace(env, hosts=hosts))
+    assert lines and not any("--preload" in line for line in lines)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 import uuid
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from e2e_project import (
-    REPO,
     Project,
     history,
     make_project,
@@ -244,7 +242,6 @@ def test_secrets_never_leak(
     monkeypatch.setenv("RB_E2E_DECLARED", declared)
     (project.root / "secret-token").write_text(from_file + "\n")
     _secretive_inventories(project)
-    shutil.copytree(REPO / "templates", project.root / "templates", dirs_exist_ok=True)
     secrets = [canary, declared, from_file] + [
         line.split("=", 1)[1].strip("'\"")
         for line in env_file.read_text().splitlines()

@@ -76,7 +76,6 @@ def _plan(env: Environment) -> Plan:
         python=sys.executable,
         python_version="3.11.2",
         python_abi="cpython 3.11",
-        tool_source=MAIN,
     )
     release = ReleaseInfo(
         release_id=RELEASE_ID,

@@ -5,5 +5,6 @@ from notes import views as notes_views
 urlpatterns = [
     path("", include("releasebook.django.urls")),
     path("admin/", admin.site.urls),
+    path("notes/count", notes_views.count, name="count"),
     path("", notes_views.index, name="index"),
 ]

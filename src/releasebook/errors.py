@@ -10,6 +10,7 @@ ReleasebookError          (exit 1)
 │   └── LintReportError   (exit 1)  ... nor is its migration lint's part
 ├── MigrationStateError   (exit 1)  migration_state.py failed on a host or said nonsense
 ├── ReleaseFailed         (exit 1)  a step failed: nothing live changed, or all rolled back
+├── OperationFailed       (exit 1)  a day-2 command (maintenance, app, doctor) failed on a host
 ├── RollbackFailed        (exit 3)  restoring the previous release failed: hosts need attention
 └── LockHeld              (exit 4)  another run holds the environment lock; nothing changed
 
@@ -62,6 +63,12 @@ class MigrationStateError(ReleasebookError):
 
 
 class ReleaseFailed(ReleasebookError):
+    exit_code = 1
+
+
+class OperationFailed(ReleasebookError):
+    """A day-2 command (maintenance, app, doctor) failed on a host; the message names it."""
+
     exit_code = 1
 
 

@@ -37,6 +37,11 @@ MIDDLEWARE = [
     # First, so every response (SSL redirects included) carries the id and is logged.
     "releasebook.django.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the collected static files from the app itself, where no nginx does; before
+    # maintenance mode, so the maintenance page and verify still get them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # While shared/maintenance exists: 503 with Retry-After; /healthz stays 200.
+    "releasebook.django.middleware.MaintenanceMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,6 +105,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(
         BASE_DIR / env_str("CELERY_BROKER_FOLDER", "var/celery-broker")
     )
+# The worker logs through LOGGING below, so its lines carry request ids as the web's do.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_BEAT_SCHEDULE = {
     "count-notes": {"task": "notes.tasks.count_notes", "schedule": 300.0},
 }

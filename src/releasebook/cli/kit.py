@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import yaml
 from invoke.exceptions import Exit
 
 from releasebook.cli.output import ConsoleReporter, Fanout, JsonReporter
@@ -48,6 +49,24 @@ def project_root() -> Path:
 
 def environments(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / "inventories").glob("*.yml"))
+
+
+def default_env(root: Path) -> str:
+    """The environment when ``--env`` is not given: RELEASEBOOK_ENV, else ``env`` in the
+    project's ``releasebook.yaml`` (``releasebook init`` writes it), else none."""
+    if os.environ.get("RELEASEBOOK_ENV"):
+        return os.environ["RELEASEBOOK_ENV"]
+    config = root / "releasebook.yaml"
+    if not config.is_file():
+        return ""
+    try:
+        data = yaml.safe_load(config.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{config}: not valid YAML: {exc}") from None
+    value = data.get("env", "") if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise UsageError(f"{config}: env: expected an environment name")
+    return value
 
 
 class Session:
@@ -133,6 +152,7 @@ class Session:
     def load(self, env: str) -> Environment:
         root = project_root()
         names = ", ".join(environments(root)) or "none yet"
+        env = env or default_env(root)
         if not env:
             raise UsageError(f"--env is required; the environments are: {names}")
         if not ENV_NAME.fullmatch(env):

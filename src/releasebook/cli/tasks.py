@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import json as jsonlib
 import secrets
-from collections.abc import Callable, Sequence
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from releasebook.cli.backups import BACKUP_TASKS
+from releasebook.cli.init import init
 from releasebook.cli.kit import environments, project_root, session
 from releasebook.cli.limits import HOSTS_HELP, ROLES_HELP, LimitedTask, limit_hosts
 from releasebook.cli.local_checks import local_checks
+from releasebook.cli.ops import OPS_TASKS, app
+from releasebook.cli.plan_print import print_plan
+from releasebook.cli.provision import provision
 from releasebook.cli.safety import SAFETY_TASKS
-from releasebook.deploy.release import PREFLIGHT_STEPS
+from releasebook.deploy.ops import status as ops_status
+from releasebook.deploy.release import PREFLIGHT_STEPS, UNMAINTAINED_STEPS
 from releasebook.deploy.release import release as release_run
 from releasebook.deploy.rollback import rollback as rollback_run
 from releasebook.deploy.running import lock_info_for
-from releasebook.deploy.status import status as read_status
 from releasebook.errors import UsageError
 from releasebook.gate.command import validate_skips
 from releasebook.inventory import Environment, load_environment
@@ -35,54 +39,8 @@ from releasebook.plan.facts import HostFacts
 from releasebook.plan.model import Plan
 from releasebook.plan.schedule import parse_batch_size
 from releasebook.plan.source import find_source, new_release
+from releasebook.render.ansible import render_playbooks
 from releasebook.render.runbook import render_all
-
-
-def print_plan(plan: Plan, out: Callable[[str], None], checked: Sequence[str] = ()) -> None:
-    """Every step, target and command of ``plan``, and the frame each host script runs
-    in, shown once; then what was checked on this machine, as a summary."""
-    env = plan.environment
-    action = next(iter(plan.frames.values())).action if plan.frames else plan.kind
-    out(f"# {action} plan for {env.name}: {plan.release_id} (dry run)")
-    out(
-        "\n## How each host runs its steps\n"
-        "Each host's consecutive steps run as one script in this frame: the host's step "
-        "lock held, the fence first, then for each step its start marker, its commands "
-        "under its time limit, and a journal line."
-    )
-    if plan.frames:
-        host, frame = next(iter(plan.frames.items()))
-        out(f"### {host} (the others alike)")
-        out(frame.script([("STEP", ("COMMANDS OF THE STEP",), 600)]).rstrip("\n"))
-    for planned in plan.steps:
-        out(f"\n## {planned.number}. {planned.step.name}: {planned.step.title}")
-        for work in planned.work:
-            out(f"### {work.target}  (time limit {work.timeout:g}s)")
-            if work.probe is not None:
-                p = work.probe
-                out(
-                    f"GET {p.url}  Host: {p.host_header}  X-Forwarded-Proto: {p.forwarded_proto}"
-                    f"  expect release {p.expect_release} within {p.deadline:g}s"
-                )
-            for upload in work.uploads:
-                skip = f"  (skipped when: {upload.skip_if})" if upload.skip_if else ""
-                out(f"put {upload.local} -> {upload.remote}{skip}")
-            for command in work.commands + work.verify:
-                out(command)
-            if work.undo:
-                out("# undo:")
-                for command in work.undo:
-                    out(command)
-    hosts = len(env.hosts)
-    if checked:
-        out("\n## Checked on this machine")
-        for line in checked:
-            out(f"ok: {line}")
-    out(
-        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
-        f"{len(checked)} local check(s) passed (the secrets are readable); the hosts' own "
-        "checks run in the real run's preflight step; nothing was contacted or changed"
-    )
 
 
 def _skips(skip: list[str], reason: str) -> dict[str, str]:
@@ -136,6 +94,8 @@ REF_HELP = "the git ref (commit, tag, branch) to release; default HEAD"
         "skip": SKIP_HELP,
         "reason": REASON_HELP,
         "wait": WAIT_HELP,
+        "maintenance": "run the migrations in maintenance mode: web hosts answer 503 from "
+        "before migrate until the new release is verified",
     },
 )
 def release(
@@ -148,6 +108,7 @@ def release(
     skip: list[str] | None = None,
     reason: str = "",
     wait: float = 0,
+    maintenance: bool = False,
     ref: str = "",
     hosts: str = "",
     roles: str = "",
@@ -162,7 +123,8 @@ def release(
             s.masker.add(read_secrets(environment.env_file.secrets, environment.root).values())
             if limited:
                 s.print(limited)
-            print_plan(_dry_plan(environment, "release", None, ref or "HEAD"), s.print, checked)
+            steps = None if maintenance else UNMAINTAINED_STEPS
+            print_plan(_dry_plan(environment, "release", steps, ref or "HEAD"), s.print, checked)
             return
         lock_wait = _lock_wait(wait)
         reporter = s.reporter(json, verbose=verbose)
@@ -175,6 +137,7 @@ def release(
             batch_size=batch,
             skips=skips,
             lock_wait=lock_wait,
+            maintenance=maintenance,
             ref=ref or "HEAD",
         )
         web = environment.hosts_with("web")
@@ -285,7 +248,7 @@ def rollback(
 
 @task(
     help={
-        "render": "write runbooks/<env>/*.md from the step definitions",
+        "render": "write runbooks/<env>/*.md and playbooks/<env>/*.yml from the step definitions",
         "env": "only this environment (default: every inventory)",
         "check": "exit 1 naming the files when the committed runbooks are out of date",
     }
@@ -300,7 +263,12 @@ def runbook(c: Context, render: bool = False, env: str = "", check: bool = False
         stale: list[str] = []
         for name in names:
             environment = s.load(name) if env else load_environment(name, root)
-            for path, text in render_all(environment, find_source(environment)).items():
+            source = find_source(environment)
+            documents = {
+                **render_all(environment, source),
+                **render_playbooks(environment, source),  # playbooks/<env>/: Ansible
+            }
+            for path, text in documents.items():
                 current = path.read_text(encoding="utf-8") if path.is_file() else None
                 if current == text:
                     continue
@@ -343,14 +311,17 @@ def _state_json(facts: HostFacts) -> dict[str, object]:
     },
 )
 def status(c: Context, env: str = "", json: bool = False, hosts: str = "", roles: str = "") -> None:
-    """Show each host's live release, the releases kept, its lock and last outcome.
-
-    Also the steps the last run completed; warns when hosts differ."""
+    """Show each host's live release, the releases kept, a held or stale lock, the last
+    outcome and the steps the last run completed, whether its processes are up and its
+    /readyz answers; warn when hosts differ."""
     with session() as s:
         environment, _ = limit_hosts(s.load(env), hosts, roles)
-        states = read_status(environment, s.masker)
+        states, up = ops_status(environment, s.masker)
         if json:
-            s.print(jsonlib.dumps({n: _state_json(f) for n, f in states.items()}, sort_keys=True))
+            report = {n: _state_json(f) for n, f in states.items()}
+            for row in up:
+                report[row.host][row.check] = {"ok": row.ok, "detail": row.detail}
+            s.print(jsonlib.dumps(report, sort_keys=True))
             return
         live = {state.current for state in states.values()}
         if len(live) > 1:
@@ -361,6 +332,11 @@ def status(c: Context, env: str = "", json: bool = False, hosts: str = "", roles
         for name, facts in states.items():
             for line in _status_lines(name, facts):
                 s.print(line)
+            for row in up:
+                if row.host == name:
+                    state = "up" if row.ok else "DOWN"
+                    detail = row.detail.replace("\n", "; ")
+                    s.print(f"  {row.check}: {state}: {detail}")
 
 
 def _status_lines(name: str, facts: HostFacts) -> list[str]:
@@ -393,4 +369,16 @@ def _status_lines(name: str, facts: HostFacts) -> list[str]:
     return lines
 
 
-namespace = Collection(release, rollback, runbook, status, preflight, *SAFETY_TASKS)
+namespace = Collection(
+    release,
+    rollback,
+    runbook,
+    status,
+    preflight,
+    provision,
+    init,
+    *SAFETY_TASKS,
+    *OPS_TASKS,
+    *BACKUP_TASKS,
+)
+namespace.add_collection(app)

@@ -94,6 +94,7 @@ def _notes(record: Mapping[str, Any], steps: bool) -> list[str]:
     reason = str(record.get("reason") or "").strip()
     if reason:
         notes.append("reason: " + reason.splitlines()[0])
+    notes.extend(_backup_notes(record))
     holder = record.get("holder")
     if isinstance(holder, dict):
         notes.append(
@@ -101,6 +102,20 @@ def _notes(record: Mapping[str, Any], steps: bool) -> list[str]:
             f"(pid {holder.get('pid')}, `{holder.get('command')}` of {holder.get('release')}, "
             f"since {holder.get('started')})"
         )
+    return notes
+
+
+def _backup_notes(record: Mapping[str, Any]) -> list[str]:
+    """A backup's name (of ``inv backup`` or one a release took), a restore's duration."""
+    notes = []
+    backup = record.get("backup")
+    if isinstance(backup, dict):
+        if backup.get("name"):
+            notes.append(f"backup: {backup['name']}")
+        elif backup.get("skipped"):
+            notes.append(f"no backup: {backup['skipped']}")
+    if isinstance(record.get("restore_seconds"), int | float):
+        notes.append(f"restore took {_seconds(record['restore_seconds'])}")
     return notes
 
 

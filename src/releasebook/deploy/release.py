@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from releasebook.deploy.backup_report import backup_report
 from releasebook.deploy.connection import (
     Opener,
     Record,
@@ -57,11 +58,14 @@ from releasebook.masking import Masker
 from releasebook.plan.build import Run, build_plan, render_step
 from releasebook.plan.model import CONTROLLER, Plan, PlannedStep, ReleaseInfo, Source
 from releasebook.plan.schedule import plan_groups
-from releasebook.plan.source import find_source, new_release
+from releasebook.plan.source import find_source, for_hosts, new_release
 from releasebook.runbooks.bookkeeping import RECORD, LockInfo
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_STEPS
 from releasebook.runbooks.release import RELEASE
 
 PREFLIGHT_STEPS = (*RELEASE.step_names[: RELEASE.step_names.index("gate") + 1], "record", "unlock")
+# Without --maintenance a release has no maintenance steps.
+UNMAINTAINED_STEPS = tuple(n for n in RELEASE.step_names if n not in RELEASE_MAINTENANCE_STEPS)
 ROLLBACK_STEPS = ("retire", "switch", "restart_web", "restart_workers", "verify")
 
 
@@ -76,25 +80,27 @@ def release(
     stop_after: str | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
+    maintenance: bool = False,
     ref: str = "HEAD",
 ) -> ReleaseInfo:
     """Release ``ref`` (HEAD by default). ``skips`` maps readiness check ids to why they
     are skipped (recorded).
     ``stop_after="gate"`` is a preflight: the candidate is removed again once the gate
-    passed; a ``ReleaseFailed`` is raised if anything failed."""
-    source = source or find_source(env)
-    info = new_release(env, source, reporter.message, ref=ref)
+    passed; a ``ReleaseFailed`` is raised if anything failed. ``maintenance``: the web
+    hosts answer 503 from before ``migrate`` until the new release is verified."""
+    built: Source = source or find_source(env)
+    info = new_release(env, built, reporter.message, ref=ref)
     started = time.monotonic()
     command = "preflight" if stop_after else "release"
     marker = secrets.token_hex(8)
-    steps = PREFLIGHT_STEPS if stop_after else None
+    steps = PREFLIGHT_STEPS if stop_after else (None if maintenance else UNMAINTAINED_STEPS)
 
     def plan_with(lock: LockInfo, held: HeldLock | None = None) -> Plan:
         facts = held.facts if held is not None else None
         return build_plan(
             env,
             "release",
-            source=source,
+            source=built,
             run=Run(release=info, lock=lock, marker=marker, action=command, facts=facts),
             previous={h: f.current for h, f in facts.items() if f.current} if facts else None,
             gate_skips=list(skips or {}),
@@ -108,6 +114,9 @@ def release(
     ):
         reporter.plan_started(plan_with(lock))
         with environment_lock(plan_with, lock, transports, reporter, wait=lock_wait) as held:
+            # The wheels are for the hosts' Python, as the lock step's probe found it.
+            pythons = {h: f.python for h, f in held.facts.items() if f.python is not None}
+            built, info = for_hosts(env, built, info, pythons)
             plan = plan_with(held.info, held)
             previous = {h: f.current for h, f in held.facts.items() if f.current}
             going = _Release(
@@ -115,7 +124,7 @@ def release(
                 runner=Runner(env, transports, reporter, plan.frames),
                 masker=masker,
                 info=info,
-                source=source,
+                source=built,
                 held=held,
                 marker=marker,
                 previous=previous,
@@ -233,6 +242,9 @@ class _Release:
             failed = [o for o in outcomes if o.target in blocking] or failed
         if name == "migrate" and not failed:
             self.base["migrations"] = self._schema_left(outcomes)
+        if name == "backup" and not failed:
+            self.base["backup"], line = backup_report(outcomes)
+            self.reporter.message(line)
         action = decide(
             name, planned.step.phase, failed, live=self.live, stop_after=self.stop_after
         )
@@ -402,6 +414,9 @@ class _Release:
         self.reporter.plan_started(plan)
         undo = Runner(env, self.runner.transports, self.reporter, plan.frames)
         failed = run_until_failure(plan, undo, self.batch_size)
+        if not failed and self.plan.has("maintenance_off"):
+            # The release it went back to is verified: it serves again (--maintenance).
+            self.runner.run([self.plan.step("maintenance_off")])
         outcome = "rolled_back" if not failed else "rollback_failed"
         # The automatic rollback is a run of its own in the history, as `inv rollback` is;
         # the release's record, written last, ends the run's story.

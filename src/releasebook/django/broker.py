@@ -28,8 +28,32 @@ def broker_url() -> str | None:
     return url.split(";")[0].strip()
 
 
+def celery_transport(url: str) -> str | None:
+    """Import the Celery transport the app's workers use for ``url`` (kombu's), as a
+    worker does when it starts: a dependency it lacks fails here, not only in the worker.
+    Its module name; None when kombu is not installed (the app has no Celery)."""
+    try:
+        from kombu.transport import resolve_transport
+    except ImportError:
+        return None
+    scheme = url.partition("://")[0].lower()
+    try:
+        transport = resolve_transport(scheme)
+    except KeyError:
+        raise ValueError(f"kombu has no transport for {scheme}://") from None
+    return getattr(transport, "__module__", str(transport))
+
+
 def check_broker(url: str, timeout: float) -> Outcome:
     scheme = url.partition("://")[0].lower()
+    transport = celery_transport(url)
+    outcome = _reach_broker(url, scheme, timeout)
+    if transport is None or not outcome.ok:
+        return outcome
+    return Outcome(outcome.ok, f"{outcome.message}; Celery's {transport} loads", outcome.extra)
+
+
+def _reach_broker(url: str, scheme: str, timeout: float) -> Outcome:
     if scheme in {"redis", "rediss"}:
         return _ping_redis(url, timeout)
     if scheme == "filesystem":

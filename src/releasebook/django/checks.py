@@ -11,6 +11,8 @@ Each check has RELEASEBOOK_CHECK_TIMEOUT seconds (default 3), or its own entry i
 RELEASEBOOK_CHECK_TIMEOUTS, e.g. ``{"broker": 1.5}``.
 """
 
+import contextlib
+import importlib
 import os
 import re
 import uuid
@@ -22,8 +24,10 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
+from django.db.utils import load_backend
+from django.utils.module_loading import import_string
 
-from .broker import broker_url, check_broker
+from .broker import broker_url, celery_transport, check_broker
 from .runner import Check, Outcome
 
 DEFAULT_TIMEOUT = 3.0
@@ -52,6 +56,32 @@ def readiness_checks() -> list[Check]:
         timeout = check_timeout("broker")
         checks.append(Check("broker", partial(check_broker, url, timeout), timeout))
     return checks
+
+
+def warm_up() -> None:
+    """Import, once and in one thread, what the checks' client libraries import. Checks
+    run in threads, and a client imported by two of them at once can deadlock or be
+    seen half-initialized (redis's, for one), failing a fresh process's first requests.
+    Errors are left to the checks, which report them."""
+    for config in settings.DATABASES.values():
+        with contextlib.suppress(Exception):
+            load_backend(config.get("ENGINE", ""))
+    modules = []
+    for config in settings.CACHES.values():
+        backend = str(config.get("BACKEND", ""))
+        with contextlib.suppress(Exception):
+            import_string(backend)
+        if "redis" in backend.lower():
+            modules.append("redis")
+    url = broker_url()
+    if url:
+        if url.partition("://")[0].lower() in {"redis", "rediss"}:
+            modules.append("redis")
+        with contextlib.suppress(Exception):
+            celery_transport(url)
+    for module in modules:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
 
 
 def env_check(names: Iterable[str]) -> Check:

@@ -1,15 +1,19 @@
-"""Request ids and the access log. Put RequestIdMiddleware first in MIDDLEWARE so every
-response (redirects and errors included) carries the id and is logged."""
+"""Request ids and the access log, and maintenance mode. Put RequestIdMiddleware first in
+MIDDLEWARE so every response (redirects and errors included) carries the id and is logged,
+and MaintenanceMiddleware right after it."""
 
 import logging
 import time
 from collections.abc import Callable
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
 from django.utils.encoding import escape_uri_path
+from django.utils.html import escape
 
-from .requestid import HEADER, accept_request_id, set_request_id
+from .maintenance import in_maintenance, retry_after
+from .requestid import HEADER, accept_request_id, get_request_id, set_request_id
 
 access_logger = logging.getLogger("releasebook.access")
 
@@ -75,3 +79,43 @@ def _user_id(request: HttpRequest) -> str:
     except Exception:  # the session or user store is down; the request is logged anyway
         return "-"
     return "-"
+
+
+# The probes answer for themselves: /healthz stays live, /readyz says "maintenance".
+PROBES = frozenset({"releasebook:healthz", "releasebook:readyz"})
+MAINTENANCE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Down for maintenance</title></head>
+<body><h1>Down for maintenance</h1>
+<p>We are working on the site and will be back shortly. Please try again in a few minutes.</p>
+<p><small>request id: {request_id}</small></p></body></html>
+"""
+
+
+class MaintenanceMiddleware:
+    """While the maintenance flag file exists (see ``maintenance``), every request except
+    the health probes gets a small 503 page with ``Retry-After``."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if not in_maintenance() or _is_probe(request):
+            return self.get_response(request)
+        response = HttpResponse(
+            MAINTENANCE_PAGE.format(request_id=escape(get_request_id() or "-")),
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+        response["Retry-After"] = str(retry_after())
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _is_probe(request: HttpRequest) -> bool:
+    try:
+        return resolve(request.path_info).view_name in PROBES
+    except Resolver404:
+        return False

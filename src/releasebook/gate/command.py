@@ -21,14 +21,18 @@ GATE_IN_RELEASE = ".releasebook/gate.py"
 # The migration state script ships next to the gate (the build copies both).
 MIGRATION_STATE_SOURCE = Path(__file__).with_name("migration_state.py")
 MIGRATION_STATE_IN_RELEASE = ".releasebook/migration_state.py"
+# The database backup helper (backup, restore, restore drill) ships with them too.
+DB_BACKUP_SOURCE = Path(__file__).with_name("db_backup.py")
+DB_BACKUP_IN_RELEASE = ".releasebook/db_backup.py"
 # What the build copies into the artifact's .releasebook/.
-GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE)
+GATE_FILES = (GATE_SOURCE, MIGRATION_STATE_SOURCE, DB_BACKUP_SOURCE)
 
-# Placeholders are releasebook.plan host values, except {gate_options} (gate_options()).
+# Placeholders are releasebook.plan host values, except {gate_options} (gate_options());
+# {app_option} is `--wsgi MODULE:CALLABLE` or, for an ASGI app, `--asgi MODULE:CALLABLE`.
 GATE_COMMAND = (
     "cd {release_dir} && {launcher} venv/bin/python "
     + GATE_IN_RELEASE
-    + " --json --expect-settings {settings_module} --wsgi {wsgi}"
+    + " --json --expect-settings {settings_module} {app_option}"
     " --min-free-mb {min_free_mb} --deploy-path {deploy}{gate_options}"
 )
 

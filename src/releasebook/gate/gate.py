@@ -8,6 +8,7 @@ release's own interpreter, settings and environment::
     cd <release_dir> && <with-env launcher> venv/bin/python .releasebook/gate.py --json \\
         --expect-settings config.settings.prod --require DJANGO_SECRET_KEY ... \\
         --min-free-mb 1024 --deploy-path /srv/app [--skip RB-XXX-000 ...] \\
+        [--wsgi MODULE:CALLABLE | --asgi MODULE:CALLABLE] \\
         [--acknowledge app.0003_drop_x=REASON ...]
 
 Every check runs in its own daemon thread bounded by its own timeout, so a database or
@@ -92,6 +93,10 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     ("RB-CELERY-001", "Celery broker reachable", "error"),
     ("RB-DISK-001", "Free disk space", "error"),
     ("RB-WEB-001", "gunicorn loads the app", "error"),
+    ("RB-ASGI-001", "ASGI application imports", "error"),
+    ("RB-ASGI-002", "Channel layer is not in-memory", "error"),
+    ("RB-ASGI-003", "Channel layer answers", "error"),
+    ("RB-ASGI-004", "WebSocket routes validate the Origin", "error"),
 )
 
 SETUP_ID = "RB-ENV-003"
@@ -115,6 +120,7 @@ class Ctx:
     min_free_mb: int
     deploy_path: Path
     wsgi: str | None
+    asgi: str | None = None
     django_ready: bool = False
     pending: list[str] = field(default_factory=list)
     # migration -> why it is acknowledged (--acknowledge, from the inventory)
@@ -502,7 +508,7 @@ def check_error_pages(ctx: Ctx, timeout: float) -> Outcome:
     hosts = [h for h in _setting("ALLOWED_HOSTS", []) if h and h != "*"]
     host = hosts[0].lstrip(".") if hosts else "localhost"
     request = RequestFactory().get("/releasebook-gate-probe-missing", HTTP_HOST=host)
-    with override_settings(DEBUG=False):
+    with override_settings(DEBUG=False, **_storage_before_collectstatic()):
         not_found = defaults.page_not_found(request, Http404("releasebook gate probe"))
         error = defaults.server_error(request)
     problems = []
@@ -515,6 +521,25 @@ def check_error_pages(ctx: Ctx, timeout: float) -> Outcome:
     if problems:
         return False, "; ".join(problems)
     return True, "404.html and 500.html render with DEBUG off"
+
+
+def _storage_before_collectstatic() -> dict[str, Any]:
+    """Settings to render pages with before collectstatic has run: a manifest storage
+    (hashed names) has no manifest yet, so its URLs are rendered unhashed instead of
+    failing; once collectstatic writes the manifest, the pages use the real storage."""
+    from django.contrib.staticfiles.storage import staticfiles_storage
+
+    read_manifest = getattr(staticfiles_storage, "read_manifest", None)
+    if read_manifest is None:
+        return {}
+    try:
+        if read_manifest() is not None:
+            return {}
+    except Exception:  # noqa: S110 - an unreadable manifest: render as if there is none
+        pass
+    storages = dict(_setting("STORAGES", {}))
+    storages["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    return {"STORAGES": storages}
 
 
 def check_static_root(ctx: Ctx, timeout: float) -> Outcome:
@@ -1405,12 +1430,17 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
 
     if importlib.util.find_spec("gunicorn") is None:
         return True, "not applicable: gunicorn is not installed in this interpreter"
-    target = _wsgi_target(ctx)
+    target = ctx.asgi or _wsgi_target(ctx)
     if target is None:
         return False, "no WSGI application: pass --wsgi module:callable or set WSGI_APPLICATION"
+    # An ASGI app is loaded by the worker class that serves it.
+    worker = ["--worker-class", ASGI_WORKER_CLASS] if ctx.asgi else []
+    if worker and importlib.util.find_spec(ASGI_WORKER_CLASS.partition(".")[0]) is None:
+        missing = f"{ASGI_WORKER_CLASS} is not installed"
+        return False, f"{missing}: add uvicorn-worker to the requirements"
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "gunicorn", "--check-config", target],
+            [sys.executable, "-m", "gunicorn", "--check-config", *worker, target],
             cwd=ctx.project,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
             capture_output=True,
@@ -1425,7 +1455,166 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
         return False, f"gunicorn --check-config {target} exited {done.returncode}: " + (
             lines[-1][:300] if lines else "no output"
         )
-    return True, f"gunicorn --check-config {target} loaded the app"
+    return True, f"gunicorn --check-config {' '.join([*worker, target])} loaded the app"
+
+
+# --- ASGI and Channels ------------------------------------------------------------
+
+# Must equal releasebook.runbooks.processes.ASGI_WORKER_CLASS (the tests keep them equal).
+ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+WRAPPED = ("inner", "application", "app")  # where ASGI middleware keep what they wrap
+
+
+def _channels_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("channels") is not None
+
+
+def _asgi_app(ctx: Ctx) -> Any:
+    import importlib
+
+    module_name, _, name = str(ctx.asgi).partition(":")
+    project = str(ctx.project)
+    if project not in sys.path:
+        sys.path.insert(0, project)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise Fail(f"importing {module_name}: {_describe(exc)}") from None
+    app = getattr(module, name, None)
+    if app is None:
+        raise Fail(f"{module_name} has no attribute {name!r}")
+    return app
+
+
+def check_asgi_app(ctx: Ctx, timeout: float) -> Outcome:
+    if not ctx.asgi:
+        return True, "not applicable: not an ASGI app (no --asgi)"
+    app = _asgi_app(ctx)
+    if not callable(app):
+        return False, f"{ctx.asgi} is a {type(app).__name__}, not an ASGI callable"
+    return True, f"{ctx.asgi} imports ({type(app).__name__})"
+
+
+def _layers() -> dict[str, Any]:
+    layers = _setting("CHANNEL_LAYERS", None) or {}
+    if not isinstance(layers, dict):
+        raise Fail(f"CHANNEL_LAYERS is a {type(layers).__name__}, expected a dict")
+    return layers
+
+
+def check_channel_layer_kind(ctx: Ctx, timeout: float) -> Outcome:
+    if not ctx.asgi or not _channels_installed():
+        return True, "not applicable: no ASGI app with Channels installed"
+    layers = _layers()
+    if not layers:
+        return True, "no CHANNEL_LAYERS configured: consumers cannot use groups"
+    in_memory = [
+        alias for alias, spec in layers.items() if str(spec.get("BACKEND", "")) == IN_MEMORY_LAYER
+    ]
+    if in_memory:
+        return False, (
+            f"CHANNEL_LAYERS {', '.join(map(repr, in_memory))}: InMemoryChannelLayer keeps "
+            "messages in one process, so consumers in other workers and hosts never see them; "
+            "use "
+            "channels_redis.core.RedisChannelLayer"
+        )
+    return True, "; ".join(f"{alias}: {spec.get('BACKEND')}" for alias, spec in layers.items())
+
+
+def _round_trip(alias: str, budget: float) -> str:
+    import asyncio
+
+    from channels.layers import channel_layers
+
+    layer = channel_layers[alias]
+    kind = f"{type(layer).__module__}.{type(layer).__name__}"
+
+    async def trip() -> None:
+        try:
+            channel = await layer.new_channel("releasebook-gate.")
+            payload = uuid.uuid4().hex
+            await layer.send(channel, {"type": "releasebook.gate", "payload": payload})
+            message = await layer.receive(channel)
+            if message.get("payload") != payload:
+                raise Fail(f"{alias} ({kind}): received another message than the one sent")
+        finally:
+            close = getattr(layer, "close_pools", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    started = time.monotonic()
+    try:
+        asyncio.run(asyncio.wait_for(trip(), budget))
+    except Fail:
+        raise
+    except TimeoutError:
+        raise Fail(f"{alias} ({kind}): no send/receive round trip within {budget:g}s") from None
+    except Exception as exc:
+        raise Fail(f"{alias} ({kind}): {_describe(exc)}") from None
+    return f"{alias} ({kind}) sent and received a message in {_ms(started)} ms"
+
+
+def check_channel_layer(ctx: Ctx, timeout: float) -> Outcome:
+    if not ctx.asgi or not _channels_installed():
+        return True, "not applicable: no ASGI app with Channels installed"
+    layers = _layers()
+    if not layers:
+        return True, "no CHANNEL_LAYERS configured"
+    budget = max(0.5, timeout * 0.8 / len(layers))
+    return True, "; ".join(_round_trip(alias, budget) for alias in layers)
+
+
+def _validates_origin(node: Any, depth: int = 0) -> bool:
+    from channels.routing import URLRouter
+    from channels.security.websocket import OriginValidator
+
+    if depth > 20:
+        return False
+    if isinstance(node, OriginValidator):
+        return True
+    if isinstance(node, URLRouter):
+        routes = list(getattr(node, "routes", []))
+        return bool(routes) and all(
+            _validates_origin(route.callback, depth + 1) for route in routes
+        )
+    for attr in WRAPPED:
+        inner = getattr(node, attr, None)
+        if inner is not None and inner is not node:
+            return _validates_origin(inner, depth + 1)
+    return False
+
+
+def _protocol_router(node: Any) -> Any:
+    from channels.routing import ProtocolTypeRouter
+
+    for _ in range(20):
+        if isinstance(node, ProtocolTypeRouter):
+            return node
+        node = next((getattr(node, a) for a in WRAPPED if getattr(node, a, None)), None)
+        if node is None:
+            return None
+    return None
+
+
+def check_websocket_origin(ctx: Ctx, timeout: float) -> Outcome:
+    if not ctx.asgi or not _channels_installed():
+        return True, "not applicable: no ASGI app with Channels installed"
+    router = _protocol_router(_asgi_app(ctx))
+    if router is None:
+        return True, f"{ctx.asgi} is not a Channels ProtocolTypeRouter: no WebSocket routes"
+    websocket = router.application_mapping.get("websocket")
+    if websocket is None:
+        return True, "the ProtocolTypeRouter routes no websocket protocol"
+    if not _validates_origin(websocket):
+        return False, (
+            "the websocket router is not wrapped in AllowedHostsOriginValidator or "
+            "OriginValidator: any site could open WebSockets with your users' cookies"
+        )
+    return True, "the websocket router is wrapped in an OriginValidator"
 
 
 # --- running ----------------------------------------------------------------------
@@ -1465,6 +1654,10 @@ RUNNERS: dict[str, tuple[CheckFn, float, bool]] = {
     "RB-CELERY-001": (check_broker, 10, True),
     "RB-DISK-001": (check_disk, 5, False),
     "RB-WEB-001": (check_gunicorn, 60, False),
+    "RB-ASGI-001": (check_asgi_app, 30, True),
+    "RB-ASGI-002": (check_channel_layer_kind, 5, True),
+    "RB-ASGI-003": (check_channel_layer, 10, True),
+    "RB-ASGI-004": (check_websocket_origin, 30, True),
 }
 
 
@@ -1577,6 +1770,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deploy-path", type=Path, metavar="PATH")
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="PATH")
     parser.add_argument("--wsgi", metavar="MODULE:CALLABLE")
+    parser.add_argument("--asgi", metavar="MODULE:CALLABLE", help="an ASGI app (with uvicorn)")
     parser.add_argument(
         "--timeout", action="append", default=[], type=_timeout_override, metavar="ID=SECONDS"
     )
@@ -1610,6 +1804,7 @@ def run_gate(args: argparse.Namespace) -> dict[str, Any]:
         min_free_mb=args.min_free_mb,
         deploy_path=(args.deploy_path or project).absolute(),
         wsgi=args.wsgi,
+        asgi=args.asgi,
         acknowledged=dict(args.acknowledge),
     )
     timeouts = {check_id: spec[1] for check_id, spec in RUNNERS.items()} | dict(args.timeout)

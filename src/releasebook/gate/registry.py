@@ -352,6 +352,46 @@ CHECKS: tuple[CheckSpec, ...] = (
         "(when gunicorn is installed).",
         "Fix the import or configuration error gunicorn reports for the WSGI module.",
     ),
+    _spec(
+        "RB-ASGI-001",
+        "ASGI application imports",
+        "36.9",
+        "error",
+        "For an ASGI app (`app.asgi`), the module imports with the release's settings and "
+        "names a callable; RB-WEB-001 then loads it with the uvicorn worker class.",
+        "Fix the import error reported for the ASGI module, or point app.asgi at the "
+        "application (e.g. config.asgi:application).",
+    ),
+    _spec(
+        "RB-ASGI-002",
+        "Channel layer is not in-memory",
+        "36.9",
+        "error",
+        "With Channels installed, no CHANNEL_LAYERS alias uses InMemoryChannelLayer, whose "
+        "messages never leave one process (other workers and hosts never see them).",
+        "Use channels_redis.core.RedisChannelLayer with the Redis every web host shares.",
+    ),
+    _spec(
+        "RB-ASGI-003",
+        "Channel layer answers",
+        "36.9",
+        "error",
+        "With Channels installed, each CHANNEL_LAYERS alias sends a message to a new channel "
+        "and receives it back within the timeout.",
+        "Check the layer's CONFIG hosts (e.g. REDIS_URL) and that its Redis is running and "
+        "reachable from this host.",
+    ),
+    _spec(
+        "RB-ASGI-004",
+        "WebSocket routes validate the Origin",
+        "36.9",
+        "error",
+        "With Channels installed, the websocket entry of the ProtocolTypeRouter is wrapped "
+        "(through any middleware) in AllowedHostsOriginValidator or OriginValidator, or every "
+        "route of its URLRouter is.",
+        "Wrap the websocket router: "
+        '`"websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(...)))`.',
+    ),
 )
 
 BY_ID: dict[str, CheckSpec] = {spec.id: spec for spec in CHECKS}

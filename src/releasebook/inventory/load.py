@@ -15,6 +15,7 @@ from typing import Any
 
 from releasebook.errors import InventoryError
 from releasebook.gate.registry import unknown_ids
+from releasebook.inventory.backups import parse_backup
 from releasebook.inventory.hops import parse_hops
 from releasebook.inventory.migrations import parse_migrations
 from releasebook.inventory.model import (
@@ -144,7 +145,7 @@ def _port(value: Any) -> str | None:
 # --- the inventory ----------------------------------------------------------------
 
 _SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout", "gateway")
-_WEB_KEYS = ("port", "workers", "timeout")
+_WEB_KEYS = ("port", "workers", "timeout", "preload", "graceful_timeout")
 _WORKER_KEYS = ("concurrency", "stop_timeout")
 _LAYERED = ("ssh", "web", "worker")
 _HOST_KEYS = ("address", "roles", "transport", "bind", *_LAYERED, "env")
@@ -160,6 +161,8 @@ _TOP_KEYS = (
     "gate",
     "timeouts",
     "migrations",
+    "provision",  # read by releasebook.provision.settings
+    "backup",
     "roles",
     "hosts",
     *_LAYERED,
@@ -168,7 +171,7 @@ _TOP_KEYS = (
 _SSH_DEFAULTS: dict[str, Any] = {"user": "deploy", "port": 22, "connect_timeout": 10}
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "ssh": {},  # applied in _ssh, under what the inventory sets and ~/.ssh/config
-    "web": {"port": 8000, "workers": 2, "timeout": 30},
+    "web": {"port": 8000, "workers": 2, "timeout": 30, "preload": True},
     "worker": {"concurrency": 2, "stop_timeout": 60},
 }
 
@@ -216,7 +219,16 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         raise r.error("deploy.path", "deploy.path: expected an absolute path for ssh hosts")
 
     health_raw = r.mapping(
-        data.get("health"), "health", ("path", "host_header", "timeout", "forwarded_proto")
+        data.get("health"),
+        "health",
+        (
+            "path",
+            "host_header",
+            "timeout",
+            "forwarded_proto",
+            "check_static",
+            "websocket_path",
+        ),
     )
     health = HealthSettings(
         path=r.get(health_raw, "health", "path", str, "/readyz", _absolute_url_path),
@@ -225,7 +237,14 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         forwarded_proto=r.get(
             health_raw, "health", "forwarded_proto", str, "https", _one_of(("https", "http"))
         ),
+        check_static=r.get(health_raw, "health", "check_static", bool, True),
+        websocket_path=r.get(health_raw, "health", "websocket_path", str, None, _absolute_url_path),
     )
+    if health.websocket_path and not app.asgi:
+        raise r.error(
+            "health.websocket_path",
+            "health.websocket_path: WebSockets need an ASGI app; set app.asgi instead of app.wsgi",
+        )
     env_raw = r.mapping(data.get("env"), "env", ("required", "values", "generate", "secrets"))
     env_file = _env_file(r, env_raw)
     _one_source(r, hosts, env_file)
@@ -247,6 +266,7 @@ def load_inventory(file: Path, *, root: Path | None = None) -> Environment:
         gate_skips=_gate_skips(r, data),
         timeouts=_timeouts(r, data),
         migrations=parse_migrations(r, data),
+        backup=parse_backup(r, data),
         **_linked(r, deploy),
         lines=lines,
     )
@@ -308,10 +328,18 @@ def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
     raw = r.mapping(
         data.get("app"),
         "app",
-        ("source", "settings", "wsgi", "requirements", "celery_app", "python"),
+        ("source", "settings", "wsgi", "asgi", "requirements", "celery_app", "python"),
     )
     if "app" not in data:
         raise r.error("", "app: missing; expected a mapping with source, settings and wsgi")
+    given = [key for key in ("wsgi", "asgi") if raw.get(key) is not None]
+    if len(given) != 1:
+        raise r.error(
+            "app.asgi" if len(given) == 2 else "app",
+            "app: expected exactly one of wsgi (a WSGI app served by gunicorn) and asgi "
+            "(an ASGI app served by gunicorn with uvicorn workers), "
+            + ("got both" if given else "got neither"),
+        )
     source = Path(r.get(raw, "app", "source", str))
     if not (root / source / "manage.py").is_file():
         raise r.error(
@@ -323,18 +351,14 @@ def _app(r: _Reader, data: Mapping[str, Any], root: Path) -> AppSettings:
             "app.requirements", f"app.requirements: file not found: {root / source / requirements}"
         )
     dotted = _matches(DOTTED, "expected a dotted Python module path")
+    callable_path = _matches(
+        re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"), "expected 'module.path:callable'"
+    )
     return AppSettings(
         source=source,
         settings_module=r.get(raw, "app", "settings", str, check=dotted),
-        wsgi=r.get(
-            raw,
-            "app",
-            "wsgi",
-            str,
-            check=_matches(
-                re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"), "expected 'module.path:callable'"
-            ),
-        ),
+        wsgi=r.get(raw, "app", "wsgi", str, None, callable_path),
+        asgi=r.get(raw, "app", "asgi", str, None, callable_path),
         requirements=requirements,
         celery_app=r.get(raw, "app", "celery_app", str, None, dotted),
         python=r.get(raw, "app", "python", str, "python3"),
@@ -380,7 +404,13 @@ _LAYER_TYPES: dict[
         "connect_timeout": ((int, float), _positive),
         "gateway": (str, _gateway),
     },
-    "web": {"port": (int, _port), "workers": (int, _positive), "timeout": (int, _positive)},
+    "web": {
+        "port": (int, _port),
+        "workers": (int, _positive),
+        "timeout": (int, _positive),
+        "preload": (bool, None),
+        "graceful_timeout": (int, _positive),
+    },
     "worker": {"concurrency": (int, _positive), "stop_timeout": (int, _positive)},
 }
 
@@ -443,6 +473,10 @@ def _hosts(
             port=r.get(merged["web"], f"{path}.web", "port", int, check=_port),
             workers=r.get(merged["web"], f"{path}.web", "workers", int, check=_positive),
             timeout=r.get(merged["web"], f"{path}.web", "timeout", int, check=_positive),
+            preload=r.get(merged["web"], f"{path}.web", "preload", bool),
+            graceful_timeout=r.get(
+                merged["web"], f"{path}.web", "graceful_timeout", int, None, _positive
+            ),
         )
         worker = WorkerSettings(
             concurrency=r.get(

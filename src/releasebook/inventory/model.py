@@ -26,6 +26,15 @@ class WebSettings:
     port: int
     workers: int
     timeout: int
+    # gunicorn --preload: the master imports the app once and forks booted workers.
+    preload: bool = True
+    # How long a restarting gunicorn master lets requests and open connections (an ASGI
+    # app's WebSockets) finish before its workers are killed; defaults to ``timeout``.
+    graceful_timeout: int | None = None
+
+    @property
+    def drain(self) -> int:
+        return self.timeout if self.graceful_timeout is None else self.graceful_timeout
 
 
 @dataclass(frozen=True)
@@ -56,10 +65,16 @@ class Host:
 class AppSettings:
     source: Path  # relative to the project root
     settings_module: str
-    wsgi: str
+    wsgi: str | None  # exactly one of wsgi and asgi is set
     requirements: str
     celery_app: str | None
     python: str
+    asgi: str | None = None
+
+    @property
+    def server_app(self) -> str:
+        """The application the web servers load: ``module:callable``."""
+        return self.asgi or self.wsgi or ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class HealthSettings:
     host_header: str
     timeout: float
     forwarded_proto: str
+    check_static: bool = True  # verify also fetches one collected CSS file of the release
+    websocket_path: str | None = None  # verify also opens a WebSocket here (ASGI apps)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,18 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """``backup:`` in the inventory. ``dir``: where backups go on the migrate host
+    (relative to the deploy path, or absolute); ``keep``: how many are kept;
+    ``before_migrate``: a backup before ``migrate`` when it has migrations to apply
+    (None: for PostgreSQL only)."""
+
+    dir: str = "shared/backups"
+    keep: int = 7
+    before_migrate: bool | None = None
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     file: Path
@@ -115,6 +144,7 @@ class Environment:
     gate_skips: Mapping[str, str]  # readiness check id -> why this environment skips it
     timeouts: Mapping[str, float] = field(default_factory=dict)  # step name -> seconds
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
     # deploy.linked_dirs / linked_files: paths in each release linked to shared/<path>
     linked_dirs: tuple[str, ...] = ("media",)
     linked_files: tuple[str, ...] = ()

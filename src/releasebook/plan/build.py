@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releasebook.inventory import Environment, Host
+from releasebook.plan.backups import backup_values
 from releasebook.plan.facts import HostFacts
 from releasebook.plan.model import (
     CONTROLLER,
@@ -38,11 +39,19 @@ from releasebook.plan.values import (
 )
 from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
+from releasebook.runbooks.backup import BACKUP_RUNBOOK
 from releasebook.runbooks.model import Cmd, Runbook, Step
 from releasebook.runbooks.release import RELEASE
+from releasebook.runbooks.restore import DRILL_RUNBOOK, RESTORE_RUNBOOK
 from releasebook.runbooks.rollback import ROLLBACK
 
-RUNBOOKS: Mapping[PlanKind, Runbook] = {"release": RELEASE, "rollback": ROLLBACK}
+RUNBOOKS: Mapping[PlanKind, Runbook] = {
+    "release": RELEASE,
+    "rollback": ROLLBACK,
+    "backup": BACKUP_RUNBOOK,
+    "restore": RESTORE_RUNBOOK,
+    "restore_drill": DRILL_RUNBOOK,
+}
 RECORD_PLACEHOLDER = Raw('"${RECORD}"')  # the run's JSON record, filled in when it ends
 
 
@@ -82,6 +91,7 @@ def build_plan(
     gate_skips: Sequence[str] = (),
     steps: Sequence[str] | None = None,
     unapply: Sequence[tuple[str, str]] | None = None,
+    backup: str | None = None,
 ) -> Plan:
     """A plan for a run (``run`` given) or for the runbook (``run`` None).
 
@@ -90,7 +100,8 @@ def build_plan(
     one are taken out of service (``retire``). ``steps`` limits the plan to those steps
     (an automatic rollback runs inside the release's lock and record). ``unapply``: the
     (app, target migration) pairs a rollback with ``--migrate`` migrates back to, as its
-    schema step found them.
+    schema step found them. ``backup``: the backup a restore restores (in the runbook,
+    the operator's ``"${BACKUP}"``).
     """
     runbook = RUNBOOKS[kind]
     release = run.release if run is not None else None
@@ -108,7 +119,11 @@ def build_plan(
         else Ids.symbolic()
     )
     base = env.root if release is not None else None
-    python_abi: object = source.python_abi if release is not None else ShellVar("PYTHON_ABI")
+    python_abi: object = (
+        (source.target.abi if source.target is not None else source.python_abi)
+        if release is not None
+        else ShellVar("PYTHON_ABI")
+    )
     controller = controller_values(env, source, ids, release)
     controller["gate_options"] = Raw(gate_options(env, [*env.gate_skips, *gate_skips]))
     locked = lock_values(
@@ -133,6 +148,7 @@ def build_plan(
             **locked,
             "record": RECORD_PLACEHOLDER,
             "unapply": _unapply_items(unapply, symbolic=release is None),
+            **backup_values(env, layout_of(env, base), backup),
         }
         values["cleanup_releases"] = cleanup_releases(
             env, host_ids, host_facts, layout_of(env, base)
@@ -332,6 +348,13 @@ def _probe(env: Environment, host: Host, release: object) -> HttpProbe:
         forwarded_proto=env.health.forwarded_proto,
         expect_release=str(release),
         deadline=env.health.timeout,
+        static_base=f"http://{host.bind}" if env.health.check_static else None,
+        websocket_url=f"ws://{host.bind}{env.health.websocket_path}"
+        if env.health.websocket_path
+        else None,
+        origin=f"{env.health.forwarded_proto}://{env.health.host_header}"
+        if env.health.websocket_path
+        else None,
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from releasebook.errors import UsageError
+from releasebook.plan.target import PythonTarget
 from releasebook.runbooks.bookkeeping import LockInfo
 
 RELEASE_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}$")
@@ -62,6 +63,7 @@ class HostFacts:
     lock: LockInfo | None = None  # the environment lock's holder, when one is held
     journal: tuple[JournalEntry, ...] = ()
     problems: tuple[str, ...] = field(default=(), compare=False)
+    python: PythonTarget | None = None  # the hosts' interpreter (app.python), if found
 
     def venv_ready(self, requirements_hash: str) -> bool:
         return self.tools_ready and requirements_hash in self.venvs
@@ -166,6 +168,7 @@ def parse_probe(host: str, output: str) -> HostFacts:
     journal: list[JournalEntry] = []
     problems: list[str] = []
     bad_history = 0
+    python: PythonTarget | None = None
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "current":
@@ -177,6 +180,8 @@ def parse_probe(host: str, output: str) -> HostFacts:
             releases.append(value)
         elif key == "venv" and re.fullmatch(r"[0-9a-f]{8,64}", value):
             venvs.append(value)
+        elif key == "python":
+            python = PythonTarget.parse(value)
         elif key == "tools":
             tools_ready = value == "ready"
         elif key == "lock":
@@ -203,6 +208,7 @@ def parse_probe(host: str, output: str) -> HostFacts:
         lock,
         tuple(journal),
         tuple(problems),
+        python,
     )
 
 

@@ -15,11 +15,12 @@ from typing import Literal
 
 from releasebook.errors import TemplateError
 from releasebook.inventory import Environment, Host
+from releasebook.plan.target import PythonTarget
 from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks.model import Runbook, Step
 
-PlanKind = Literal["release", "rollback"]
+PlanKind = Literal["release", "rollback", "ops", "backup", "restore", "restore_drill"]
 PathLike = Path | ShellVar
 CONTROLLER = "controller"
 
@@ -53,8 +54,13 @@ class Source:
     cache: Path  # wheelhouse cache, shared by every build with the same requirements
     python: str  # the controller's interpreter, used to build wheels
     python_version: str  # its full version, for the wheel cache key
-    python_abi: str  # "cpython 3.11": what a host's interpreter must be
-    tool_source: Path  # releasebook's own source tree; its wheel joins the wheelhouse
+    python_abi: str  # "cpython 3.11 linux-x86_64": what a host's interpreter must be
+    # The hosts' Python when the controller cannot build wheels for it (from the probe):
+    # the wheelhouse is then downloaded for it. None: the controller builds it.
+    target: PythonTarget | None = None
+    # The hosts' full Python version (from the probe): environment markers are evaluated
+    # for it when the wheels are fetched, and it keys them. None: the controller's.
+    hosts_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ class HttpProbe:
     forwarded_proto: str
     expect_release: str
     deadline: float
+    # Where users fetch static files (``http://host:port``); None: static files not checked.
+    static_base: str | None = None
+    # An ASGI app's WebSocket check (health.websocket_path): ws://<bind><path>, opened
+    # with the same Host header and the Origin a browser on the site sends.
+    websocket_url: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)

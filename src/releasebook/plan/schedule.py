@@ -7,8 +7,8 @@ one batch. Every other step runs on all its hosts at once, as planned.
 Round trips are the cost to save, so consecutive host steps of the same phase are fused:
 each host gets one script for the whole group (``Frame.script``). A step with
 ``barrier`` starts a new group (every host finishes what came before it first), and so
-do controller steps, steps that run once or on the first host alone, and a change of
-phase.
+do controller steps, steps that run once (unless they follow one that runs once on the
+same hosts) or on the first host alone, and a change of phase.
 """
 
 from __future__ import annotations
@@ -77,12 +77,16 @@ def groups(steps: Sequence[PlannedStep], batch_size: int | None = None) -> list[
 
 def _joins(before: PlannedStep, step: PlannedStep, keep_apart: frozenset[str]) -> bool:
     a, b = before.step, step.step
+    # Steps run once on the same host (the backup, then migrate) share its script: the
+    # first began its own group, after every host finished the steps before it, so the
+    # second's barrier holds too.
+    same_once = a.once and b.once and a.roles == b.roles and not (a.first_alone or b.first_alone)
     return (
         a.where == b.where == "hosts"
         and a.phase == b.phase
         and a.framed
         and b.framed
-        and not (a.once or b.once or b.barrier or a.first_alone or b.first_alone)
+        and (same_once or not (a.once or b.once or b.barrier or a.first_alone or b.first_alone))
         and not {a.name, b.name} & keep_apart
     )
 

@@ -7,30 +7,20 @@ import getpass
 import hashlib
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.plan.model import ReleaseInfo, Source
-from releasebook.plan.values import TOOLS_REQUIREMENTS
-
-# releasebook's own source tree (src/releasebook/ -> the project holding pyproject.toml).
-TOOL_SOURCE = Path(__file__).resolve().parents[3]
-
-
-def _tool_digest() -> str:
-    """Changes with what of releasebook runs on hosts (its Django app, its dependencies),
-    so the wheelhouse and the hosts' virtualenvs are rebuilt when that changes."""
-    digest = hashlib.sha256((TOOL_SOURCE / "pyproject.toml").read_bytes())
-    for path in sorted((TOOL_SOURCE / "src" / "releasebook" / "django").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(TOOL_SOURCE)).encode() + path.read_bytes())
-    return digest.hexdigest()
+from releasebook.plan.target import PythonTarget
+from releasebook.shipped import TOOLS_REQUIREMENTS, django_requirement, wheelhouse_key
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -43,6 +33,28 @@ def _git(cwd: Path, *args: str) -> str:
     except subprocess.CalledProcessError as exc:
         raise UsageError(f"git {' '.join(args)} in {cwd}: {exc.stderr.strip()}") from None
     return done.stdout.strip()
+
+
+def _git_bytes(cwd: Path, *args: str) -> bytes:
+    """``git`` output as it is, for hashing (``_git`` strips it)."""
+    _git(cwd, *args)  # its errors, as UsageError
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, check=True).stdout
+
+
+# A requirement naming the controller package: its SSH and templating libraries would
+# land in the production virtualenv (the build adds releasebook-django instead).
+_CONTROLLER_REQUIREMENT = re.compile(rb"^\s*releasebook\s*(\[[^\]]*\])?\s*([<>=!~;@]|$)")
+
+
+def _refuse_controller_requirement(requirements: bytes, path: str) -> None:
+    for number, line in enumerate(requirements.splitlines(), start=1):
+        if _CONTROLLER_REQUIREMENT.match(line):
+            raise UsageError(
+                f"{path}:{number}: {line.decode(errors='replace').strip()!r} would install "
+                "releasebook's controller (SSH and templating libraries) on the hosts; "
+                f"remove it: every release installs {django_requirement()}, releasebook's "
+                "Django app alone"
+            )
 
 
 def find_source(env: Environment, cache: Path | None = None) -> Source:
@@ -58,9 +70,40 @@ def find_source(env: Environment, cache: Path | None = None) -> Source:
         cache=cache or env.root / ".releasebook" / "cache",
         python=sys.executable,
         python_version=platform.python_version(),
-        python_abi=f"{sys.implementation.name} {sys.version_info.major}.{sys.version_info.minor}",
-        tool_source=TOOL_SOURCE,
+        python_abi=PythonTarget.controller().abi,
     )
+
+
+def requirements_hash(env: Environment, source: Source, sha: str) -> str:
+    """What keys the wheelhouse and the hosts' virtualenvs for commit ``sha``."""
+    requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
+    requirements = _git_bytes(source.repo, "show", f"{sha}:{requirements_path}")
+    _refuse_controller_requirement(requirements, requirements_path)
+    # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
+    # Wheels depend on the interpreter too: environment markers can name its full version.
+    python = (
+        source.target.describe()
+        if source.target is not None
+        else source.hosts_version or source.python_version
+    )
+    key = wheelhouse_key(python, TOOLS_REQUIREMENTS)
+    return hashlib.sha256(requirements + key.encode()).hexdigest()[:16]
+
+
+def for_hosts(
+    env: Environment, source: Source, info: ReleaseInfo, hosts: Mapping[str, PythonTarget]
+) -> tuple[Source, ReleaseInfo]:
+    """The source and release once the hosts' Python is known (their probe): the wheels
+    are fetched with its environment markers, and built by the controller when it runs
+    them, else downloaded for the first host's platform and Python."""
+    target = next(iter(hosts.values()), None)
+    if target is None:
+        return source, info
+    native = target.runs_wheels_of(PythonTarget.controller())
+    if native and target.version == source.python_version:
+        return source, info
+    source = replace(source, target=None if native else target, hosts_version=target.version)
+    return source, replace(info, requirements_hash=requirements_hash(env, source, info.git_sha))
 
 
 def resolve_ref(repo: Path, ref: str) -> str:
@@ -83,11 +126,7 @@ def new_release(
     """A new release of the checkout's ``ref`` (HEAD by default); ``note`` hears of
     uncommitted changes when that is HEAD."""
     sha = resolve_ref(source.repo, ref)
-    requirements_path = f"{source.subdir}/{env.app.requirements}".lstrip("/")
-    requirements = _git(source.repo, "show", f"{sha}:{requirements_path}")
-    # Wheels depend on the interpreter too: environment markers can name its full version.
-    key = "\n".join((requirements, *TOOLS_REQUIREMENTS, source.python_version, _tool_digest()))
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    digest = requirements_hash(env, source, sha)
     dirty = _git(source.repo, "status", "--porcelain", "--", source.subdir or ".")
     if dirty and note is not None and ref == "HEAD":
         note(
@@ -98,7 +137,7 @@ def new_release(
     return ReleaseInfo(
         release_id=now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}",
         git_sha=sha,
-        requirements_hash=digest[:16],
+        requirements_hash=digest,
         created_by=f"{getpass.getuser()}@{socket.gethostname()}",
         created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

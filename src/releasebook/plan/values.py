@@ -10,33 +10,35 @@ are assembled here from already-quoted parts.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from releasebook.errors import InventoryError
-from releasebook.gate.command import GATE_FILES, GATE_IN_RELEASE, validate_skips
+from releasebook.gate.command import GATE_IN_RELEASE, validate_skips
 from releasebook.inventory import Environment, Host
 from releasebook.inventory.migrations import acknowledge_args
 from releasebook.inventory.secrets import BUILD_OUT, source_args
 from releasebook.plan.facts import RELEASE_ID, HostFacts
 from releasebook.plan.model import PathLike, ReleaseInfo, Source
+from releasebook.plan.target import PROBE_CODE
 from releasebook.quoting import Raw, ShellVar, quote
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks import layout as paths
-from releasebook.runbooks.layout import HostLayout, joined, keyed
+from releasebook.runbooks.layout import HostLayout, keyed
 from releasebook.runbooks.processes import (
     WEB_PROCESSES,
     launcher_text,
     main_conf_text,
     programs_text,
 )
+from releasebook.shipped import TOOLS_REQUIREMENTS, django_requirement
 
-# Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
-# manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
-TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
 HEREDOC_END = "RELEASEBOOK_EOF"
+# Wheels built on a host for requirements that have none for the hosts' platform.
+HOST_WHEELS = Path("releasebook") / "wheels"
 Id = str | ShellVar
 
 
@@ -109,13 +111,12 @@ def controller_values(
         if isinstance(ids.git_sha, str)
         else ShellVar(ids.git_sha.name, f":{source.subdir}")
     )
-    tool = source.tool_source if concrete else _relative_tool(source)
     wheelhouse = keyed(cache / "wheels", ids.requirements_hash)
     artifact = keyed(out, ids.release, ".tar.gz")
     wheels = keyed(out, ids.requirements_hash, ".tar", "wheels-")
     secrets = env.env_file.secrets
     return {
-        "repo": source.repo if concrete else Path(),
+        "repo": source.repo if concrete else _relative(source.repo, env.root),
         "git_tree": tree,
         "build_app": keyed(build_root, ids.release),
         "build_out": out,
@@ -133,13 +134,17 @@ def controller_values(
         "wheelhouse": wheelhouse,
         "wheelhouse_tmp": _plus(wheelhouse, ".tmp"),
         "controller_python": source.python if concrete else ".venv/bin/python",
-        "tool_source": tool,
-        "gate_files": Raw(
-            " ".join(
-                quote(path if concrete else joined(tool, f"src/releasebook/gate/{path.name}"))
-                for path in GATE_FILES
-            )
-        ),
+        "django_requirement": django_requirement(),
+        "markers_version": (source.hosts_version or source.python_version)
+        if concrete
+        else ShellVar("PYTHON_VERSION"),
+        "native_build": source.target is None,
+        "cross_build": source.target is not None,
+        "target_args": Raw(" ".join(quote(a) for a in source.target.pip_args()))
+        if source.target is not None
+        else Raw(""),
+        "host_wheels": root / HOST_WHEELS,
+        "no_wheel_message": _no_wheel_message(source),
         "requirements": env.app.requirements,
         "tools_requirement": Raw(" ".join(quote(r) for r in TOOLS_REQUIREMENTS)),
         "artifact_local": artifact,
@@ -154,20 +159,27 @@ def controller_values(
     }
 
 
+def _no_wheel_message(source: Source) -> str:
+    if source.target is None:
+        return ""
+    return (
+        f"a requirement above has no wheel for the hosts' Python ({source.target.describe()}):"
+        " build it on a host (python3 -m pip wheel --no-deps NAME==VERSION) and put the "
+        f"wheel in {HOST_WHEELS}/, or pin a version that has one"
+    )
+
+
+def _relative(path: Path, root: Path) -> Path:
+    """``path`` as the runbook shows it: from the project root, where it is followed."""
+    return Path(os.path.relpath(path, root))
+
+
 def _symbolic_json(fields: Mapping[str, str], numbers: Mapping[str, str] | None = None) -> Raw:
     """A JSON object whose values the operator's shell expands: one double-quoted word.
     ``numbers`` are written without JSON quotes."""
     items = {k: f'\\"{v}\\"' for k, v in fields.items()} | dict(numbers or {})
     inner = ", ".join(f'\\"{k}\\": {v}' for k, v in sorted(items.items()))
     return Raw('"{' + inner + '}"')
-
-
-def _relative_tool(source: Source) -> Path | ShellVar:
-    """releasebook's source as the runbook shows it: relative when it is this checkout."""
-    try:
-        return source.tool_source.relative_to(source.repo)
-    except ValueError:
-        return ShellVar("RELEASEBOOK_SOURCE")
 
 
 # --- one host --------------------------------------------------------------------------
@@ -220,6 +232,7 @@ def host_values(
         "shared": layout.shared,
         "media": layout.media,
         "logs": layout.logs,
+        "maintenance_flag": layout.maintenance_flag,
         "env_file": layout.env_file,
         "state": layout.state,
         "artifacts": layout.artifacts,
@@ -254,11 +267,15 @@ def host_values(
         "python": env.app.python,
         "python_abi": python_abi,
         "settings_module": env.app.settings_module,
-        "wsgi": env.app.wsgi,
+        "wsgi": env.app.server_app,
+        "asgi": bool(env.app.asgi),
+        "app_option": Raw(app_option(env)),
         "celery_app": env.app.celery_app or "",
         "bind": host.bind,
         "web_workers": host.web.workers,
         "web_timeout": host.web.timeout,
+        "web_preload": host.web.preload,
+        "web_graceful_timeout": host.web.drain,
         "worker_concurrency": host.worker.concurrency,
         "worker_stop_timeout": host.worker.stop_timeout,
         "min_free_mb": env.min_free_mb,
@@ -356,6 +373,8 @@ def lock_values(
             {"lease_until": "$(($(date +%s) + 300))", "pid": "$$"},
         )
     return {
+        "python": env.app.python,
+        "python_probe": PROBE_CODE,
         "deploy": layout.deploy,
         "state": layout.state,
         "history": layout.history,
@@ -391,6 +410,13 @@ def gate_options(env: Environment, skip: Iterable[str] = ()) -> str:
     return "".join(f" {word}" for word in words)
 
 
+def app_option(env: Environment, *, quoted: bool = True) -> str:
+    """The gate's ``--wsgi MODULE:CALLABLE`` or ``--asgi MODULE:CALLABLE``."""
+    flag = "--asgi" if env.app.asgi else "--wsgi"
+    value = env.app.server_app
+    return f"{flag} {quote(value) if quoted else value}"
+
+
 def gate_argv(
     env: Environment,
     deploy_path: Path,
@@ -405,8 +431,7 @@ def gate_argv(
         "--json",
         "--expect-settings",
         env.app.settings_module,
-        "--wsgi",
-        env.app.wsgi,
+        *app_option(env, quoted=False).split(" "),
         "--min-free-mb",
         str(env.min_free_mb),
         "--deploy-path",

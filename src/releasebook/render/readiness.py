@@ -7,6 +7,7 @@ from the inventory (``env.values``) never reaches the document.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import jinja2
 from releasebook.errors import TemplateError
 from releasebook.gate.registry import CHECKS, SECTIONS
 from releasebook.inventory import Environment
-from releasebook.render.templating import markdown_environment
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks.model import Step
 from releasebook.runbooks.release import RELEASE_STEPS
 
@@ -111,14 +112,16 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _environment(template_dir: Path) -> jinja2.Environment:
+def _environment(template_dir: Sequence[Path]) -> jinja2.Environment:
     return markdown_environment(template_dir, {"cell": _cell, "where": _where})
 
 
-def render_readiness(env: Environment, template_dir: Path) -> str:
-    """``docs/production-readiness.md`` for ``env``, from ``template_dir``'s template."""
+def render_readiness(env: Environment, template_dir: Path | None = None) -> str:
+    """``docs/production-readiness.md`` for ``env``, from ``template_dir``'s template
+    (default: the project's override, else the package's)."""
+    dirs = [template_dir] if template_dir is not None else template_dirs(env.root)
     try:
-        template = _environment(template_dir).get_template(TEMPLATE)
+        template = _environment(dirs).get_template(TEMPLATE)
         return template.render(
             env=env,
             variables=variables(env),
@@ -132,4 +135,6 @@ def render_readiness(env: Environment, template_dir: Path) -> str:
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"templates/{TEMPLATE}: {exc.message}") from None
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"{template_dir}/{exc.name}: template not found") from None
+        raise TemplateError(
+            f"{' or '.join(str(d) for d in dirs)}: {exc.name}: template not found"
+        ) from None

@@ -6,86 +6,27 @@ the operator sets), so what it shows is exactly what ``inv release`` runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from releasebook.errors import TemplateError
-from releasebook.inventory import Environment, Host
+from releasebook.inventory import Environment
 from releasebook.plan.build import build_plan, runbook_commands
-from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
-from releasebook.quoting import ShellVar, quote, render_command
+from releasebook.plan.model import Plan, Source
+from releasebook.render.backups import backup_restore_path, render_backup_restore
+from releasebook.render.blocks import blocks
+from releasebook.render.ops import render_ops
 from releasebook.render.readiness import render_readiness
-from releasebook.render.templating import markdown_environment
+from releasebook.render.setup import render_setup
+from releasebook.render.templating import markdown_environment, template_dirs
 from releasebook.runbooks import bookkeeping as book
 
 RUNBOOKS = ("release", "rollback")
 
 
-@dataclass(frozen=True)
-class Block:
-    """Hosts that run the same commands in a step, shown once."""
-
-    targets: tuple[str, ...]
-    commands: tuple[str, ...]
-    verify: tuple[str, ...]
-    undo: tuple[str, ...]
-
-
-def _upload_command(host: Host, upload: PlannedUpload) -> str:
-    if host.transport == "local":
-        return f"cp {quote(upload.local)} {quote(upload.remote)}"
-    # scp speaks SFTP: the remote path is taken literally, so expand it here, locally.
-    login = f"{host.ssh.user}@{host.address}:"
-    remote: Path | ShellVar | str = (
-        ShellVar(upload.remote.name, upload.remote.suffix, login + upload.remote.prefix)
-        if isinstance(upload.remote, ShellVar)
-        else f"{login}{upload.remote}"
-    )
-    return f"scp -P {host.ssh.port} {quote(upload.local)} {quote(remote)}"
-
-
-def _probe_command(work: HostWork) -> str:
-    assert work.probe is not None
-    probe = work.probe
-    return render_command(
-        "curl -fsS --max-time 5 -H {host} -H {proto} {url}",
-        {
-            "host": f"Host: {probe.host_header}",
-            "proto": f"X-Forwarded-Proto: {probe.forwarded_proto}",
-            "url": probe.url,
-        },
-    )
-
-
-def _commands(work: HostWork) -> tuple[str, ...]:
-    if work.probe is not None:
-        return (_probe_command(work),)
-    uploads: tuple[str, ...] = ()
-    if work.host is not None:
-        for upload in work.uploads:
-            if upload.skip_if:
-                uploads += (
-                    f"# skip the next line when this succeeds on the host: {upload.skip_if}",
-                )
-            uploads += (_upload_command(work.host, upload),)
-    return uploads + work.commands
-
-
-def blocks(planned: PlannedStep) -> list[Block]:
-    grouped: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]] = {}
-    for work in planned.work:
-        key = (_commands(work), work.verify, work.undo)
-        grouped.setdefault(key, []).append(work.target)
-    return [
-        Block(tuple(targets), commands, verify, undo)
-        for (commands, verify, undo), targets in grouped.items()
-    ]
-
-
 def _environment(root: Path) -> jinja2.Environment:
-    return markdown_environment(root / "templates", {"blocks": blocks})
+    return markdown_environment(template_dirs(root), {"blocks": blocks})
 
 
 def render_runbook(env: Environment, source: Source, name: str) -> str:
@@ -124,5 +65,9 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
         path: render_runbook(env, source, name) for name, path in runbook_paths(env).items()
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
-    documents[readiness] = render_readiness(env, env.root / "templates")
+    documents[readiness] = render_readiness(env)
+    if any(host.transport == "ssh" for host in env.hosts):
+        documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
+    documents.update(render_ops(env))
+    documents[backup_restore_path(env)] = render_backup_restore(env, source, {"blocks": blocks})
     return documents

@@ -135,6 +135,8 @@ def token_mark(token: str) -> str:
 # --- the state probe: read-only, one line per fact -------------------------------------
 
 PROBE = (
+    # The hosts' Python, for the wheels (releasebook.plan.target): never fails the probe.
+    cmd("printf 'python=%s\\n' \"$({python} -c {python_probe} 2>/dev/null || true)\""),
     cmd("cd {deploy} 2>/dev/null || exit 0"),
     cmd('if [ -L current ]; then printf \'current=%s\\n\' "$(basename "$(readlink current)")"; fi'),
     cmd("if [ -d releases ]; then ls -1 releases | sed 's/^/release=/'; fi"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from releasebook.quoting import quote, render_command
+from releasebook.quoting import Raw, quote, render_command
 
 LAUNCHER = """#!/bin/sh
 # Written by releasebook for release {release}: run a command with its env file loaded.
@@ -31,7 +31,7 @@ set -a
 . {release_env}
 set +a
 export DJANGO_SETTINGS_MODULE={settings_module}
-exec "$@"
+{maintenance_export}exec "$@"
 """
 
 MAIN_CONF = """; Written by releasebook for environment {environment}; changes are overwritten.
@@ -57,6 +57,12 @@ files = {programs}
 """
 
 WEB_GROUP = "web"
+# An ASGI app runs under gunicorn with uvicorn's worker class, from the uvicorn-worker
+# package (uvicorn deprecated its own ``uvicorn.workers`` in 0.30): gunicorn keeps the
+# process management and the socket hand-over, each worker runs an asyncio server. On
+# TERM a worker stops accepting, closes its WebSockets with 1012 (service restart) and
+# finishes its HTTP requests within the graceful timeout.
+ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 WEB_PROCESSES = ("web:web_0", "web:web_1")
 
 # TERM goes to the main process only: it drains its own children (gunicorn workers,
@@ -97,7 +103,11 @@ def _ini(value: object) -> str:
 
 
 def launcher_text(values: Mapping[str, object]) -> str:
-    return render_command(LAUNCHER, values)
+    """The launcher; it exports the maintenance flag's path (``maintenance_flag``) for the
+    releasebook middleware when the values name it."""
+    flag = values.get("maintenance_flag")
+    export = f"export RELEASEBOOK_MAINTENANCE_FILE={quote(str(flag))}\n" if flag is not None else ""
+    return render_command(LAUNCHER, {**values, "maintenance_export": Raw(export)})
 
 
 def main_conf_text(values: Mapping[str, object]) -> str:
@@ -114,14 +124,23 @@ def programs_text(values: Mapping[str, object], roles: tuple[str, ...]) -> str:
     programs: list[tuple[str, str, object]] = []
     text = "; Written by releasebook: the programs of this release on this host.\n"
     if "web" in roles:
+        # --preload: the app is imported once, in the master, and its workers are forked
+        # ready to serve, instead of each importing Django on a CPU the others share.
+        preload = "--preload " if values.get("web_preload") is True else ""
+        worker_class = f"--worker-class {ASGI_WORKER_CLASS} " if values.get("asgi") else ""
         gunicorn = render_command(
-            "-m gunicorn --bind fd://0 --workers {web_workers} --timeout {web_timeout} "
-            "--graceful-timeout {web_timeout} --no-control-socket {wsgi}",
+            "-m gunicorn --bind fd://0 "
+            + preload
+            + "--workers {web_workers} "
+            + worker_class
+            + "--timeout {web_timeout} "
+            "--graceful-timeout {web_graceful_timeout} --no-control-socket {wsgi}",
             values,
         )
         bind = str(values["bind"])
+        drain = int(str(values["web_graceful_timeout"]))
         text += _WEB.format(
-            settings=_SETTINGS.format(stop_timeout=int(str(values["web_timeout"])) + 10),
+            settings=_SETTINGS.format(stop_timeout=drain + 10),
             socket=_ini(f"unix://{bind[5:]}" if bind.startswith("unix:") else f"tcp://{bind}"),
             command=_ini(f"{launch} {python} {gunicorn}"),
             current=_ini(values["current"]),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
 from releasebook.masking import GENERATED_PREFIX
+from releasebook.runbooks.backup import BACKUP_BEFORE_MIGRATE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_OFF, RELEASE_MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
 
 BOTH = ("before", "after")
@@ -66,12 +68,13 @@ PREFLIGHT = Step(
             "fi"
         ),
         cmd(
-            "host_python=$({python} -c 'import sys; "
-            'print(sys.implementation.name, "%d.%d" % sys.version_info[:2])\') || '
+            "host_python=$({python} -c 'import sys, sysconfig; "
+            'print(sys.implementation.name, "%d.%d" % sys.version_info[:2], '
+            "sysconfig.get_platform())') || "
             "{{ printf '%s not found on this host\\n' {python} >&2; exit 1; }}\n"
             'if [ "$host_python" != {python_abi} ]; then\n'
-            "  printf '%s here is %s; the wheels are built for %s on the controller: set "
-            "app.python to a matching interpreter\\n' "
+            "  printf '%s here is %s; the wheels are built for %s: set app.python to "
+            "such an interpreter on every host\\n' "
             '{python} "$host_python" {python_abi} >&2; exit 1\n'
             "fi"
         ),
@@ -96,10 +99,17 @@ BUILD = Step(
         "Builds once, on the controller, so every host gets identical bits: the app's "
         "source at the deployed git revision with its manifest (`release.json`) and the "
         "readiness gate, and a wheelhouse of its locked requirements so hosts install "
-        "offline; releasebook's own wheel is in it, for apps that use `releasebook[django]`. "
-        "The wheelhouse is cached by the hash of the requirements, releasebook's version "
-        "and the Python version. Every file is written under a temporary name and renamed "
-        "once complete, so a build cut short (Ctrl-C, a full disk) is never reused. "
+        "offline, with `releasebook-django` (releasebook's Django app alone, written from "
+        "the installed releasebook) added to them, chosen with the environment markers of "
+        "the hosts' Python version. The controller builds the wheels when "
+        "the hosts' Python (as the lock step's probe reports it) runs what it builds: the "
+        "same implementation, minor version and platform, a C library as new. Otherwise "
+        "it downloads the wheels made for the hosts' Python and platform, and a "
+        "requirement without one must be built on a host and put in `releasebook/wheels/`. "
+        "The wheelhouse is cached by the hash of the requirements, that wheel and the "
+        "Python version. Every file is written under "
+        "a temporary name and renamed once complete, so a build cut short (Ctrl-C, a full "
+        "disk) is never reused. "
         "Secrets the inventory declares (`env.secrets`) are read here, from the "
         "controller's environment or files, into a file only its owner can read: the "
         "command names where each value comes from, never the value."
@@ -110,20 +120,41 @@ BUILD = Step(
         cmd("rm -rf {build_app} && mkdir -p {build_app} {build_out}"),
         cmd("git -C {repo} archive --format=tar {git_tree} | tar -x -C {build_app}"),
         cmd("printf '%s\\n' {manifest_json} > {build_app}/release.json"),
-        cmd("mkdir -p {build_app}/.releasebook && cp {gate_files} {build_app}/.releasebook/"),
+        cmd("{controller_python} -m releasebook.shipped gate {build_app}/.releasebook"),
         # One command per line: under `set -e`, a failure inside `a && b` that is not
         # the last command is ignored, and so is the status of a group built on it.
+        # The controller builds the wheels when the hosts' Python runs what it builds...
         cmd(
             "if ! test -f {wheelhouse}/.complete; then\n"
             "  rm -rf {wheelhouse_tmp}\n"
-            "  {controller_python} -m pip wheel --quiet --no-deps --wheel-dir {wheelhouse_tmp} "
-            "{tool_source}\n"
-            "  {controller_python} -m pip wheel --quiet --wheel-dir {wheelhouse_tmp} "
-            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {tools_requirement}\n"
+            "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
+            "  {controller_python} -m releasebook.shipped pip {markers_version} wheel --quiet "
+            "--wheel-dir {wheelhouse_tmp} "
+            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {django_requirement} "
+            "{tools_requirement}\n"
             "  touch {wheelhouse_tmp}/.complete\n"
             "  rm -rf {wheelhouse}\n"
             "  mv {wheelhouse_tmp} {wheelhouse}\n"
-            "fi"
+            "fi",
+            when="native_build",
+        ),
+        # ...else it downloads the wheels made for the hosts' Python and platform.
+        cmd(
+            "if ! test -f {wheelhouse}/.complete; then\n"
+            "  rm -rf {wheelhouse_tmp}\n"
+            "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
+            "  mkdir -p {host_wheels}\n"
+            "  if ! {controller_python} -m releasebook.shipped pip {markers_version} download "
+            "--quiet --dest {wheelhouse_tmp} "
+            "--find-links {wheelhouse_tmp} --find-links {host_wheels} {target_args} "
+            "-r {build_app}/{requirements} {django_requirement} {tools_requirement}; then\n"
+            "    printf '%s\\n' {no_wheel_message} >&2; exit 1\n"
+            "  fi\n"
+            "  touch {wheelhouse_tmp}/.complete\n"
+            "  rm -rf {wheelhouse}\n"
+            "  mv {wheelhouse_tmp} {wheelhouse}\n"
+            "fi",
+            when="cross_build",
         ),
         cmd("tar -czf {artifact_local_tmp} -C {build_app} ."),
         cmd("mv {artifact_local_tmp} {artifact_local}"),
@@ -207,7 +238,7 @@ INSTALL = Step(
             "  if ! test -f {venv}/.complete; then\n"
             "    rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
             "    {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
-            "--python {venv}/bin/python -r {release_dir}/{requirements}\n"
+            "--python {venv}/bin/python -r {release_dir}/{requirements} {django_requirement}\n"
             "    touch {venv}/.complete\n"
             "  fi\n"
             "  rm -rf {wheel_dir}\n"
@@ -466,13 +497,19 @@ VERIFY = Step(
         "`X-Forwarded-Proto: https` so ALLOWED_HOSTS and the SSL redirect answer as they "
         "would for users. It retries with backoff until the deadline and passes only when "
         "the answer is 200 and names the new release id: a server still running old code "
-        "does not count."
+        "does not count. Then it fetches the one collected CSS file the answer names "
+        "(`static`, the admin's `base.css` where there is one) the way users do and "
+        "requires 200 `text/css`, so unserved static files fail here, not in a browser "
+        "(`health.check_static: false` turns that off)."
     ),
     where="controller",
     roles=frozenset({"web"}),
     phase="live",
     http_check=True,
-    verify_text="Every web host answered 200 with the expected release id.",
+    verify_text=(
+        "Every web host answered 200 with the expected release id, and its static CSS "
+        "file 200 `text/css`."
+    ),
     undo_text="Roll back: the rollback runbook, which `inv release` runs by itself.",
 )
 
@@ -556,12 +593,15 @@ RELEASE = Runbook(
         INSTALL,
         CONFIGURE,
         GATE,
+        RELEASE_MAINTENANCE_ON,
+        BACKUP_BEFORE_MIGRATE,
         MIGRATE,
         COLLECTSTATIC,
         SWITCH,
         RESTART_WEB,
         RESTART_WORKERS,
         VERIFY,
+        RELEASE_MAINTENANCE_OFF,
         CLEANUP,
         RECORD,
         UNLOCK,

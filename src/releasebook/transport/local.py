@@ -38,6 +38,14 @@ class LocalTransport:
         assert result is not None  # warn=True always returns a result
         return Result(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
+    def interact(self, script: str, *, pty: bool) -> int:
+        """Run ``script`` attached to this terminal (a pseudo-terminal when ``pty``):
+        its exit status."""
+        with self._context.cd(str(self._cwd)):
+            result = self._context.run(script, warn=True, pty=pty, shell="/bin/bash")  # noqa: S604
+        assert result is not None
+        return int(result.exited)
+
     def put(self, local: Path, remote: str) -> None:
         target = Path(remote)
         if not target.is_absolute():

@@ -280,6 +280,13 @@ class SshTransport:
             stderr += f"\nconnection to {self.name} lost before the script finished\n"
         return Result(result.exited, result.stdout, stderr, time.monotonic() - started)
 
+    def interact(self, script: str, *, pty: bool) -> int:
+        """Run ``script`` attached to this terminal (a pseudo-terminal when ``pty``):
+        its exit status."""
+        self._reopen()
+        result = self._connection.run(script, warn=True, pty=pty)
+        return int(result.exited)
+
     def put(self, local: Path, remote: str) -> None:
         self._reopen()
         self._connection.put(str(local), remote=remote)

@@ -1,0 +1,1 @@
+"""Settings split: ``base`` (shared), ``dev`` (local work) and ``prod`` (deployed hosts)."""

@@ -1,0 +1,9 @@
+from django.contrib import admin
+from django.urls import include, path
+from notes import views as notes_views
+
+urlpatterns = [
+    path("", include("releasebook.django.urls")),
+    path("admin/", admin.site.urls),
+    path("", notes_views.index, name="index"),
+]
