@@ -9,6 +9,7 @@ readiness gate, secrets. Faults injected into releases are in ``test_faults_e2e.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import uuid
@@ -75,9 +76,10 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
     css = project.root / "example" / "notes" / "static" / "notes" / "site.css"
     css.write_text(css.read_text() + "\n/* second release */\n")
     sha = project.commit("second release")
-    done = project.inv("release", "--env=e2e")
+    done = project.inv("release", "--env=e2e", "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     second = released_id(done)
+    assert f"$ mkdir /srv/app/releases/{second}" in done.stdout  # -v: the commands
     response = readyz(_bind(fleet))
     assert response.status_code == 200
     assert response.json()["release"] == second
@@ -164,8 +166,16 @@ def test_failing_gate_changes_nothing_and_names_the_check(
         project.commit("secret removed")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "readiness gate failed" in done.stderr
+    assert done.stderr.count("readiness gate failed") == 1
     assert "RB-SEC-012" in done.stdout + done.stderr
     assert "Z7QX4RB2LM6TNW3K" not in done.stdout + done.stderr
+    # the full log of the run, named on failure: every command and its output, masked
+    logged = re.search(r"full log: (\S+-e2e-release\.log)", done.stderr)
+    assert logged, done.stderr
+    log = project.root / logged.group(1)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    assert "$ " in text and "RB-SEC-012" in text and "Z7QX4RB2LM6TNW3K" not in text
     assert readyz(_bind(fleet)).json()["release"] == live
     assert {p.name for p in releases_dir.iterdir()} == before
     last = history(fleet.hosts[0].srv)[-1]

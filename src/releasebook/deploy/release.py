@@ -418,22 +418,8 @@ class _Release:
             # The release it went back to is verified: it serves again (--maintenance).
             self.runner.run([self.plan.step("maintenance_off")])
         outcome = "rolled_back" if not failed else "rollback_failed"
-        record(
-            env,
-            self.runner.transports,
-            self.masker,
-            {
-                h.name: {
-                    **self.base,
-                    "outcome": outcome,
-                    "reason": reason,
-                    "restored": previous.get(h.name),
-                    "steps": dict(self.runner.durations),
-                }
-                for h in env.hosts
-            },
-        )
-        # The automatic rollback is a run of its own in the history, as `inv rollback` is.
+        # The automatic rollback is a run of its own in the history, as `inv rollback` is;
+        # the release's record, written last, ends the run's story.
         record(
             env,
             self.runner.transports,
@@ -451,6 +437,21 @@ class _Release:
                     "reason": f"automatic, after release {self.info.release_id} failed: "
                     + reason.splitlines()[0],
                     "steps": dict(undo.durations),
+                }
+                for h in env.hosts
+            },
+        )
+        record(
+            env,
+            self.runner.transports,
+            self.masker,
+            {
+                h.name: {
+                    **self.base,
+                    "outcome": outcome,
+                    "reason": reason,
+                    "restored": previous.get(h.name),
+                    "steps": dict(self.runner.durations),
                 }
                 for h in env.hosts
             },
