@@ -122,12 +122,9 @@ class DebianFleet:
     def _prepare(self, name: str, address: str) -> DebianHost:
         base = self.base / name
         upper = base / "upper"
-        for d in (
-            upper / "etc/ssh/sshd_config.d",
-            upper / "root/.ssh",
-            base / "work",
-            base / "root",
-        ):
+        dirs = [upper / "etc/ssh/sshd_config.d", upper / "root/.ssh", base / "work", base / "root"]
+        dirs += [upper / share.relative_to("/") for share in self.shares]
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         key = upper / "etc/ssh/ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
