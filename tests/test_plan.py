@@ -501,3 +501,16 @@ def test_gunicorn_preloads_the_app_unless_the_inventory_says_not() -> None:
     )
     lines = gunicorn_commands(dataclasses.replace(env, hosts=hosts))
     assert lines and not any("--preload" in line for line in lines)
+
+
+def test_runbooks_read_the_same_from_any_checkout() -> None:
+    """CI checks the committed runbooks from its own clone: nothing in them may name the
+    path of the checkout they were rendered in (the local deploy path is relative)."""
+    from releasebook.plan.source import find_source
+    from releasebook.render.runbook import render_all
+
+    env = load("local")
+    documents = render_all(env, find_source(env))
+    assert documents
+    for path, text in documents.items():
+        assert str(MAIN) not in text, path

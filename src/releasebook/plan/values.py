@@ -84,9 +84,9 @@ def _plus(value: PathLike, suffix: str) -> PathLike:
 def deploy_dir(env: Environment, base: Path | None = None) -> Path:
     """The deploy path; a relative one (local transport) is under the project root, or,
     in the runbook (``base`` None), shown relative to it."""
-    if env.deploy_path.is_absolute():
+    if env.deploy_path.is_absolute() or base is None:
         return env.deploy_path
-    return (base if base is not None else env.root) / env.deploy_path
+    return base / env.deploy_path
 
 
 def layout_of(env: Environment, base: Path | None = None) -> HostLayout:
