@@ -232,7 +232,8 @@ class DebianFleet:
             as_user = f"runuser -u {shlex.quote(user)} -- " if user != "root" else ""
             # `;`, not `&&`: the background job is then that one command, with its own
             # redirections, and nothing else holds the SSH session's output open.
-            prefix = f"cd {shlex.quote(cwd)} || exit 1; " + (f"HOME=~{user} " if user != "root" else "")
+            home = f"HOME=~{user} " if user != "root" else ""
+            prefix = f"cd {shlex.quote(cwd)} || exit 1; {home}"
             for command in service.get("ExecStartPre", []):
                 done = self.ssh(host, f"{prefix}{as_user}{command.lstrip('-')}")
                 assert done.returncode == 0 or command.startswith("-"), done.stderr
