@@ -230,7 +230,10 @@ class DebianFleet:
             cwd = (service.get("WorkingDirectory") or ["/"])[0]
             forking = (service.get("Type") or ["simple"])[0] == "forking"
             as_user = f"runuser -u {shlex.quote(user)} -- " if user != "root" else ""
-            prefix = f"cd {shlex.quote(cwd)} && HOME=~{user} " if user != "root" else ""
+            # `;`, not `&&`: the background job is then that one command, with its own
+            # redirections, and nothing else holds the SSH session's output open.
+            home = f"HOME=~{user} " if user != "root" else ""
+            prefix = f"cd {shlex.quote(cwd)} || exit 1; {home}"
             for command in service.get("ExecStartPre", []):
                 done = self.ssh(host, f"{prefix}{as_user}{command.lstrip('-')}")
                 assert done.returncode == 0 or command.startswith("-"), done.stderr
