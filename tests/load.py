@@ -37,10 +37,15 @@ class Load:
         max_seconds: float = 600,
         max_requests: int = 500_000,
         rate: float | None = None,
+        keep_alive: bool = True,
     ) -> None:
-        """``rate``: requests per second per thread (steady load); None: as fast as it can."""
+        """``rate``: requests per second per thread (steady load); None: as fast as it can.
+        ``keep_alive`` False: one connection per request (``Connection: close``), as a
+        reverse proxy such as nginx talks to its upstream by default."""
         self._urls = urls
         self._headers = {"Host": host_header, "X-Forwarded-Proto": "https"}
+        if not keep_alive:
+            self._headers["Connection"] = "close"
         self._threads_per_url = threads_per_url
         self._deadline = time.monotonic() + max_seconds
         self._budget = max_requests
