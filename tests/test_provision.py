@@ -268,3 +268,26 @@ def test_setup_runbook_is_rendered_from_the_roles_and_the_inventory(tmp_path: Pa
     assert "RELEASEBOOK_DB_PASSWORD=..." in text
     assert "`DATABASE_PASSWORD` | secret, read on the controller from $TEST_DB_PASSWORD" in text
     assert str(root) not in text
+
+
+def test_verify_fetches_static_files_the_way_users_do(tmp_path: Path) -> None:
+    """Through nginx where the inventory provisions it (HTTPS with TLS, else HTTP on its
+    port), else from the app's own bind."""
+    from releasebook.provision.urls import user_base
+
+    env = load_environment("x", project(_dir(tmp_path / "tls")))
+    assert user_base(env, env.host("web1")) == "https://192.0.2.1"
+    plain = INVENTORY.replace(
+        "    tls:\n      certificate: certs/site.crt\n      key: certs/site.key\n",
+        "    http_port: 8080\n",
+    )
+    env = load_environment("x", project(_dir(tmp_path / "plain"), plain))
+    assert user_base(env, env.host("web1")) == "http://192.0.2.1:8080"
+    unprovisioned = plain[: plain.index("provision:")] + plain[plain.index("\nhosts:") + 1 :]
+    env = load_environment("x", project(_dir(tmp_path / "bare"), unprovisioned))
+    assert user_base(env, env.host("web1")) == f"http://{env.host('web1').bind}"
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir()
+    return path

@@ -37,6 +37,7 @@ from releasebook.plan.values import (
     layout_of,
     lock_values,
 )
+from releasebook.provision.urls import user_base
 from releasebook.quoting import Raw, ShellVar, render_command
 from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks.backup import BACKUP_RUNBOOK
@@ -348,7 +349,7 @@ def _probe(env: Environment, host: Host, release: object) -> HttpProbe:
         forwarded_proto=env.health.forwarded_proto,
         expect_release=str(release),
         deadline=env.health.timeout,
-        static_base=f"http://{host.bind}" if env.health.check_static else None,
+        static_base=user_base(env, host) if env.health.check_static else None,
         websocket_url=f"ws://{host.bind}{env.health.websocket_path}"
         if env.health.websocket_path
         else None,
