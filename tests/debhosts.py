@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = Path(os.environ.get("RELEASEBOOK_DEBIAN_ROOTFS", "/var/cache/releasebook/debian-bookworm"))
+IMAGE = Path(
+    os.environ.get("RELEASEBOOK_DEBIAN_ROOTFS", "/var/cache/releasebook/debian-bookworm-2")
+)
 PORT = 2222
 FIRST_OCTET = 100
 READY_TIMEOUT = 20.0

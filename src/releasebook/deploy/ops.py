@@ -9,6 +9,7 @@ show. They take no lock and write no journal line: none of them makes a release.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -443,4 +444,8 @@ def status(
     """Each host's facts (``inv status``) and whether its processes and /readyz are up."""
     with connect(env, masker, opener=opener) as transports:
         facts = _facts(env, transports)
-        return facts, liveness(env, transports, facts)
+        # A host that serves no release has nothing to be up; its status says so.
+        serving = tuple(h for h in env.hosts if facts.get(h.name) and facts[h.name].current)
+        if not serving:
+            return facts, []
+        return facts, liveness(dataclasses.replace(env, hosts=serving), transports, facts)

@@ -36,6 +36,8 @@ from releasebook.plan.facts import GOOD_RELEASE
 from releasebook.plan.model import HostWork, Plan, PlannedStep, PlannedUpload, Source
 from releasebook.quoting import ShellVar
 from releasebook.runbooks import bookkeeping as book
+from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_STEPS
+from releasebook.runbooks.release import RELEASE
 
 PLAYBOOKS = ("release", "rollback")
 INVENTORY = "hosts.yml"
@@ -550,7 +552,9 @@ def _unlock(plan: Plan, *, fenced: bool = True) -> list[dict[str, object]]:
 
 
 def render_release(env: Environment, source: Source) -> str:
-    plan = build_plan(env, "release", source=source, run=None)
+    # As `inv release` runs without --maintenance: the maintenance steps are left out.
+    steps = tuple(n for n in RELEASE.step_names if n not in RELEASE_MAINTENANCE_STEPS)
+    plan = build_plan(env, "release", source=source, run=None, steps=steps)
     back = build_plan(env, "rollback", source=source, run=None, steps=AUTO_ROLLBACK)
     prepare = [p for p in plan.steps if p.step.phase == "prepare"]
     live = [p for p in plan.steps if p.step.phase == "live"]

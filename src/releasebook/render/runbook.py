@@ -14,6 +14,7 @@ from releasebook.errors import TemplateError
 from releasebook.inventory import Environment
 from releasebook.plan.build import build_plan, runbook_commands
 from releasebook.plan.model import Plan, Source
+from releasebook.provision.inventory import playbook_dir
 from releasebook.render.backups import backup_restore_path, render_backup_restore
 from releasebook.render.blocks import blocks
 from releasebook.render.ops import render_ops
@@ -66,7 +67,10 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     }
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
     documents[readiness] = render_readiness(env)
-    if any(host.transport == "ssh" for host in env.hosts):
+    # The setup runbook is read from the provisioning playbook: the project's own, or
+    # this checkout's (an installed package does not carry the playbooks).
+    playbook = playbook_dir(env.root) / "provision.yml"
+    if any(host.transport == "ssh" for host in env.hosts) and playbook.is_file():
         documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)
     documents.update(render_ops(env))
     documents[backup_restore_path(env)] = render_backup_restore(env, source, {"blocks": blocks})
