@@ -36,6 +36,8 @@ MIDDLEWARE = [
     # First, so every response (SSL redirects included) carries the id and is logged.
     "releasebook.django.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the collected static files from the app itself, where no nginx does.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
