@@ -9,7 +9,9 @@ When a change to the steps is intended, regenerate the golden files and review t
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_plan.py
 
 The serialization replaces the project root with ``<ROOT>`` so the files do not depend
-on where the repository is checked out; the Source uses fixed fake paths.
+on where the repository is checked out; the Source uses fixed fake paths, its app repository
+inside the project root (the symbolic runbook shows it relative to the root, so an outside
+path would depend on the checkout's depth).
 
 Structural tests check what must hold whatever the golden files say, and that hostile
 inventory values only ever reach the shell quoted.
@@ -43,7 +45,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 def _fake_source() -> Source:
     """Fixed fake controller paths, whatever optional fields Source has grown."""
     known: dict[str, Any] = {
-        "repo": Path("/repo"),
+        "repo": MAIN / "app-repo",
         "subdir": "example",
         "cache": Path("/cache"),
         "python": "/usr/bin/python3",
@@ -299,7 +301,7 @@ def test_concrete_plan_uses_ids_symbolic_plan_uses_variables(release_plan: Plan)
         removed = made[: max(0, len(made) - keep)]
         assert f"for old in {' '.join(removed)}; do" in cleanup
         (build,) = release_plan.step("build").work
-        assert any(c.startswith("git -C /repo archive") for c in build.commands)
+        assert any(c.startswith(f"git -C {MAIN / 'app-repo'} archive") for c in build.commands)
         assert any("/cache/wheels/abcdef0123456789" in c for c in build.commands)
     else:
         assert release_plan.release_id == "${RELEASE}"
