@@ -49,8 +49,12 @@ def print_plan(plan: Plan, out: Callable[[str], None], checked: Sequence[str] = 
         out("\n## Checked on this machine")
         for line in checked:
             out(f"ok: {line}")
+    counted = f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
+    if plan.kind == "rollback":
+        out(counted + "nothing was contacted or changed")
+        return
     out(
-        f"\ndry run: {len(plan.steps)} steps on {hosts} host{'s' * (hosts != 1)}; "
-        f"{len(checked)} local check(s) passed (the secrets are readable); the hosts' own "
-        "checks run in the real run's preflight step; nothing was contacted or changed"
+        counted + f"{len(checked)} local check(s) passed (the secrets are readable); the "
+        "hosts' own checks run in the real run's preflight step; nothing was contacted or "
+        "changed"
     )

@@ -35,12 +35,13 @@ from releasebook.gate.command import validate_skips
 from releasebook.inventory import Environment, load_environment
 from releasebook.inventory.secrets import read_secrets
 from releasebook.plan.build import Run, build_plan
-from releasebook.plan.facts import HostFacts
+from releasebook.plan.facts import HostFacts, validate_release_id
 from releasebook.plan.model import Plan
 from releasebook.plan.schedule import parse_batch_size
 from releasebook.plan.source import find_source, new_release
 from releasebook.render.ansible import render_playbooks
 from releasebook.render.runbook import render_all
+from releasebook.runbooks.rollback import rollback_steps
 
 
 def _skips(skip: list[str], reason: str) -> dict[str, str]:
@@ -68,6 +69,28 @@ def _dry_plan(
         action=command,
     )
     return build_plan(env, "release", source=source, run=run, steps=steps)
+
+
+def _dry_rollback(env: Environment, to: str, *, migrate: bool, maintenance: bool) -> Plan:
+    """The rollback's plan before any host is read: what the hosts decide (the release
+    to go back to, the live one, the migrations to unapply) are the runbook's variables."""
+    steps = rollback_steps(unapply=migrate, maintenance=maintenance)
+    return build_plan(env, "rollback", source=find_source(env), run=None, steps=steps)
+
+
+def _dry_rollback_notes(to: str, migrate: bool) -> list[str]:
+    going = f"--to {to}" if to else "the release live before the current one, on each host"
+    notes = [
+        "Read from the hosts when it runs, shown here as variables:",
+        f"  RELEASE: the release to go back to ({going})",
+        "  LIVE: the release live now",
+    ]
+    if migrate:
+        notes.append(
+            "  APP, TARGET: one unapply line per app the schema step lists; the backup and "
+            "the unapply run only when it lists migrations to unapply"
+        )
+    return notes
 
 
 SKIP_HELP = "readiness check id to skip (repeatable); needs --reason"
@@ -204,7 +227,11 @@ def preflight(
     help={
         "env": "inventory to roll back: inventories/<env>.yml",
         "to": "release id to go back to (default: the release live before the current one)",
-        "migrate": "also unapply the migrations that release does not have (reversible only)",
+        "migrate": "also unapply the migrations that release does not have (reversible "
+        "only), after a database backup where the inventory takes them (backup.before_migrate)",
+        "maintenance": "web hosts answer 503 from before the backup, unapply and switch until "
+        "the release gone back to is verified",
+        "dry_run": "print the plan (steps x hosts x commands) and touch nothing",
         "hosts": HOSTS_HELP,
         "roles": ROLES_HELP,
         "json": JSON_HELP,
@@ -218,6 +245,8 @@ def rollback(
     env: str = "",
     to: str = "",
     migrate: bool = False,
+    maintenance: bool = False,
+    dry_run: bool = False,
     json: bool = False,
     verbose: bool = False,
     batch_size: str = "",
@@ -227,10 +256,21 @@ def rollback(
 ) -> None:
     """Switch every host back to an earlier release, restart and verify.
 
-    With --migrate, first unapply the migrations the older release does not have."""
+    With --migrate, first back up the database and unapply the migrations the older
+    release does not have; with --maintenance, in maintenance mode until verified."""
     with session("rollback") as s:
         environment, limited = limit_hosts(s.load(env), hosts, roles)
         batch = parse_batch_size(batch_size, len(environment.hosts_with("web")))
+        if to:
+            validate_release_id(to)
+        if dry_run:
+            if limited:
+                s.print(limited)
+            plan = _dry_rollback(environment, to, migrate=migrate, maintenance=maintenance)
+            for line in _dry_rollback_notes(to, migrate):
+                s.print(line)
+            print_plan(plan, s.print)
+            return
         lock_wait = _lock_wait(wait)
         reporter = s.reporter(json, verbose=verbose)
         if limited:
@@ -241,6 +281,7 @@ def rollback(
             s.masker,
             to=to or None,
             migrate=migrate,
+            maintenance=maintenance,
             batch_size=batch,
             lock_wait=lock_wait,
         )

@@ -1,5 +1,6 @@
 """What a backup step's report says (the helper's JSON line), for the history and the
-operator: shared by ``inv backup`` and the backup a release takes before migrating."""
+operator: shared by ``inv backup``, the backup a release takes before migrating and the
+one ``inv rollback --migrate`` takes before unapplying."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def summary(backup: object) -> dict[str, Any]:
     return {k: backup[k] for k in SUMMARY_KEYS if isinstance(backup.get(k), str | int)}
 
 
-def backup_report(outcomes: list[Outcome]) -> tuple[dict[str, Any], str]:
-    """What a backup step left, for the history, and a line for the operator."""
+def backup_report(outcomes: list[Outcome], before: str = "migrating") -> tuple[dict[str, Any], str]:
+    """What a backup step left, for the history, and a line for the operator; ``before``:
+    what a skipped backup was not taken before."""
     for outcome in outcomes:
         try:
             report = parse_report(outcome.target, outcome.stdout)
@@ -41,7 +43,7 @@ def backup_report(outcomes: list[Outcome]) -> tuple[dict[str, Any], str]:
             return {"error": str(exc)}, f"backup: {exc}"
         if report.get("skipped"):
             reason = str(report["skipped"])[:200]
-            return {"skipped": reason}, f"no backup before migrating: {reason}"
+            return {"skipped": reason}, f"no backup before {before}: {reason}"
         kept = summary(report.get("backup"))
         kept["removed"] = [str(r) for r in report.get("removed") or [] if isinstance(r, str)]
         line = (

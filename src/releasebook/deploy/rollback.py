@@ -4,8 +4,14 @@ one (from the history), or to a chosen one, verified, and recorded.
 Before switching, the schema step compares what the database has applied with the
 migrations the release to go back to has. Without ``--migrate`` newer migrations stay
 applied, and the output and the history say which; with it, reversible ones are unapplied
-first, from the live release, and an irreversible one refuses the rollback before
-anything changes.
+first, from the live release, after a backup where the inventory takes them, and an
+irreversible one refuses the rollback before anything changes. ``--maintenance`` puts the
+web hosts in maintenance from before the backup until the release gone back to is
+verified.
+
+A failure before the switch undoes what began, newest first (the migrations applied
+again, maintenance off): nothing live changed. A failure at or after it leaves the site
+in maintenance (its hosts did not verify) and says so.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from releasebook.deploy.backup_report import backup_report
 from releasebook.deploy.connection import Opener, attempt, connect, open_real, record_everywhere
 from releasebook.deploy.release import failure_text
-from releasebook.deploy.running import Runner, lock_info_for, run_until_failure, with_records
+from releasebook.deploy.running import Runner, lock_info_for, with_records
 from releasebook.errors import (
     MigrationStateError,
     ReleasebookError,
@@ -29,18 +36,21 @@ from releasebook.errors import (
 from releasebook.execute.events import Reporter
 from releasebook.execute.lock import HeldLock, environment_lock
 from releasebook.execute.outcome import Outcome
-from releasebook.execute.runner import plain_script
+from releasebook.execute.runner import plain_script, run_scripts
 from releasebook.gate.migration_report import RollbackPlan, parse_rollback_plan
 from releasebook.inventory import Environment
 from releasebook.masking import Masker
 from releasebook.plan.build import Run, build_plan
 from releasebook.plan.facts import HostFacts, validate_release_id
 from releasebook.plan.model import Plan, ReleaseInfo, Source
+from releasebook.plan.schedule import plan_groups
 from releasebook.plan.source import find_source
 from releasebook.runbooks.bookkeeping import LockInfo
+from releasebook.runbooks.rollback import rollback_steps
 
-STEPS = ("lock", "schema", "switch", "restart_web", "restart_workers", "verify", "record", "unlock")
 FINISH = ("record", "unlock")
+# Before the switch, newest first: what an aborted rollback undoes.
+UNDONE = ("unapply", "maintenance_on")
 
 
 def rollback(
@@ -50,13 +60,16 @@ def rollback(
     *,
     to: str | None = None,
     migrate: bool = False,
+    maintenance: bool = False,
     source: Source | None = None,
     batch_size: int | None = None,
     lock_wait: float = 0,
     opener: Opener = open_real,
 ) -> str:
     """Switch every host back to an earlier release; the release id it went to.
-    ``migrate``: unapply the migrations the older release does not have, first."""
+    ``migrate``: unapply the migrations the older release does not have, first (after a
+    backup, where the inventory takes them). ``maintenance``: the web hosts answer 503
+    from before the backup, the unapply and the switch until the release is verified."""
     if to is not None:
         validate_release_id(to)
     source = source or find_source(env)
@@ -79,7 +92,7 @@ def rollback(
     ) -> Plan:
         facts = held.facts if held is not None else None
         targets = _targets(facts, to) if facts is not None else None
-        steps = STEPS if unapply is None else ("unapply", *STEPS)
+        steps = rollback_steps(unapply=unapply is not None, maintenance=maintenance)
         return build_plan(
             env,
             "rollback",
@@ -111,9 +124,10 @@ def rollback(
             if schema.unapply:
                 plan = plan_with(held.info, held, target_id, schema.unapply)
                 runner.frames = plan.frames
-            failed = run_until_failure(_between(plan), runner, batch_size)
-            if failed and failed[0].step == "unapply":
-                raise _unapply_failed(plan, runner, failed, base, masker)
+            failed = _change(plan, runner, batch_size, base, masker)
+            warnings = _open_again(plan, runner) if not failed else []
+            if failed and plan.has("maintenance_on"):
+                base["maintenance"] = "left_on"
             records = {
                 name: {
                     **base,
@@ -123,6 +137,7 @@ def rollback(
                     "duration": round(time.monotonic() - started, 3),
                     "steps": dict(runner.durations),
                     **({"reason": failure_text(failed[0].step, failed)} if failed else {}),
+                    **({"warnings": warnings} if warnings else {}),
                 }
                 for name in targets
             }
@@ -133,8 +148,12 @@ def rollback(
                 if planned.step.name == "unlock":
                     held.released.update(o.target for o in outcomes if o.ok)
             if failed:
+                still = _left_in_maintenance(plan) if plan.has("maintenance_on") else ""
+                if still:
+                    reporter.message(f"warning: {still}")
                 reporter.finished(False, "rollback failed")
-                raise RollbackFailed(failure_text(failed[0].step, failed))
+                text = failure_text(failed[0].step, failed)
+                raise RollbackFailed(f"{text}\n{still}" if still else text)
     sources = ", ".join(sorted({str(v) for v in left.values() if v})) or "nothing"
     verb = "rolled back" if to is None else "switched, as asked (--to),"
     if _forward(left, target_id):
@@ -159,34 +178,120 @@ def _leaving(left: Mapping[str, str | None], target: str) -> str:
     return f"leaving {leaving} for {target}"
 
 
-def _unapply_failed(
+def _change(
+    plan: Plan, runner: Runner, batch_size: int | None, base: dict[str, Any], masker: Masker
+) -> list[Outcome]:
+    """Run the steps that change the hosts, maintenance on to verify: the failed outcomes of
+    a step at or after the switch that failed; one before the switch is undone, recorded
+    and raised. The backup's report goes to the history, as a release's does."""
+    for group in plan_groups(_between(plan), batch_size):
+        for planned, outcomes in zip(group, runner.run(group), strict=True):
+            failed = [o for o in outcomes if not o.ok]
+            if planned.step.name == "backup" and not failed:
+                base["backup"], line = backup_report(outcomes, "unapplying")
+                runner.reporter.message(line)
+            if not failed:
+                continue
+            if planned.step.phase == "prepare":
+                raise _aborted(plan, runner, failed, base, masker)
+            return failed
+    return []
+
+
+def _undo(plan: Plan, runner: Runner, name: str) -> dict[str, str] | None:
+    """Step ``name``'s undo, on every host where it began: None where it began nowhere,
+    else the hosts where the undo failed, with what they said."""
+    if not plan.has(name):
+        return None
+    works = [w for w in plan.step(name).work if w.undo and name in runner.began.get(w.target, [])]
+    if not works:
+        return None
+    results = run_scripts(
+        {w.target: plain_script(w.undo) for w in works},
+        runner.transports,
+        plan.environment.max_parallel,
+        timeout=max(w.timeout for w in works),
+    )
+    return {
+        target: str(result) if isinstance(result, Exception) else result.tail()
+        for target, result in results.items()
+        if isinstance(result, Exception) or not result.ok
+    }
+
+
+def _aborted(
     plan: Plan,
     runner: Runner,
     failed: list[Outcome],
     base: dict[str, Any],
     masker: Masker,
 ) -> ReleasebookError:
-    """Unapplying failed before anything was switched: its undo (migrate forward again,
-    from the live release) runs, and the attempt is recorded."""
-    (work,) = plan.step("unapply").work
-    result = runner.transports[work.target].run(plain_script(work.undo), timeout=work.timeout)
-    reason = failure_text("unapply", failed)
+    """A step before the switch failed (maintenance on, the backup, the unapply): no code
+    was switched. What began is undone, newest first: the migrations applied again from
+    the live release, then maintenance off; and the attempt is recorded."""
+    step = failed[0].step
+    reason = failure_text(step, failed)
+    env = plan.environment.name
+    schema, flag = (_undo(plan, runner, name) for name in UNDONE)
+    lines: list[str] = []
+    between = bool(schema)
+    if schema:
+        lines.append(
+            f"Applying the migrations again failed too ({'; '.join(schema.values())}): the "
+            "schema is between releases; the code was not switched. Run `manage.py migrate` "
+            "from the live release."
+        )
+    else:
+        again = " the migrations were applied again and" if schema is not None else ""
+        lines.append(f"Nothing live changed:{again} no code was switched.")
+    if flag:
+        lines.append(
+            f"Maintenance mode is still ON on {', '.join(sorted(flag))} (removing the flag "
+            f"failed: {'; '.join(flag.values())}): `inv maintenance off --env={env}`."
+        )
+    elif flag is not None:
+        lines.append("Maintenance mode was turned off again: the site serves as before.")
     record_everywhere(
         plan.environment,
         runner.transports,
         masker,
-        {**base, "outcome": "failed", "step": "unapply", "reason": reason},
+        {
+            **base,
+            "outcome": "failed",
+            "step": step,
+            "reason": reason,
+            **({"maintenance": "left_on"} if flag else {}),
+        },
     )
-    runner.reporter.finished(False, "rollback failed while unapplying migrations")
-    if not result.ok:
-        return RollbackFailed(
-            f"{reason}\nApplying them again failed too ({result.tail()}): the schema is "
-            "between releases; the code was not switched. Run `manage.py migrate` from the "
-            "live release."
-        )
-    return ReleaseFailed(
-        f"{reason}\nThe migrations were applied again and no code was switched: every host "
-        "serves the live release as before."
+    what = "unapplying migrations" if step == "unapply" else f"in its {step} step"
+    runner.reporter.finished(False, f"rollback failed {what}, before the switch")
+    if between or flag:
+        return RollbackFailed("\n".join([reason, *lines]))
+    return ReleaseFailed("\n".join([reason, *lines]))
+
+
+def _open_again(plan: Plan, runner: Runner) -> list[str]:
+    """Maintenance off once the release gone back to is verified (``--maintenance``);
+    where that failed, the warning the history records."""
+    if not plan.has("maintenance_off"):
+        return []
+    (outcomes,) = runner.run([plan.step("maintenance_off")])
+    failed = sorted(o.target for o in outcomes if not o.ok)
+    if not failed:
+        return []
+    warning = (
+        f"maintenance mode is still on on {', '.join(failed)}: turning it off failed; "
+        f"`inv maintenance off --env={plan.environment.name}`"
+    )
+    runner.reporter.message(f"warning: {warning}")
+    return [warning]
+
+
+def _left_in_maintenance(plan: Plan) -> str:
+    hosts = ", ".join(w.target for w in plan.step("maintenance_on").work)
+    return (
+        f"Maintenance mode is still ON on {hosts}: the hosts did not verify, so the site "
+        f"stays closed. `inv maintenance off --env={plan.environment.name}` once they serve."
     )
 
 
@@ -261,8 +366,9 @@ def _schema(plan: Plan, runner: Runner, *, migrate: bool) -> _Schema:
 
 
 def _between(plan: Plan) -> Plan:
-    """The plan between the schema step and the record: what changes the hosts."""
-    skip = ("lock", "schema", *FINISH)
+    """The plan between the schema step and maintenance off (or the record): what
+    changes the hosts."""
+    skip = ("lock", "schema", "maintenance_off", *FINISH)
     return replace(plan, steps=tuple(p for p in plan.steps if p.step.name not in skip))
 
 

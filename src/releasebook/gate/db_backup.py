@@ -7,7 +7,7 @@ release's interpreter, settings and environment (its ``with-env`` launcher), so 
 database's credentials come from the release's env file and never from a command line::
 
     cd <release_dir> && <launcher> venv/bin/python .releasebook/db_backup.py \\
-        dump --dir DIR --keep N --label LABEL [--when always|pending|pending-postgresql]
+        dump --dir DIR --keep N --label LABEL [--when always|pending|pending-postgresql|postgresql]
     ... db_backup.py list --dir DIR
     ... db_backup.py verify --dir DIR --name NAME
     ... db_backup.py restore --dir DIR --name NAME
@@ -20,7 +20,8 @@ is ``<UTC timestamp>-<release id>-<git sha>.dump`` (``.sqlite3``), mode 0600, wi
 release and git sha it was taken from, the engine, the size, the checksum, the applied
 migrations, how long it took. Only the newest ``--keep`` backups are kept. With
 ``--when pending`` it is taken only when migrations are pending (``pending-postgresql``:
-and the database is PostgreSQL); otherwise it says why not.
+and the database is PostgreSQL), with ``--when postgresql`` only when the database is
+PostgreSQL (a rollback's migrations are applied, not pending); otherwise it says why not.
 
 ``restore``: checks the checksum, then replaces the database's contents with the
 backup's (PostgreSQL: tables the backup does not have are dropped, then ``pg_restore
@@ -60,7 +61,7 @@ NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]+$")
 URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)[^@/\s]+@")
 TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ")
 DRILL_ALIAS = "releasebook_drill"
-WHEN = ("always", "pending", "pending-postgresql")
+WHEN = ("always", "pending", "pending-postgresql", "postgresql")
 
 
 class Problem(Exception):
@@ -226,9 +227,9 @@ def command_dump(args: argparse.Namespace) -> dict[str, Any]:
     setup_django()
     db = _database()
     engine = engine_of(db)
-    if args.when != "always":
-        if args.when == "pending-postgresql" and engine != "postgresql":
-            return {"skipped": f"the database is {engine}; backup.before_migrate is not set"}
+    if args.when in ("pending-postgresql", "postgresql") and engine != "postgresql":
+        return {"skipped": f"the database is {engine}; backup.before_migrate is not set"}
+    if args.when in ("pending", "pending-postgresql"):
         todo = pending()
         if not todo:
             return {"skipped": "no migrations to apply"}

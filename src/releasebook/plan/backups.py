@@ -25,6 +25,8 @@ def backup_values(
         "backup_dir": backup_dir(env, layout),
         "backup_keep": env.backup.keep,
         "backup_when": "pending-postgresql" if before is None else "pending",
+        # A rollback's migrations are applied, not pending: the engine alone decides.
+        "backup_unapply_when": "postgresql" if before is None else "always",
         "backup_before_migrate": before is not False,
         "no_backup_before_migrate": before is False,
         "backup_name": backup_name if backup_name is not None else BACKUP_VAR,

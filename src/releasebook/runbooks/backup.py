@@ -15,6 +15,7 @@ from releasebook.runbooks.model import Runbook, Step, cmd
 # The helper, run from the live release (`current`) or from the release being made.
 IN_CURRENT = f"cd {{current}} && {{current_launcher}} venv/bin/python {DB_BACKUP_IN_RELEASE}"
 IN_RELEASE = f"cd {{release_dir}} && {{launcher}} venv/bin/python {DB_BACKUP_IN_RELEASE}"
+IN_LIVE = f"cd {{live_dir}} && {{live_launcher}} venv/bin/python {DB_BACKUP_IN_RELEASE}"
 DUMP_ARGS = " dump --dir {backup_dir} --keep {backup_keep} --json"
 
 BACKUP_WHAT = (
@@ -60,6 +61,40 @@ BACKUP_BEFORE_MIGRATE = Step(
     undo_text=(
         "Nothing is undone: a backup is kept (retention removes the oldest ones). "
         "`inv restore --from NAME` puts it back."
+    ),
+    timeout=3600,
+)
+
+BACKUP_BEFORE_UNAPPLY = Step(
+    name="backup",
+    title="Back up the database before unapplying (--migrate)",
+    barrier=True,
+    why=(
+        "Runs once, on the migrate host, only when `inv rollback --migrate` has migrations "
+        "to unapply (a rollback that keeps the schema takes none), after maintenance mode "
+        "went on where it was asked for. Unapplying drops what those migrations added, so "
+        "this is what brings it back. The same switch as the release's backup before "
+        "migrating: on by default for PostgreSQL (`backup.before_migrate: true` takes one "
+        "for SQLite too, `false` switches it off). It runs from the live release with its "
+        "env file. " + BACKUP_WHAT
+    ),
+    roles=frozenset({"migrate"}),
+    once=True,
+    commands=(
+        cmd(
+            IN_LIVE + DUMP_ARGS + " --label before-unapply --when {backup_unapply_when}",
+            when="backup_before_migrate",
+        ),
+        cmd(
+            "echo 'backup.before_migrate is false: no backup before unapplying'",
+            when="no_backup_before_migrate",
+        ),
+    ),
+    reports=True,
+    verify_text=BACKUP_BEFORE_MIGRATE.verify_text,
+    undo_text=(
+        "Nothing is undone: a backup is kept. `inv restore --from NAME` puts the data "
+        "the unapplied migrations dropped back (after releasing the newer code again)."
     ),
     timeout=3600,
 )

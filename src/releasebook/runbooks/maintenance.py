@@ -2,7 +2,8 @@
 
 ``inv maintenance on|off`` runs :data:`MAINTENANCE_ON` / :data:`MAINTENANCE_OFF`;
 ``inv release --maintenance`` runs its own pair around its migrations (on before
-``migrate``, off once verified; an aborted release removes the flag as its undo).
+``migrate``, off once verified; an aborted release removes the flag as its undo), and
+``inv rollback --maintenance`` its pair around the unapply and the switch.
 """
 
 from __future__ import annotations
@@ -79,3 +80,48 @@ RELEASE_MAINTENANCE_OFF = Step(
     timeout=60,
 )
 RELEASE_MAINTENANCE_STEPS = (RELEASE_MAINTENANCE_ON.name, RELEASE_MAINTENANCE_OFF.name)
+
+# `inv rollback --maintenance`: on before the backup, the unapply and the switch, off once
+# the release gone back to is verified. A rollback that fails before its switch removes
+# the flag (this undo); one that fails at or after it leaves the site in maintenance and
+# says so.
+ROLLBACK_MAINTENANCE_ON = Step(
+    name="maintenance_on",
+    title="Maintenance mode on (with --maintenance)",
+    why=(
+        "Only with `inv rollback --maintenance`, for a schema change or a switch the site "
+        "must not serve through: every web host answers 503 with `Retry-After` from here "
+        "until the release gone back to is verified. " + MAINTENANCE_ON.why.split(". ", 1)[1]
+    ),
+    roles=MAINTENANCE_ON.roles,
+    commands=MAINTENANCE_ON.commands,
+    verify=MAINTENANCE_ON.verify,
+    verify_text=MAINTENANCE_ON.verify_text,
+    undo=MAINTENANCE_ON.undo,
+    undo_text=(
+        "A rollback that fails before its switch removes the flag again (this undo); one "
+        "that fails at or after the switch leaves it, says so, and `inv maintenance off "
+        "--env=ENV` removes it once the hosts serve."
+    ),
+    timeout=60,
+)
+ROLLBACK_MAINTENANCE_OFF = Step(
+    name="maintenance_off",
+    title="Maintenance mode off (with --maintenance)",
+    why=(
+        "Only with `inv rollback --maintenance`: the release gone back to answered its "
+        "readiness probe (releasebook's probe is let through maintenance), so the site "
+        "opens again."
+    ),
+    roles=MAINTENANCE_OFF.roles,
+    phase="finish",
+    commands=MAINTENANCE_OFF.commands,
+    verify=MAINTENANCE_OFF.verify,
+    verify_text=MAINTENANCE_OFF.verify_text,
+    undo_text=(
+        "The rollback warns naming the hosts where it failed: `inv maintenance off "
+        "--env=ENV` there."
+    ),
+    timeout=60,
+)
+ROLLBACK_MAINTENANCE_STEPS = (ROLLBACK_MAINTENANCE_ON.name, ROLLBACK_MAINTENANCE_OFF.name)

@@ -3,13 +3,22 @@ switch, restart and verify with another release id; a host that had no release b
 is taken out of service instead.
 
 ``inv rollback`` runs it on request, and a release that fails at or after its switch
-runs it by itself, with each host's previous release as its target.
+runs it by itself, with each host's previous release as its target (its switch to
+verify only). ``--maintenance`` adds the maintenance pair around everything that
+changes the hosts; ``--migrate`` with migrations to unapply adds the backup and the
+unapply.
 """
 
 from __future__ import annotations
 
 from releasebook.gate.command import MIGRATION_STATE_IN_RELEASE
+from releasebook.runbooks.backup import BACKUP_BEFORE_UNAPPLY
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
+from releasebook.runbooks.maintenance import (
+    ROLLBACK_MAINTENANCE_OFF,
+    ROLLBACK_MAINTENANCE_ON,
+    ROLLBACK_MAINTENANCE_STEPS,
+)
 from releasebook.runbooks.model import Runbook, Step, cmd
 from releasebook.runbooks.release import RESTART_WEB, RESTART_WORKERS, SWITCH, VERIFY
 
@@ -48,7 +57,8 @@ UNAPPLY = Step(
         "With `--migrate`, and only when every newer migration is reversible: each app is "
         "migrated back to the last migration the older release has, from the live release "
         "(which has the files), newest first, before any code is switched. Unapplying "
-        "drops what those migrations added: data in an added column goes with it."
+        "drops what those migrations added: data in an added column goes with it (the "
+        "backup step before this one keeps it, where backups are taken)."
     ),
     roles=frozenset({"migrate"}),
     once=True,
@@ -100,14 +110,32 @@ ROLLBACK = Runbook(
     steps=(
         LOCK,
         SCHEMA,
+        ROLLBACK_MAINTENANCE_ON,
+        BACKUP_BEFORE_UNAPPLY,
         UNAPPLY,
         RETIRE,
         SWITCH,
         RESTART_WEB,
         RESTART_WORKERS,
         VERIFY,
+        ROLLBACK_MAINTENANCE_OFF,
         RECORD,
         UNLOCK,
     ),
 )
 ROLLBACK_STEPS = ROLLBACK.steps
+
+# What `inv rollback` leaves out of the runbook: `retire` (every host it rolls back has a
+# release to go to), the unapply and its backup unless `--migrate` found migrations to
+# unapply, the maintenance pair unless `--maintenance`.
+UNAPPLY_STEPS = (BACKUP_BEFORE_UNAPPLY.name, UNAPPLY.name)
+
+
+def rollback_steps(*, unapply: bool, maintenance: bool) -> tuple[str, ...]:
+    """The steps of an ``inv rollback``, in order."""
+    left_out = {RETIRE.name}
+    if not unapply:
+        left_out.update(UNAPPLY_STEPS)
+    if not maintenance:
+        left_out.update(ROLLBACK_MAINTENANCE_STEPS)
+    return tuple(name for name in ROLLBACK.step_names if name not in left_out)
