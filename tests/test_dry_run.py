@@ -203,3 +203,34 @@ def test_a_negative_wait_is_refused_before_any_connection(project: Path, task: s
     done = run_inv(project, task, "--env=ssh", "--wait=-5")
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip() == "releasebook: --wait -5: expected seconds to wait, 0 or more"
+
+
+@pytest.mark.parametrize(
+    ("flags", "added"),
+    [
+        ((), ()),
+        (("--migrate",), ("backup", "unapply")),
+        (("--maintenance",), ("maintenance_on", "maintenance_off")),
+        (
+            ("--migrate", "--maintenance"),
+            ("maintenance_on", "backup", "unapply", "maintenance_off"),
+        ),
+    ],
+)
+def test_rollback_dry_run_shows_the_backup_and_maintenance_its_flags_add(
+    project: Path, flags: tuple[str, ...], added: tuple[str, ...]
+) -> None:
+    before = snapshot(project.parent)
+    done = run_inv(project, "rollback", "--env=ssh", "--dry-run", *flags)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    shown = re.findall(r"^## \d+\. ([a-z_]+): ", out, flags=re.MULTILINE)
+    base = ["lock", "schema", "switch", "restart_web", "restart_workers", "verify"]
+    assert [s for s in shown if s not in added] == [*base, "record", "unlock"]
+    assert tuple(s for s in shown if s in added) == added
+    deploy = project.parent / "ssh-deploy"
+    dump = f"db_backup.py dump --dir {deploy}/shared/backups --keep 7 --json --label before-unapply"
+    assert (dump in out) == ("--migrate" in flags)
+    assert (f"> {deploy}/shared/maintenance\n" in out) == ("--maintenance" in flags)
+    assert out.rstrip().endswith("nothing was contacted or changed")
+    assert snapshot(project.parent) == before

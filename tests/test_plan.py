@@ -35,8 +35,10 @@ from releasebook.execute.runner import plain_script
 from releasebook.inventory import Environment, load_environment, load_inventory
 from releasebook.plan import HostWork, Plan, PlanKind, ReleaseInfo, Run, Source, build_plan
 from releasebook.plan.facts import HostFacts
+from releasebook.plan.schedule import plan_groups
 from releasebook.runbooks.bookkeeping import LockInfo
 from releasebook.runbooks.release import RELEASE_STEP_NAMES
+from releasebook.runbooks.rollback import rollback_steps
 
 MAIN = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -316,12 +318,15 @@ def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
     assert [p.step.name for p in plan.steps] == [
         "lock",
         "schema",
+        "maintenance_on",
+        "backup",
         "unapply",
         "retire",
         "switch",
         "restart_web",
         "restart_workers",
         "verify",
+        "maintenance_off",
         "record",
         "unlock",
     ]
@@ -338,6 +343,91 @@ def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
     for work in plan.step("verify").work:
         assert work.probe is not None and work.probe.expect_release == PREVIOUS_ID
     assert RELEASE_ID not in serialize(plan).replace(f'"release": "{RELEASE_ID}"', "")
+
+
+@pytest.mark.parametrize(
+    ("unapply", "maintenance", "added"),
+    [
+        (False, False, []),
+        (True, False, ["backup", "unapply"]),
+        (False, True, ["maintenance_on", "maintenance_off"]),
+        (True, True, ["maintenance_on", "backup", "unapply", "maintenance_off"]),
+    ],
+)
+def test_inv_rollback_steps_by_its_flags(
+    unapply: bool, maintenance: bool, added: list[str]
+) -> None:
+    steps = rollback_steps(unapply=unapply, maintenance=maintenance)
+    base = ["lock", "schema", "switch", "restart_web", "restart_workers", "verify"]
+    assert [s for s in steps if s not in added] == [*base, "record", "unlock"]
+    assert [s for s in steps if s in added] == added
+    if maintenance:  # on before anything changes, off once verified
+        assert steps.index("schema") < steps.index("maintenance_on") < steps.index("switch")
+        assert steps.index("verify") < steps.index("maintenance_off") < steps.index("record")
+    if unapply:  # the backup before the unapply, both before the switch
+        assert steps.index("backup") < steps.index("unapply") < steps.index("switch")
+    if unapply and maintenance:
+        assert steps.index("maintenance_on") < steps.index("backup")
+
+
+def _rollback_plan(env: Environment, maintenance: bool = True) -> Plan:
+    run = Run(release=ROLLBACK_TO, lock=LOCK, marker=MARKER, action="rollback", facts=facts_of(env))
+    return build_plan(
+        env,
+        "rollback",
+        source=SOURCE,
+        run=run,
+        targets=previous_of(env),
+        steps=rollback_steps(unapply=True, maintenance=maintenance),
+        unapply=[("notes", "0001_initial")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("before_migrate", "expected"),
+    [(None, "--when postgresql"), (True, "--when always"), (False, "no backup before")],
+)
+def test_rollback_migrate_backs_up_once_from_the_live_release_before_unapplying(
+    before_migrate: bool | None, expected: str
+) -> None:
+    env = load("production")
+    env = dataclasses.replace(
+        env, backup=dataclasses.replace(env.backup, before_migrate=before_migrate)
+    )
+    plan = _rollback_plan(env)
+    assert targets(plan, "backup") == names_with(env, "migrate")[:1]
+    (backup,) = plan.step("backup").work
+    (command,) = backup.commands
+    assert expected in command
+    if before_migrate is not False:
+        live = f"/srv/example/releases/{PREVIOUS_ID}"
+        assert command.startswith(f"cd {live} && {live}/.releasebook/with-env venv/bin/python ")
+        assert "db_backup.py dump --dir /srv/example/shared/backups" in command
+        assert "--label before-unapply" in command
+    # credentials come from the release's env file, never from the command line
+    assert "DATABASE_URL" not in command and "PG" not in command
+    # maintenance goes on, everywhere, before the backup starts; the unapply follows it
+    groups = [[p.step.name for p in g] for g in plan_groups(plan, None, after="lock")]
+    assert ["backup", "unapply"] in groups
+    assert groups.index(["backup", "unapply"]) > groups.index(["maintenance_on"])
+
+
+def test_rollback_maintenance_steps_are_the_release_ones_on_every_web_host() -> None:
+    env = load("production")
+    plan = _rollback_plan(env)
+    release = make_plan(env, "release", "concrete")
+    for name in ("maintenance_on", "maintenance_off"):
+        assert targets(plan, name) == names_with(env, "web")
+        ours, theirs = plan.step(name), release.step(name)
+        assert [w.commands for w in ours.work] == [w.commands for w in theirs.work]
+        assert [w.verify for w in ours.work] == [w.verify for w in theirs.work]
+    assert plan.step("maintenance_off").step.phase == "finish"
+    assert all(
+        w.undo == ("rm -f /srv/example/shared/maintenance",)
+        for w in plan.step("maintenance_on").work
+    )
+    without = _rollback_plan(env, maintenance=False)
+    assert not without.has("maintenance_on") and not without.has("maintenance_off")
 
 
 def test_a_rollback_takes_hosts_without_an_earlier_release_out_of_service() -> None:
