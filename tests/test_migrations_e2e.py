@@ -5,7 +5,11 @@ database itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -128,6 +132,23 @@ def test_a_rollback_keeps_an_added_column_and_says_so(
     assert history(fleet.hosts[0].srv)[-1]["schema"]["kept"] == ["notes.0002_note_tag"]
 
 
+def _watching(
+    path: Path, run: Callable[[], subprocess.CompletedProcess[str]]
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """``run()`` in a thread while this one polls for ``path``: what it returned, and
+    whether the file existed at some moment while it ran."""
+    result: list[subprocess.CompletedProcess[str]] = []
+    worker = threading.Thread(target=lambda: result.append(run()))
+    worker.start()
+    seen = False
+    stopped = threading.Event()
+    while worker.is_alive():
+        seen = seen or path.exists()
+        stopped.wait(0.01)
+    worker.join()
+    return result[0], seen
+
+
 def test_rollback_with_migrate_unapplies_a_reversible_migration(
     project: Project, fleet: SimFleet, database: str
 ) -> None:
@@ -135,14 +156,38 @@ def test_rollback_with_migrate_unapplies_a_reversible_migration(
     tagged = _release(project)  # the tag release again: 0002 is already applied
     release = history(fleet.hosts[0].srv)[-1]
     assert release["migrations"]["leaves"]["notes"] == ["0002_note_tag"]
+    flag = fleet.hosts[0].srv / "app" / "shared" / "maintenance"
+    assert not flag.exists()
 
-    done = project.inv("rollback", "--env=e2e", "--migrate")
+    done, flagged = _watching(
+        flag, lambda: project.inv("rollback", "--env=e2e", "--migrate", "--maintenance", "-v")
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"from {tagged} to {first}" in done.stdout
     assert "unapplied notes.0002_note_tag" in done.stdout
     assert _served(fleet) == first
     assert "tag" not in _columns(database)
     assert _applied(database) == ["0001_initial"]
+    # in maintenance while it ran, open again afterwards
+    assert flagged
+    assert not flag.exists()
+    # the backup it took before unapplying: 0600, its manifest holding the dropped column's
+    # migration, named by the rollback's history record
+    record = history(fleet.hosts[0].srv)[-1]
+    assert record["action"] == "rollback" and record["outcome"] == "rolled_back_to"
+    backups = fleet.hosts[0].srv / "app" / "shared" / "backups"
+    name = record["backup"]["name"]
+    assert f"backup {name} on m1" in done.stdout
+    dump = backups / f"{name}.dump"
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert dump.stat().st_size > 0
+    manifest = json.loads((backups / f"{name}.json").read_text())
+    assert manifest["label"] == "before-unapply"
+    assert manifest["release_id"] == tagged
+    assert "notes.0002_note_tag" in manifest["migrations"]
+    # -v shows every command: the backup's among them, the database's URL in none
+    assert "db_backup.py dump --dir /srv/app/shared/backups" in done.stdout
+    assert database not in done.stdout + done.stderr
 
 
 def test_migrate_over_an_irreversible_migration_is_refused_and_changes_nothing(
