@@ -261,6 +261,10 @@ def test_the_helper_backs_up_restores_and_drills_sqlite(
     assert not directory.exists()
     code, none_pending = _helper(app, "dump", "--dir", str(directory), "--when", "pending")
     assert (code, none_pending["skipped"]) == (0, "no migrations to apply")
+    # a rollback's backup before unapplying: the engine alone decides, never "pending"
+    code, not_postgresql = _helper(app, "dump", "--dir", str(directory), "--when", "postgresql")
+    assert (code, "sqlite" in str(not_postgresql["skipped"])) == (0, True)
+    assert not directory.exists()
 
     names = []
     for _ in range(3):
