@@ -500,15 +500,18 @@ VERIFY = Step(
         "does not count. Then it fetches the one collected CSS file the answer names "
         "(`static`, the admin's `base.css` where there is one) the way users do and "
         "requires 200 `text/css`, so unserved static files fail here, not in a browser "
-        "(`health.check_static: false` turns that off)."
+        "(`health.check_static: false` turns that off). Where the inventory names "
+        "`health.websocket_path` (an ASGI app with WebSockets), it also opens a WebSocket "
+        "there with the site's Host header and the Origin a browser on the site sends, and "
+        "requires the upgrade (101) and an echo of a fresh token."
     ),
     where="controller",
     roles=frozenset({"web"}),
     phase="live",
     http_check=True,
     verify_text=(
-        "Every web host answered 200 with the expected release id, and its static CSS "
-        "file 200 `text/css`."
+        "Every web host answered 200 with the expected release id, its static CSS "
+        "file 200 `text/css`, and, where a WebSocket path is named, the upgrade and the echo."
     ),
     undo_text="Roll back: the rollback runbook, which `inv release` runs by itself.",
 )
