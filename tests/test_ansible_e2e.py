@@ -10,6 +10,7 @@ back and verifies.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -145,6 +146,15 @@ def test_release_playbook_leaves_hosts_as_inv_release(
     assert status["web1"]["current"] == first and status["web2"]["current"] == first
     shown = project.inv("history", "--env=e2e")
     assert shown.returncode == 0 and first in shown.stdout, shown.stdout + shown.stderr
+    # --hosts limits what is read: web2's records only, and web1 is not contacted.
+    limited = project.inv("history", "--env=e2e", "--json", "--hosts=web2")
+    records = [json.loads(line) for line in limited.stdout.splitlines() if line.strip()]
+    assert records and {r["host"] for r in records} == {"web2"}, limited.stdout
+    unlocked = project.inv("unlock", "--env=e2e", "--yes", "--hosts=web1")
+    assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+    assert "web1: not locked" in unlocked.stdout and "web2" not in unlocked.stdout
+    unknown = project.inv("history", "--env=e2e", "--hosts=web9")
+    assert unknown.returncode != 0 and "no host web9 in e2e" in unknown.stderr
 
 
 def test_failure_after_switch_rolls_every_host_back(

@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from releasebook.cli.kit import session
+from releasebook.cli.limits import ROLES_HELP, LimitedTask, limit_hosts
 from releasebook.deploy.connection import connect, record
 from releasebook.deploy.history import format_history, json_lines, read_history
 from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
@@ -35,17 +36,20 @@ def _ask(question: str) -> bool:
 
 
 @task(
+    klass=LimitedTask,
     help={
         "env": "inventory whose lock to break: inventories/<env>.yml",
         "yes": "break it without asking (check first that its holder is gone)",
-    }
+        "hosts": "only on these hosts (comma-separated names), e.g. when another is gone",
+        "roles": ROLES_HELP,
+    },
 )
-def unlock(c: Context, env: str = "", yes: bool = False) -> None:
+def unlock(c: Context, env: str = "", yes: bool = False, hosts: str = "", roles: str = "") -> None:
     """Show who holds the environment lock on each host, then break that lock.
 
     Only the lock shown is broken: a lock taken since is left alone."""
     with session() as s:
-        environment = s.load(env)
+        environment, _ = limit_hosts(s.load(env), hosts, roles)
         with connect(environment, s.masker) as transports:
             shown = read_lock_digests(environment, transports)
             now = time.time()
@@ -100,16 +104,25 @@ def unlock(c: Context, env: str = "", yes: bool = False) -> None:
         "limit": "records read from each host (newest)",
         "steps": "show every step's duration under each run, not only the slowest",
         "json": "one JSON object per line: each record, newest first, with its host",
-    }
+        "hosts": "only these hosts' records (comma-separated names)",
+        "roles": "only the records of hosts with one of these roles (comma-separated)",
+    },
+    klass=LimitedTask,
 )
 def history(
-    c: Context, env: str = "", limit: int = 20, steps: bool = False, json: bool = False
+    c: Context,
+    env: str = "",
+    limit: int = 20,
+    steps: bool = False,
+    json: bool = False,
+    hosts: str = "",
+    roles: str = "",
 ) -> None:
     """Show the releases, rollbacks and unlocks recorded on the hosts, newest first."""
     with session() as s:
         if limit < 1:
             raise UsageError("--limit: expected a positive number")
-        environment = s.load(env)
+        environment, _ = limit_hosts(s.load(env), hosts, roles)
         with connect(environment, s.masker) as transports:
             histories = read_history(environment, transports, limit=limit)
         if json:
@@ -124,14 +137,24 @@ def history(
         "env": "inventory whose hosts to check: inventories/<env>.yml",
         "trust": "offer to add NEW host keys to the inventory's known_hosts file",
         "yes": "with --trust: add every NEW key without asking (changed keys never)",
-    }
+        "hosts": "only these hosts (comma-separated names), e.g. a server just added",
+        "roles": ROLES_HELP,
+    },
+    klass=LimitedTask,
 )
-def hosts(c: Context, env: str = "", trust: bool = False, yes: bool = False) -> None:
+def hosts(
+    c: Context,
+    env: str = "",
+    trust: bool = False,
+    yes: bool = False,
+    hosts: str = "",
+    roles: str = "",
+) -> None:
     """Check every host's SSH key against known_hosts; with --trust, add NEW ones."""
     with session() as s:
         if yes and not trust:
             raise UsageError("--yes goes with --trust")
-        environment = s.load(env)
+        environment, _ = limit_hosts(s.load(env), hosts, roles)
 
         def confirm(status: KeyStatus) -> bool:
             assert status.key is not None  # only NEW keys are offered
