@@ -15,6 +15,7 @@ from releasebook.cli.kit import session
 from releasebook.cli.local_checks import local_checks
 from releasebook.cli.plan_print import print_plan
 from releasebook.cli.tasks import _dry_plan
+from releasebook.deploy import ops
 from releasebook.deploy.connection import connect
 from releasebook.deploy.history import json_lines
 from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
@@ -136,3 +137,38 @@ def test_a_wrong_env_lists_the_environments_that_exist(
     assert str(stopped.value.message) == (
         "releasebook: --env=flwo: no inventories/flwo.yml; the environments are: flow"
     )
+
+
+def test_doctor_names_an_unreachable_host_and_still_checks_the_others(
+    env: Environment,
+) -> None:
+    reached: list[str] = []
+
+    def opener(env: Environment, host: Host | None) -> Transport:
+        if host is not None and host.name == "web1":
+            raise HostUnreachable("web1 (deploy@127.0.0.1:22): connection refused")
+        scripted = ScriptedHost(host.name if host else CONTROLLER, facts=("current=r1",))
+        reached.append(scripted.name)
+        return scripted
+
+    rows = ops.doctor(env, Masker(), opener=opener)
+    web1 = [r for r in rows if r.host == "web1"]
+    assert [(r.check, r.ok) for r in web1] == [("ssh", False)]
+    assert "connection refused" in web1[0].detail
+    others = {h.name for h in env.hosts} - {"web1"}
+    assert others and others <= {r.host for r in rows if r.check == "release"}
+    assert "web1" in [r.host for r in ops.failed_rows(rows)]
+    # Inventory order: web1's row where web1 stands, not last.
+    order = [h.name for h in env.hosts]
+    shown = list(dict.fromkeys(r.host for r in rows))
+    assert shown == [n for n in order if n in shown]
+
+
+def test_doctor_with_no_host_reachable_gives_one_ssh_row_per_host(env: Environment) -> None:
+    def opener(env: Environment, host: Host | None) -> Transport:
+        if host is None:
+            return ScriptedHost(CONTROLLER)
+        raise HostUnreachable(f"{host.name}: timed out")
+
+    rows = ops.doctor(env, Masker(), opener=opener)
+    assert [(r.host, r.check, r.ok) for r in rows] == [(h.name, "ssh", False) for h in env.hosts]

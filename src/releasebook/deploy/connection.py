@@ -51,31 +51,37 @@ def connect(
     masker: Masker,
     attempt_record: Record | None = None,
     opener: Opener = open_real,
+    unreachable: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Transport]]:
     """Open one transport per host (concurrently, capped) plus the controller. When a
     host cannot be reached, the hosts that could be get ``attempt_record`` in their
     history, so that the next operator sees the attempt and why it never started.
-    ``opener`` makes each transport (tests pass scripted ones)."""
+    ``opener`` makes each transport (tests pass scripted ones). A read-only caller that
+    reports on every host passes ``unreachable``: it gets each such host's cause there,
+    and the transports of the others, instead of the error."""
     transports: dict[str, Transport] = {CONTROLLER: opener(env, None)}
     errors: list[HostUnreachable] = []
+    failed_hosts: dict[str, str] = {}
 
     def open_one(host_name: str) -> None:
         try:
             transports[host_name] = opener(env, env.host(host_name))
         except HostUnreachable as exc:
             errors.append(exc)
+            failed_hosts[host_name] = str(exc)
 
     try:
         run_parallel([partial(open_one, h.name) for h in env.hosts], env.max_parallel)
-        if errors:
-            unreachable = "\n  ".join(sorted(str(e) for e in errors))
+        if errors and unreachable is not None:
+            unreachable.update(failed_hosts)
+        elif errors:
+            causes = "\n  ".join(sorted(str(e) for e in errors))
             changed = [e for e in errors if isinstance(e, HostKeyChanged)]
             reason = (
                 f"a host's SSH key CHANGED, so no step ran and nothing was changed "
-                f"(`inv hosts --env={env.name}` shows the fingerprints):\n  {unreachable}"
+                f"(`inv hosts --env={env.name}` shows the fingerprints):\n  {causes}"
                 if changed
-                else "cannot reach every host, so no step ran and nothing was changed:\n  "
-                + unreachable
+                else "cannot reach every host, so no step ran and nothing was changed:\n  " + causes
             )
             if attempt_record is not None:
                 failed = {**attempt_record, "outcome": "not_started", "reason": reason}

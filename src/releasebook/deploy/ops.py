@@ -372,53 +372,72 @@ def _beat_row(results: Mapping[str, Result | Exception]) -> Row:
 
 
 def doctor(env: Environment, masker: Masker, *, opener: Opener = open_real) -> list[Row]:
-    """Every check of the doctor runbook on every host it applies to: the rows."""
-    with connect(env, masker, opener=opener) as transports:
-        facts = _facts(env, transports)
-        plan = doctor_plan(env, facts)
-        rows = [
-            Row(
-                name,
-                "release",
-                bool(f.current),
-                f"current {f.current}" if f.current else "no live release",
-            )
-            for name, f in facts.items()
+    """Every check of the doctor runbook on every host it applies to: the rows. A host
+    that cannot be reached is a failed ``ssh`` row naming the cause; the others are
+    checked as usual."""
+    unreachable: dict[str, str] = {}
+    everyone = env
+    with connect(env, masker, opener=opener, unreachable=unreachable) as transports:
+        down = [
+            Row(name, "ssh", False, strip_controls(masker.mask(cause))[:300])
+            for name, cause in unreachable.items()
         ]
-        for planned in plan.steps:
-            name = planned.step.name
-            if not planned.work:
-                continue
-            if planned.step.http_check:
-                rows.extend(_probe_rows(planned))
-                continue
-            results = run_step(env, planned, transports, with_verify=False)
-            if name == "dependencies":
-                for target, result in results.items():
-                    rows.extend(_dependency_rows(target, result))
-            elif name == "beat":
-                if env.hosts_with("beat"):
-                    rows.append(_beat_row(results))
-            elif name == "errors":
-                for target, result in results.items():
-                    found = result.stdout.splitlines() if isinstance(result, Result) else []
-                    rows.extend(
-                        Row(target, name, True, strip_controls(line)[:300], advisory=True)
-                        for line in found[-5:]
-                    )
-            else:
-                advisory = name in book.ADVISORY
-                rows.extend(replace(row, advisory=advisory) for row in _rows(planned, results))
+        if len(unreachable) == len(env.hosts):
+            return _in_inventory_order(everyone, down)
+        env = replace(env, hosts=tuple(h for h in env.hosts if h.name not in unreachable))
+        rows = down + _doctor_rows(env, transports)
+    return _in_inventory_order(everyone, rows)
+
+
+def _in_inventory_order(env: Environment, rows: list[Row]) -> list[Row]:
+    order = {h.name: i for i, h in enumerate(env.hosts)}
+    return sorted(rows, key=lambda r: order.get(r.host, len(order)))
+
+
+def _doctor_rows(env: Environment, transports: Mapping[str, Transport]) -> list[Row]:
+    facts = _facts(env, transports)
+    plan = doctor_plan(env, facts)
+    rows = [
+        Row(
+            name,
+            "release",
+            bool(f.current),
+            f"current {f.current}" if f.current else "no live release",
+        )
+        for name, f in facts.items()
+    ]
+    for planned in plan.steps:
+        name = planned.step.name
+        if not planned.work:
+            continue
+        if planned.step.http_check:
+            rows.extend(_probe_rows(planned))
+            continue
+        results = run_step(env, planned, transports, with_verify=False)
+        if name == "dependencies":
+            for target, result in results.items():
+                rows.extend(_dependency_rows(target, result))
+        elif name == "beat":
+            if env.hosts_with("beat"):
+                rows.append(_beat_row(results))
+        elif name == "errors":
+            for target, result in results.items():
+                found = result.stdout.splitlines() if isinstance(result, Result) else []
+                rows.extend(
+                    Row(target, name, True, strip_controls(line)[:300], advisory=True)
+                    for line in found[-5:]
+                )
+        else:
+            advisory = name in book.ADVISORY
+            rows.extend(replace(row, advisory=advisory) for row in _rows(planned, results))
     # Checks run from the live release cannot run where there is none.
     bare = {name for name, f in facts.items() if not f.current}
-    rows = [
+    return [
         replace(r, detail="no live release to run it from")
         if r.host in bare and not r.ok and r.check in ("worker", "dependencies")
         else r
         for r in rows
     ]
-    order = {h.name: i for i, h in enumerate(env.hosts)}
-    return sorted(rows, key=lambda r: order.get(r.host, len(order)))
 
 
 def liveness(
