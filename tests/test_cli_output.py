@@ -5,6 +5,7 @@ this machine and ends with a summary, ``--env`` errors name the environments."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,12 @@ from releasebook.cli.tasks import _dry_plan
 from releasebook.deploy import ops
 from releasebook.deploy.connection import connect
 from releasebook.deploy.history import json_lines
-from releasebook.errors import HostKeyChanged, HostUnreachable, UsageError
+from releasebook.errors import HostKeyChanged, HostUnreachable, LockHeld, UsageError
 from releasebook.inventory import Environment, Host, load_environment
 from releasebook.masking import Masker
+from releasebook.plan.facts import HostFacts
 from releasebook.plan.model import CONTROLLER
+from releasebook.runbooks.bookkeeping import LockInfo
 from releasebook.transport import Transport
 from releasebook.transport.scripted import ScriptedHost
 
@@ -172,3 +175,23 @@ def test_doctor_with_no_host_reachable_gives_one_ssh_row_per_host(env: Environme
 
     rows = ops.doctor(env, Masker(), opener=opener)
     assert [(r.host, r.check, r.ok) for r in rows] == [(h.name, "ssh", False) for h in env.hosts]
+
+
+def test_maintenance_and_app_control_refuse_while_a_run_holds_the_lock(env: Environment) -> None:
+    def lock(lease_until: float) -> LockInfo:
+        return LockInfo(
+            "ana", "laptop", 4242, "2026-01-01T12:00:00Z", "release", "r2", "7" * 32, lease_until
+        )
+
+    names = [h.name for h in env.hosts]
+    held = {n: HostFacts(n, "r1", ("r1",), (), lock=lock(time.time() + 600)) for n in names}
+    with pytest.raises(LockHeld) as refused:
+        ops.refuse_while_locked(env, held, "maintenance on")
+    message = str(refused.value)
+    assert refused.value.exit_code == 4
+    assert "maintenance on did not run and nothing was changed" in message
+    assert "ana" in message and f"inv unlock --env={env.name}" in message
+    # A stale lock (its holder gone) and no lock do not stop a day-2 command.
+    stale = {n: HostFacts(n, "r1", ("r1",), (), lock=lock(time.time() - 60)) for n in names}
+    ops.refuse_while_locked(env, stale, "maintenance on")
+    ops.refuse_while_locked(env, {n: HostFacts(n, "r1", ("r1",), ()) for n in names}, "app stop")

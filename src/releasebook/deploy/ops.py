@@ -4,7 +4,8 @@ logs, a command with a release's environment, and the incident checks (``doctor`
 Each plans a runbook of :mod:`releasebook.runbooks.ops` for the release every host serves
 (read once, by the probe) and runs each step's commands as one plain script per host, in
 parallel: the same commands ``--dry-run`` prints and ``operations.md`` / ``incident.md``
-show. They take no lock and write no journal line: none of them makes a release.
+show. They take no lock and write no journal line: none of them makes a release; those
+that change hosts refuse to run while another run holds the environment lock.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from releasebook.deploy.connection import Opener, connect, open_real
-from releasebook.errors import OperationFailed, UsageError
+from releasebook.errors import LockHeld, OperationFailed, UsageError
 from releasebook.execute.health import check_once
 from releasebook.execute.lock import read_facts
 from releasebook.execute.parallel import run_parallel
@@ -124,6 +125,8 @@ def control(
     check_role(env, role)
     with connect(env, masker, opener=opener) as transports:
         facts = _facts(env, transports)
+        if runbook.name not in READ_ONLY:
+            refuse_while_locked(env, facts, runbook.title.lower())
         plan = control_plan(env, runbook, facts, role)
         rows: list[Row] = []
         for planned in plan.steps:
@@ -134,6 +137,25 @@ def control(
             if not all(_ok(r) for r in results.values()) and runbook.name != "app-status":
                 break
     return rows
+
+
+READ_ONLY = frozenset({"app-status"})
+
+
+def refuse_while_locked(env: Environment, facts: Mapping[str, HostFacts], what: str) -> None:
+    """A command that changes hosts does not run while a release, rollback, backup or
+    restore holds the environment lock (a stale lock, whose holder is gone, does not
+    count): it would race that run's restarts and switch. Nothing has been changed."""
+    held = {name: f.lock for name, f in facts.items() if f.lock is not None}
+    live = {name: lock for name, lock in held.items() if not lock.stale()}
+    if live:
+        holders = "\n  ".join(f"{name}: {lock.describe()}" for name, lock in live.items())
+        raise LockHeld(
+            f"{env.name} is locked, so {what} did not run and nothing was changed:\n  "
+            f"{holders}\nwait for that run to end, or, once its holder is gone, "
+            f"`inv unlock --env={env.name}`",
+            live,
+        )
 
 
 def failed_rows(rows: Sequence[Row]) -> list[Row]:
