@@ -218,27 +218,34 @@ def _title(planned: PlannedStep) -> str:
 
 
 def _upload_tasks(planned: PlannedStep, work: HostWork, when: list[str]) -> list[dict[str, object]]:
+    """The copies, each after the check of its ``skip_if`` (run once per distinct check,
+    registered under the archive's kind: ``releasebook_wheels_ready``, ``..._tools_ready``)."""
     tasks: list[dict[str, object]] = []
-    checked = False
+    checked: dict[str, str] = {}
     for upload in work.uploads:
         condition = list(when)
         if upload.skip_if:
-            if not checked:
+            if upload.skip_if not in checked:
+                name = str(upload.remote).rsplit("/", 1)[-1]
+                kind = re.match(r"[a-z]*", name)
+                register = f"releasebook_{kind.group() if kind else ''}_ready"
+                if register in checked.values():
+                    register = f"releasebook_upload_{len(checked)}_ready"
+                checked[upload.skip_if] = register
                 tasks.append(
                     {
-                        "name": f"{_title(planned)}: which hosts need the wheel archive",
+                        "name": f"{_title(planned)}: which hosts need {name}",
                         "ansible.builtin.shell": {
                             "cmd": Unsafe(plain_script((upload.skip_if,))),
                             "executable": "/bin/bash",
                         },
-                        "register": "releasebook_wheels_ready",
+                        "register": register,
                         "changed_when": False,
                         "failed_when": False,
                         **({"when": when} if when else {}),
                     }
                 )
-                checked = True
-            condition.append("releasebook_wheels_ready.rc != 0")
+            condition.append(f"{checked[upload.skip_if]}.rc != 0")
         tasks.append(_copy(planned, upload, condition))
     return tasks
 
