@@ -133,6 +133,29 @@ def test_tasks_run_the_exact_commands_in_the_frame() -> None:
     assert all(t["ansible.builtin.copy"]["mode"] == "0600" for t in uploads)
 
 
+def test_each_archive_upload_waits_on_its_own_check() -> None:
+    """The wheel archive is copied where the virtualenv is missing, the tools' archive
+    where the tools are: two checks, each registered under its own name."""
+    env = load_environment("staging", REPO)
+    plan = build_plan(env, "release", source=find_source(env), run=None, steps=UNMAINTAINED)
+    tasks = _tasks(load_playbook(_rendered("staging")["release.yml"])[1]["tasks"])
+    checks = {t["register"]: t for t in tasks if "which hosts need" in t["name"]}
+    assert sorted(checks) == ["releasebook_tools_ready", "releasebook_wheels_ready"]
+    (upload,) = [w for w in plan.step("upload").work if w.target == "staging-web1"]
+    skip = {str(u.remote).rsplit("/", 1)[-1].split("-")[0]: u.skip_if for u in upload.uploads}
+    for kind in ("wheels", "tools"):
+        script = checks[f"releasebook_{kind}_ready"]["ansible.builtin.shell"]["cmd"]
+        assert script == f"set -eu\n{skip[kind]}\n"
+        copies = [
+            t
+            for t in tasks
+            if "ansible.builtin.copy" in t and f"/{kind}-" in t["ansible.builtin.copy"]["dest"]
+        ]
+        assert len(copies) == 2  # the archive and its .sha256
+        assert all(t["when"] == [f"releasebook_{kind}_ready.rc != 0"] for t in copies)
+    assert "TOOLS_HASH" in _rendered("staging")["release.yml"]
+
+
 def test_verify_is_a_uri_check_of_the_release() -> None:
     plays = load_playbook(_rendered("production")["release.yml"])
     checks = [t for t in _tasks(plays[2]["tasks"]) if "ansible.builtin.uri" in t]

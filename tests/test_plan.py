@@ -311,6 +311,83 @@ def test_concrete_plan_uses_ids_symbolic_plan_uses_variables(release_plan: Plan)
         assert '"/srv/example/releases/${RELEASE}"' in text
 
 
+def _upload_names(plan: Plan) -> dict[str, list[str]]:
+    return {
+        w.target: [str(u.remote).rsplit("/", 1)[-1] for u in w.uploads]
+        for w in plan.step("upload").work
+    }
+
+
+def _release_with(env: Environment, **facts: HostFacts) -> Plan:
+    known = {**facts_of(env), **facts}
+    run = Run(release=RELEASE, lock=LOCK, marker=MARKER, action="release", facts=known)
+    return build_plan(env, "release", source=SOURCE, run=run, previous=previous_of(env))
+
+
+def _tools_archive(plan: Plan) -> str:
+    (build,) = plan.step("build").work
+    line = next(c for c in build.commands if c.startswith("(cd ") and " tools-" in c)
+    return line.split()[3]  # (cd OUT; sha256sum tools-HASH.tar > ...)
+
+
+def test_tools_archive_goes_only_to_hosts_without_the_tools() -> None:
+    """The wheel archive no longer carries supervisor and uv: their own archive is built
+    and sent only where the probe found no tools, and the wheels only where the
+    virtualenv is missing, whatever the tools."""
+    env = load("staging")
+    first, second = (h.name for h in env.hosts[:2])
+    base = facts_of(env)
+    ready = dataclasses.replace(base[first], tools_ready=True)
+    plan = _release_with(env, **{first: ready})
+    tools = _tools_archive(plan)
+    assert tools.startswith("tools-") and tools.endswith(".tar")
+    uploads = _upload_names(plan)
+    wheels = f"wheels-{RELEASE.requirements_hash}.tar"
+    assert tools not in uploads[first] and f"{tools}.sha256" not in uploads[first]
+    assert wheels in uploads[first]  # its virtualenv for these requirements is missing
+    assert tools in uploads[second] and f"{tools}.sha256" in uploads[second]
+    # a host with the virtualenv but not the tools gets the tools alone
+    venv_only = dataclasses.replace(base[second], venvs=(RELEASE.requirements_hash,))
+    uploads = _upload_names(_release_with(env, **{first: ready, second: venv_only}))
+    assert wheels not in uploads[second] and tools in uploads[second]
+    # the upload's verify checks the tools' archive where it was sent
+    work = plan.step("upload").on(second)
+    assert work is not None
+    (verify,) = [c for c in work.verify if f"{tools}.sha256" in c]
+    assert "sha256sum --quiet -c" in verify and "tools/bin/uv" in verify
+
+
+def test_no_tools_archive_is_built_or_sent_when_every_host_has_the_tools() -> None:
+    env = load("staging")
+    every = {
+        name: dataclasses.replace(f, tools_ready=True, venvs=(RELEASE.requirements_hash,))
+        for name, f in facts_of(env).items()
+    }
+    plan = _release_with(env, **every)
+    (build,) = plan.step("build").work
+    assert not any("tools-" in c or "/cache/tools/" in c for c in build.commands)
+    for names in _upload_names(plan).values():
+        assert not any(n.startswith(("tools-", "wheels-")) for n in names), names
+    # the wheelhouse of the app's requirements never carries the tools
+    assert not any("uv==" in c for c in build.commands)
+
+
+def test_symbolic_upload_leaves_the_tools_to_the_host() -> None:
+    """Without facts (the runbook, a dry run) the tools' archive is built and each host
+    skips its upload when its tools are installed."""
+    plan = make_plan(load("staging"), "release", "symbolic")
+    for work in plan.step("upload").work:
+        (archive, digest) = [u for u in work.uploads if "tools-" in str(u.remote)]
+        assert str(archive.remote).endswith("/tools-${TOOLS_HASH}.tar")
+        assert archive.skip_if == digest.skip_if
+        assert archive.skip_if is not None and "tools/bin/supervisord" in archive.skip_if
+    (build,) = plan.step("build").work
+    assert any("/cache/tools/${TOOLS_HASH}" in c for c in build.commands)
+    install = "\n".join(plan.step("install").work[0].commands)
+    # installed from the tools' archive, which goes once they are in
+    assert '--find-links "/srv/example/.releasebook/wheels/tools-${TOOLS_HASH}"' in install
+
+
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_rollback_switches_each_host_to_its_previous_release(name: str) -> None:
     env = load(name)

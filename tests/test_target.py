@@ -113,12 +113,14 @@ def _build_script(app_repo: Path, target: PythonTarget) -> str:
     preamble = [
         line
         for line in doc.splitlines()
-        if line.startswith(("RELEASE=", "GIT_SHA=", "PYTHON_VERSION=", "REQ_HASH="))
+        if line.startswith(("RELEASE=", "GIT_SHA=", "PYTHON_VERSION=", "REQ_HASH=", "TOOLS_HASH="))
     ]
     start = doc.index(". Build the artifact")
     block = re.search(r"```sh\n(.*?)```", doc[start:], re.S)
     assert block is not None
-    return "\n".join(["set -euo pipefail", *preamble, block.group(1), 'echo "$REQ_HASH"'])
+    return "\n".join(
+        ["set -euo pipefail", *preamble, block.group(1), 'echo "$REQ_HASH $TOOLS_HASH"']
+    )
 
 
 def _run(app_repo: Path, script: str) -> subprocess.CompletedProcess[str]:
@@ -134,11 +136,18 @@ def test_downloaded_wheelhouse_for_another_python(app_repo: Path) -> None:
     other = replace(DEBIAN, version="3.12.3")
     done = _run(app_repo, _build_script(app_repo, other))
     assert done.returncode == 0, done.stdout + done.stderr
-    req_hash = done.stdout.split()[-1]
+    req_hash, tools_hash = done.stdout.split()[-2:]
     wheels = sorted(p.name for p in (app_repo / ".releasebook/cache/wheels" / req_hash).iterdir())
     assert any(n.startswith(("Django-", "django-")) for n in wheels), wheels
     assert any(n.startswith("releasebook_django-") for n in wheels)
-    assert any(n.startswith("uv-") and "manylinux" in n for n in wheels), wheels
+    # The tools have a wheelhouse and archive of their own, downloaded for the hosts too.
+    assert not any(n.startswith(("uv-", "supervisor-")) for n in wheels), wheels
+    tools = sorted(p.name for p in (app_repo / ".releasebook/cache/tools" / tools_hash).iterdir())
+    assert any(n.startswith("uv-") and "manylinux" in n for n in tools), tools
+    assert any(n.startswith("supervisor-") for n in tools), tools
+    out = app_repo / ".releasebook/build/out"
+    assert (out / f"tools-{tools_hash}.tar").is_file()
+    assert (out / f"tools-{tools_hash}.tar.sha256").is_file()
 
 
 def test_no_wheel_for_the_hosts_says_what_to_do(app_repo: Path) -> None:

@@ -10,9 +10,9 @@ order), so its digest keys the wheelhouse and the hosts' virtualenvs. On a host,
 
 ``python -m releasebook.shipped wheel DIR`` writes the wheel into DIR, ``gate DIR``
 copies the gate's scripts into DIR, ``key VERSION`` prints what, besides the app's
-requirements file, keys the wheelhouse, and ``pip VERSION ARGS`` runs pip with the
-environment markers of the hosts' Python VERSION: the build step and the runbook run
-these.
+requirements file, keys the wheelhouse, ``tools-key VERSION`` what keys the tools'
+wheelhouse, and ``pip VERSION ARGS`` runs pip with the environment markers of the hosts'
+Python VERSION: the build step and the runbook run these.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ PACKAGE = Path(__file__).resolve().parent
 DJANGO_DIR = PACKAGE / "django"
 DJANGO_DIST = "releasebook-django"
 DJANGO_REQUIRES = ("django>=4.2",)
-# Installed on each host in <deploy>/.releasebook/tools from the wheelhouse: the process
-# manager, and uv, which builds the app's virtualenvs offline at a fraction of pip's CPU.
+# Installed once on each host in <deploy>/.releasebook/tools from their own wheelhouse
+# (sent only to hosts without them): the process manager, and uv, which builds the app's
+# virtualenvs offline at a fraction of pip's CPU.
 TOOLS_REQUIREMENTS = ("supervisor==4.3.0", "uv==0.13.9")
 _DIST_INFO = f"releasebook_django-{__version__}.dist-info"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -118,11 +119,16 @@ def copy_gate_files(directory: Path) -> list[Path]:
     return [Path(shutil.copy(path, directory / path.name)) for path in GATE_FILES]
 
 
-def wheelhouse_key(python_version: str, tools: Sequence[str]) -> str:
-    """What keys the wheelhouse besides the app's requirements file: the host tools, the
-    Django app's wheel and the Python the wheels are for (markers can name its version)."""
-    lines = [*tools, django_requirement(), django_digest(), python_version]
+def wheelhouse_key(python_version: str) -> str:
+    """What keys the wheelhouse besides the app's requirements file: the Django app's
+    wheel and the Python the wheels are for (markers can name its version)."""
+    lines = [django_requirement(), django_digest(), python_version]
     return "\n".join(lines) + "\n"
+
+
+def tools_key(python_version: str, tools: Sequence[str] = TOOLS_REQUIREMENTS) -> str:
+    """What keys the tools' wheelhouse: the tools and the Python they are for."""
+    return "\n".join([*tools, python_version]) + "\n"
 
 
 def run_pip(version: str, args: Sequence[str]) -> None:
@@ -156,11 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         copy_gate_files(Path(args[1]))
         return 0
     if len(args) == 2 and args[0] == "key":
-        sys.stdout.write(wheelhouse_key(args[1], TOOLS_REQUIREMENTS))
+        sys.stdout.write(wheelhouse_key(args[1]))
+        return 0
+    if len(args) == 2 and args[0] == "tools-key":
+        sys.stdout.write(tools_key(args[1]))
         return 0
     print(
         "usage: python -m releasebook.shipped wheel DIR | gate DIR | key PYTHON_VERSION"
-        " | pip PYTHON_VERSION PIP_ARGS...",
+        " | tools-key PYTHON_VERSION | pip PYTHON_VERSION PIP_ARGS...",
         file=sys.stderr,
     )
     return 2

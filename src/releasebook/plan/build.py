@@ -28,6 +28,7 @@ from releasebook.plan.model import (
     ReleaseInfo,
     Source,
 )
+from releasebook.plan.source import tools_hash
 from releasebook.plan.values import (
     Ids,
     cleanup_releases,
@@ -115,6 +116,7 @@ def build_plan(
             release.requirements_hash,
             run.lock.token,
             f"@@rb-{run.marker}",
+            tools_hash(source),
         )
         if release is not None and run is not None
         else Ids.symbolic()
@@ -125,7 +127,11 @@ def build_plan(
         if release is not None
         else ShellVar("PYTHON_ABI")
     )
-    controller = controller_values(env, source, ids, release)
+    # The tools' archive is built when a host may lack them (without facts, any may).
+    tools_build = facts is None or any(
+        host.name not in facts or not facts[host.name].tools_ready for host in env.hosts
+    )
+    controller = controller_values(env, source, ids, release, tools_build=tools_build)
     controller["gate_options"] = Raw(gate_options(env, [*env.gate_skips, *gate_skips]))
     locked = lock_values(
         env, ids.lock_token, run.lock if run is not None else None, concrete=release is not None
@@ -141,6 +147,7 @@ def build_plan(
                 ids.requirements_hash,
                 ids.lock_token,
                 ids.marker,
+                ids.tools_hash,
             )
         host_facts = facts.get(host.name) if facts is not None else None
         values = {

@@ -66,7 +66,9 @@ class HostFacts:
     python: PythonTarget | None = None  # the hosts' interpreter (app.python), if found
 
     def venv_ready(self, requirements_hash: str) -> bool:
-        return self.tools_ready and requirements_hash in self.venvs
+        """The virtualenv of these requirements is complete: the wheels are not needed
+        (the tools, which install it, come with their own archive)."""
+        return requirements_hash in self.venvs
 
     def bad_releases(self) -> set[str]:
         """Releases that failed after going live: never a rollback target."""

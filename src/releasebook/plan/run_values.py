@@ -4,8 +4,9 @@ The playbooks run the symbolic plan (the runbooks' commands, whose run-specific 
 are shell variables); their first play runs ``python -m releasebook.plan.run_values``
 from the repository root to get those variables exactly as ``inv release`` and ``inv
 rollback`` make them: the release id, git sha and requirements hash of
-:func:`~releasebook.plan.source.new_release`, a fresh lock token and step marker, and who
-runs it and when (the history record's ``by`` and ``at``). Nothing here touches a host.
+:func:`~releasebook.plan.source.new_release`, the tools' hash, a fresh lock token and
+step marker, and who runs it and when (the history record's ``by`` and ``at``). Nothing
+here touches a host.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from releasebook.errors import ReleasebookError, UsageError
 from releasebook.inventory import load_environment
-from releasebook.plan.source import find_source, new_release
+from releasebook.plan.source import find_source, new_release, tools_hash
 
 KINDS = ("release", "rollback")
 
@@ -41,6 +42,7 @@ def run_values(kind: str, env_name: str, root: Path) -> dict[str, object]:
             "RELEASE": info.release_id,
             "GIT_SHA": info.git_sha,
             "REQ_HASH": info.requirements_hash,
+            "TOOLS_HASH": tools_hash(source),
         }
         base |= {"release": info.release_id, "git_sha": info.git_sha}
     return {"env": shell, "base": base}

@@ -20,7 +20,7 @@ from releasebook.errors import UsageError
 from releasebook.inventory import Environment
 from releasebook.plan.model import ReleaseInfo, Source
 from releasebook.plan.target import PythonTarget
-from releasebook.shipped import TOOLS_REQUIREMENTS, django_requirement, wheelhouse_key
+from releasebook.shipped import django_requirement, tools_key, wheelhouse_key
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -80,14 +80,22 @@ def requirements_hash(env: Environment, source: Source, sha: str) -> str:
     requirements = _git_bytes(source.repo, "show", f"{sha}:{requirements_path}")
     _refuse_controller_requirement(requirements, requirements_path)
     # The runbook's REQ_HASH line computes the same: the file, then the rest of the key.
-    # Wheels depend on the interpreter too: environment markers can name its full version.
-    python = (
-        source.target.describe()
-        if source.target is not None
-        else source.hosts_version or source.python_version
-    )
-    key = wheelhouse_key(python, TOOLS_REQUIREMENTS)
+    key = wheelhouse_key(_wheels_python(source))
     return hashlib.sha256(requirements + key.encode()).hexdigest()[:16]
+
+
+def tools_hash(source: Source) -> str:
+    """What keys the tools' wheelhouse and archive (supervisor and uv): the tools and the
+    hosts' Python; the runbook's TOOLS_HASH line computes the same."""
+    return hashlib.sha256(tools_key(_wheels_python(source)).encode()).hexdigest()[:16]
+
+
+def _wheels_python(source: Source) -> str:
+    """The Python wheels are fetched for, as it keys them: environment markers can name
+    its full version, and downloaded wheels are for its platform too."""
+    if source.target is not None:
+        return source.target.describe()
+    return source.hosts_version or source.python_version
 
 
 def for_hosts(

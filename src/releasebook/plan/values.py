@@ -40,6 +40,7 @@ HEREDOC_END = "RELEASEBOOK_EOF"
 # Wheels built on a host for requirements that have none for the hosts' platform.
 HOST_WHEELS = Path("releasebook") / "wheels"
 Id = str | ShellVar
+TOOLS_HASH = ShellVar("TOOLS_HASH")  # the runbook's: the preamble computes it
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Ids:
     requirements_hash: Id
     lock_token: Id
     marker: Id
+    tools_hash: Id = TOOLS_HASH  # keys the tools' wheelhouse (supervisor, uv)
 
     @classmethod
     def symbolic(cls) -> Ids:
@@ -62,6 +64,7 @@ class Ids:
             ShellVar("REQ_HASH"),
             ShellVar("LOCK_TOKEN"),
             ShellVar("MARK", prefix="@@rb-"),
+            TOOLS_HASH,
         )
 
     @property
@@ -97,10 +100,16 @@ def layout_of(env: Environment, base: Path | None = None) -> HostLayout:
 
 
 def controller_values(
-    env: Environment, source: Source, ids: Ids, release: ReleaseInfo | None
+    env: Environment,
+    source: Source,
+    ids: Ids,
+    release: ReleaseInfo | None,
+    *,
+    tools_build: bool = True,
 ) -> dict[str, object]:
     """Build-side values. Without ``release`` (the runbook), paths are relative to the
-    repository and run-specific values are shell variables."""
+    repository and run-specific values are shell variables. ``tools_build``: a host may
+    lack the tools, so their archive is built (the facts say whether one does)."""
     concrete = release is not None
     root = env.root if concrete else Path()
     build_root = root / ".releasebook" / "build"
@@ -114,6 +123,8 @@ def controller_values(
     wheelhouse = keyed(cache / "wheels", ids.requirements_hash)
     artifact = keyed(out, ids.release, ".tar.gz")
     wheels = keyed(out, ids.requirements_hash, ".tar", "wheels-")
+    tools_wheelhouse = keyed(cache / "tools", ids.tools_hash)
+    tools = keyed(out, ids.tools_hash, ".tar", "tools-")
     secrets = env.env_file.secrets
     return {
         "repo": source.repo if concrete else _relative(source.repo, env.root),
@@ -153,6 +164,14 @@ def controller_values(
         "wheels_local": wheels,
         "wheels_local_tmp": _plus(wheels, ".tmp"),
         "wheels_name": _name(ids.requirements_hash, ".tar", "wheels-"),
+        "tools_wheelhouse": tools_wheelhouse,
+        "tools_wheelhouse_tmp": _plus(tools_wheelhouse, ".tmp"),
+        "tools_local": tools,
+        "tools_local_tmp": _plus(tools, ".tmp"),
+        "tools_name": _name(ids.tools_hash, ".tar", "tools-"),
+        "tools_build": tools_build,
+        "native_tools_build": tools_build and source.target is None,
+        "cross_tools_build": tools_build and source.target is not None,
         "secrets_local": keyed(out, ids.release, ".secrets"),
         "secret_delivery": bool(secrets),
         "secret_sources": Raw(" ".join(quote(arg) for arg in source_args(secrets))),
@@ -261,6 +280,8 @@ def host_values(
         "artifact": layout.artifact(ids.release),
         "wheels": layout.wheels(ids.requirements_hash),
         "wheel_dir": layout.wheel_dir(ids.requirements_hash),
+        "tools_archive": layout.tools_archive(ids.tools_hash),
+        "tools_dir": layout.tools_wheel_dir(ids.tools_hash),
         "secrets_dir": layout.secrets_dir,
         "secrets_upload": layout.secrets_upload(ids.release),
         "venv": venv,
@@ -281,13 +302,14 @@ def host_values(
         "min_free_mb": env.min_free_mb,
         "min_free_kb": env.min_free_mb * 1024,
         "release_id_pattern": RELEASE_ID.pattern,
-        "venv_ready": Raw(
-            f"{{ test -f {quote(_plus(venv, '/.complete'))} && "
-            f"test -x {quote(layout.tool('supervisord'))} && "
+        "venv_ready": Raw(f"test -f {quote(_plus(venv, '/.complete'))}"),
+        "tools_ready": Raw(
+            f"{{ test -x {quote(layout.tool('supervisord'))} && "
             f"test -x {quote(layout.tool('uv'))}; }}"
         ),
         "facts_known": facts is not None,
         "wheels_needed": facts is None or not facts.venv_ready(str(ids.requirements_hash)),
+        "tools_needed": facts is None or not facts.tools_ready,
         "django": Raw(
             f"cd {quote(release_dir)} && "
             f"{quote(layout.in_release(ids.release, paths.LAUNCHER))} "

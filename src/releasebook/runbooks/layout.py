@@ -12,7 +12,8 @@ A host's deploy directory holds::
     shared/backups/                database backups
     shared/maintenance             present while maintenance mode is on
     .releasebook/                  releasebook's own state: lock, journal, history,
-                                   uploaded artifacts, tools, the process manager
+                                   uploaded artifacts, tools (installed once from
+                                   their own archive), the process manager
 
 Inside a release, everything that configures it is its own, so that the switch is the one
 moment a release's configuration goes live and a rollback brings the older one back:
@@ -184,6 +185,12 @@ class HostLayout:
 
     def wheel_dir(self, requirements_hash: Key) -> PathLike:
         return keyed(self.state / "wheels", requirements_hash)
+
+    def tools_archive(self, tools_hash: Key) -> PathLike:
+        return keyed(self.artifacts, tools_hash, ".tar", "tools-")
+
+    def tools_wheel_dir(self, tools_hash: Key) -> PathLike:
+        return keyed(self.state / "wheels", tools_hash, prefix="tools-")
 
     def secrets_upload(self, release_id: Key) -> PathLike:
         return keyed(self.secrets_dir, release_id, ".env")

@@ -101,13 +101,17 @@ BUILD = Step(
         "readiness gate, and a wheelhouse of its locked requirements so hosts install "
         "offline, with `releasebook-django` (releasebook's Django app alone, written from "
         "the installed releasebook) added to them, chosen with the environment markers of "
-        "the hosts' Python version. The controller builds the wheels when "
+        "the hosts' Python version. releasebook's host tools (supervisor and uv) get a "
+        "wheelhouse and archive of their own, built only when a host lacks them (as the "
+        "probe reports it), so a requirements change does not ship them again. The "
+        "controller builds the wheels when "
         "the hosts' Python (as the lock step's probe reports it) runs what it builds: the "
         "same implementation, minor version and platform, a C library as new. Otherwise "
         "it downloads the wheels made for the hosts' Python and platform, and a "
         "requirement without one must be built on a host and put in `releasebook/wheels/`. "
         "The wheelhouse is cached by the hash of the requirements, that wheel and the "
-        "Python version. Every file is written under "
+        "Python version; the tools' by the hash of the tools' versions and the Python "
+        "version. Every file is written under "
         "a temporary name and renamed once complete, so a build cut short (Ctrl-C, a full "
         "disk) is never reused. "
         "Secrets the inventory declares (`env.secrets`) are read here, from the "
@@ -130,13 +134,23 @@ BUILD = Step(
             "  {controller_python} -m releasebook.shipped wheel {wheelhouse_tmp}\n"
             "  {controller_python} -m releasebook.shipped pip {markers_version} wheel --quiet "
             "--wheel-dir {wheelhouse_tmp} "
-            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {django_requirement} "
-            "{tools_requirement}\n"
+            "--find-links {wheelhouse_tmp} -r {build_app}/{requirements} {django_requirement}\n"
             "  touch {wheelhouse_tmp}/.complete\n"
             "  rm -rf {wheelhouse}\n"
             "  mv {wheelhouse_tmp} {wheelhouse}\n"
             "fi",
             when="native_build",
+        ),
+        cmd(
+            "if ! test -f {tools_wheelhouse}/.complete; then\n"
+            "  rm -rf {tools_wheelhouse_tmp}\n"
+            "  {controller_python} -m releasebook.shipped pip {markers_version} wheel --quiet "
+            "--wheel-dir {tools_wheelhouse_tmp} {tools_requirement}\n"
+            "  touch {tools_wheelhouse_tmp}/.complete\n"
+            "  rm -rf {tools_wheelhouse}\n"
+            "  mv {tools_wheelhouse_tmp} {tools_wheelhouse}\n"
+            "fi",
+            when="native_tools_build",
         ),
         # ...else it downloads the wheels made for the hosts' Python and platform.
         cmd(
@@ -147,7 +161,7 @@ BUILD = Step(
             "  if ! {controller_python} -m releasebook.shipped pip {markers_version} download "
             "--quiet --dest {wheelhouse_tmp} "
             "--find-links {wheelhouse_tmp} --find-links {host_wheels} {target_args} "
-            "-r {build_app}/{requirements} {django_requirement} {tools_requirement}; then\n"
+            "-r {build_app}/{requirements} {django_requirement}; then\n"
             "    printf '%s\\n' {no_wheel_message} >&2; exit 1\n"
             "  fi\n"
             "  touch {wheelhouse_tmp}/.complete\n"
@@ -155,6 +169,21 @@ BUILD = Step(
             "  mv {wheelhouse_tmp} {wheelhouse}\n"
             "fi",
             when="cross_build",
+        ),
+        cmd(
+            "if ! test -f {tools_wheelhouse}/.complete; then\n"
+            "  rm -rf {tools_wheelhouse_tmp}\n"
+            "  mkdir -p {host_wheels}\n"
+            "  if ! {controller_python} -m releasebook.shipped pip {markers_version} download "
+            "--quiet --dest {tools_wheelhouse_tmp} --find-links {host_wheels} {target_args} "
+            "{tools_requirement}; then\n"
+            "    printf '%s\\n' {no_wheel_message} >&2; exit 1\n"
+            "  fi\n"
+            "  touch {tools_wheelhouse_tmp}/.complete\n"
+            "  rm -rf {tools_wheelhouse}\n"
+            "  mv {tools_wheelhouse_tmp} {tools_wheelhouse}\n"
+            "fi",
+            when="cross_tools_build",
         ),
         cmd("tar -czf {artifact_local_tmp} -C {build_app} ."),
         cmd("mv {artifact_local_tmp} {artifact_local}"),
@@ -164,14 +193,25 @@ BUILD = Step(
             "  mv {wheels_local_tmp} {wheels_local}\n"
             "fi"
         ),
+        cmd(
+            "if ! test -f {tools_local}; then\n"
+            "  tar -cf {tools_local_tmp} --exclude=.complete -C {tools_wheelhouse} .\n"
+            "  mv {tools_local_tmp} {tools_local}\n"
+            "fi",
+            when="tools_build",
+        ),
         cmd("(cd {build_out}; sha256sum {artifact_name} > {artifact_name}.sha256)"),
         cmd("(cd {build_out}; sha256sum {wheels_name} > {wheels_name}.sha256)"),
+        cmd("(cd {build_out}; sha256sum {tools_name} > {tools_name}.sha256)", when="tools_build"),
         cmd(
             "{controller_python} -m releasebook.inventory.secrets {secrets_local} {secret_sources}",
             when="secret_delivery",
         ),
     ),
-    verify_text="The artifact and the wheel archive exist next to their `.sha256` files.",
+    verify_text=(
+        "The artifact, the wheel archive and, when a host lacks the tools, the tools' "
+        "archive exist next to their `.sha256` files."
+    ),
     undo=(
         cmd("rm -rf {build_app}"),
         cmd("rm -f {artifact_local} {artifact_local}.sha256 {artifact_local_tmp}"),
@@ -187,7 +227,9 @@ UPLOAD = Step(
     why=(
         "Copies the artifact to every host and checks its SHA-256 there, so a truncated or "
         "altered upload never gets installed. The wheel archive is sent only to hosts "
-        "that do not already have a virtualenv for these exact requirements. The "
+        "that do not already have a virtualenv for these exact requirements, and the "
+        "tools' archive (supervisor and uv) only to hosts that do not have releasebook's "
+        "tools installed. The "
         "inventory's secrets travel as a file into the private directory, so their values "
         "are never part of a command."
     ),
@@ -196,20 +238,30 @@ UPLOAD = Step(
         Upload("artifact_local", "artifact", ".sha256"),
         Upload("wheels_local", "wheels", skip_if="{venv_ready}", needed="wheels_needed"),
         Upload("wheels_local", "wheels", ".sha256", skip_if="{venv_ready}", needed="wheels_needed"),
+        Upload("tools_local", "tools_archive", skip_if="{tools_ready}", needed="tools_needed"),
+        Upload(
+            "tools_local",
+            "tools_archive",
+            ".sha256",
+            skip_if="{tools_ready}",
+            needed="tools_needed",
+        ),
         Upload("secrets_local", "secrets_upload", when="secret_delivery"),
     ),
     verify=(
         cmd("cd {artifacts} && sha256sum --quiet -c {artifact_name}.sha256"),
         cmd("{venv_ready} || {{ cd {artifacts} && sha256sum --quiet -c {wheels_name}.sha256; }}"),
+        cmd("{tools_ready} || {{ cd {artifacts} && sha256sum --quiet -c {tools_name}.sha256; }}"),
     ),
     verify_text="`sha256sum -c` accepts the uploaded files.",
     undo=(
-        cmd("rm -f {artifact} {artifact}.sha256"),
+        cmd("rm -f {artifact} {artifact}.sha256 {tools_archive} {tools_archive}.sha256"),
         cmd("rm -f {secrets_upload}", when="secret_delivery"),
     ),
     undo_text=(
-        "Remove this release's uploaded files. A wheel archive stays: it is the cache of "
-        "its virtualenv, removed by cleanup with it."
+        "Remove this release's uploaded files and the tools' archive (the next release to "
+        "a host without the tools sends it again). A wheel archive stays: it is the cache "
+        "of its virtualenv, removed by cleanup with it."
     ),
     timeout=1800,
 )
@@ -221,26 +273,32 @@ INSTALL = Step(
         "Unpacks the artifact into a new `releases/<id>/` and points it at a virtualenv "
         "for its requirements. Virtualenvs live in `venvs/<requirements hash>/` and are "
         "shared by every release with the same requirements, so an unchanged release "
-        "installs nothing; a new one is installed offline from the uploaded wheels, with uv "
-        "(installed once per host beside supervisord in releasebook's tools)."
+        "installs nothing; a new one is installed offline from the uploaded wheels, with uv. "
+        "uv and supervisord are releasebook's tools, installed once per host from the "
+        "tools' archive when they are missing (the archive is removed once they are "
+        "installed; until then every release sends it again)."
     ),
     commands=(
         cmd("mkdir {release_dir}"),
         cmd("tar -xzf {artifact} -C {release_dir}"),
         cmd(
+            "if ! {tools_ready}; then\n"
+            "  rm -rf {tools_dir} {tools}\n"
+            "  mkdir -p {tools_dir}\n"
+            "  tar -xf {tools_archive} -C {tools_dir}\n"
+            "  {python} -m venv {tools}\n"
+            "  {tools}/bin/python -m pip install --quiet --no-index --find-links {tools_dir} "
+            "{tools_requirement}\n"
+            "  rm -rf {tools_dir} {tools_archive} {tools_archive}.sha256\n"
+            "fi"
+        ),
+        cmd(
             "if ! {venv_ready}; then\n"
             "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
-            "  if ! test -x {supervisord} || ! test -x {uv}; then\n"
-            "    rm -rf {tools} && {python} -m venv {tools}\n"
-            "    {tools}/bin/python -m pip install --quiet --no-index --find-links {wheel_dir} "
-            "{tools_requirement}\n"
-            "  fi\n"
-            "  if ! test -f {venv}/.complete; then\n"
-            "    rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
-            "    {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
+            "  rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
+            "  {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
             "--python {venv}/bin/python -r {release_dir}/{requirements} {django_requirement}\n"
-            "    touch {venv}/.complete\n"
-            "  fi\n"
+            "  touch {venv}/.complete\n"
             "  rm -rf {wheel_dir}\n"
             "fi"
         ),
@@ -248,7 +306,7 @@ INSTALL = Step(
     ),
     verify=(cmd("{release_dir}/venv/bin/python -c 'import django'"),),
     verify_text="The release's interpreter imports Django.",
-    undo=(cmd("rm -rf {release_dir} {wheel_dir}"),),
+    undo=(cmd("rm -rf {release_dir} {wheel_dir} {tools_dir}"),),
     undo_text=(
         "Remove the half-made release directory; `current` still points at the live one. "
         "A new virtualenv stays for the next try; cleanup removes it once no release uses it."
