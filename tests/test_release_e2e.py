@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,13 +74,39 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
     srv = fleet.hosts[0].srv
     assert readyz(_bind(fleet)).json()["release"] == first_release
 
+    deploy = srv / "app"
+    artifacts = deploy / ".releasebook" / "artifacts"
+    # The first release to this fresh host sent it the tools' archive and installed
+    # from it; the archive went once the tools were in.
+    tools_put = "put /srv/app/.releasebook/artifacts/tools-"
+    wheels_put = "put /srv/app/.releasebook/artifacts/wheels-"
+    (first_log,) = _release_logs(project)
+    assert tools_put in first_log and wheels_put in first_log
+    assert (deploy / ".releasebook" / "tools" / "bin" / "uv").is_file()
+    assert not list(artifacts.glob("tools-*")), list(artifacts.iterdir())
+    out = project.root / ".releasebook" / "build" / "out"
+    (wheels,) = out.glob("wheels-*.tar")
+    (tools,) = out.glob("tools-*.tar")
+    with tarfile.open(wheels) as archive:
+        names = [Path(n).name for n in archive.getnames()]
+    assert not [n for n in names if n.startswith(("uv-", "supervisor-"))], names
+    with tarfile.open(tools) as archive:
+        tool_names = [Path(n).name for n in archive.getnames()]
+    assert any(n.startswith("uv-") for n in tool_names), tool_names
+    print(f"wheel archive {wheels.stat().st_size} bytes, tools' archive {tools.stat().st_size}")
+
     css = project.root / "example" / "notes" / "static" / "notes" / "site.css"
     css.write_text(css.read_text() + "\n/* second release */\n")
+    requirements = project.root / "example" / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "# second release: new requirements\n")
     sha = project.commit("second release")
     done = project.inv("release", "--env=e2e", "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     second = released_id(done)
     assert f"$ mkdir /srv/app/releases/{second}" in done.stdout  # -v: the commands
+    # New requirements: a new wheel archive, but the host has the tools, so no tools.
+    assert wheels_put in done.stdout and tools_put not in done.stdout
+    assert len(list((deploy / "venvs").iterdir())) == 2
     response = readyz(_bind(fleet))
     assert response.status_code == 200
     assert response.json()["release"] == second
@@ -89,7 +116,6 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
     assert done.returncode == 0, done.stdout + done.stderr
     assert readyz(_bind(fleet)).json()["release"] == first_release
 
-    deploy = srv / "app"
     assert {first_release, second} <= {p.name for p in (deploy / "releases").iterdir()}
     assert os.readlink(deploy / "current") == f"/srv/app/releases/{first_release}"
     env_file = deploy / "shared" / ".env"
@@ -110,6 +136,12 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
         "-c /srv/app/.releasebook/supervisord.conf status",
     )
     assert workers.stdout.count("RUNNING") == 4, workers.stdout  # 2 web masters, worker, beat
+
+
+def _release_logs(project: Project) -> list[str]:
+    """The verbose logs of the releases run so far, oldest first."""
+    logs = project.root / ".releasebook" / "logs"
+    return [p.read_text() for p in sorted(logs.glob("*-e2e-release*.log"))]
 
 
 def test_unknown_host_key_is_refused(project: Project, fleet: SimFleet, first_release: str) -> None:

@@ -229,9 +229,11 @@ class ConsoleReporter:
                 self._print(f"{'':>13}| {line}")
 
     def _commands(self, planned: PlannedStep, outcome: Outcome) -> None:
-        """Verbose: what the step ran on that host, and all it printed."""
+        """Verbose: what the step sent to that host and ran there, and all it printed."""
         work = planned.on(outcome.target)
         if work is not None:
+            for upload in work.uploads:
+                self._print(f"{INDENT}put {upload.remote}")
             for command in work.commands + work.verify:
                 for n, line in enumerate(command.splitlines()):
                     self._print(f"{INDENT}{'$' if n == 0 else '>'} {line}")
