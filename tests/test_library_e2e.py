@@ -170,6 +170,10 @@ def test_init_then_release_render_rollback(
     assert present == []
     (cfg,) = srv.glob("venvs/*/pyvenv.cfg")
     assert f"home = {Path(HOST_PYTHON).parent}" in cfg.read_text()  # the hosts' Python
+    # The tools came in their own archive, downloaded for the hosts' Python: installed,
+    # then the archive removed.
+    assert (srv / ".releasebook" / "tools" / "bin" / "uv").is_file()
+    assert not list((srv / ".releasebook" / "artifacts").glob("tools-*"))
 
     views = repo / "notes" / "views.py"
     views.write_text(views.read_text() + "\n# the second release\n")
@@ -201,7 +205,7 @@ def test_rendered_build_step_runs(adopter: Adopter, fleet: SimFleet) -> None:
     preamble = [
         line
         for line in _sh_block_after(text, "```sh\nCOMMAND=").splitlines()
-        if line.startswith(("RELEASE=", "GIT_SHA=", "PYTHON_VERSION=", "REQ_HASH="))
+        if line.startswith(("RELEASE=", "GIT_SHA=", "PYTHON_VERSION=", "REQ_HASH=", "TOOLS_HASH="))
     ]
     # PYTHON_VERSION is the hosts' (the runbook says to run it there when it differs).
     preamble = [
@@ -234,6 +238,13 @@ def test_rendered_build_step_runs(adopter: Adopter, fleet: SimFleet) -> None:
     assert any(n.startswith("releasebook_django-") for n in wheel_names)
     assert any(n.startswith("Django-") or n.startswith("django-") for n in wheel_names)
     assert not [n for n in wheel_names if n.startswith(("releasebook-", "paramiko", "fabric"))]
+    # The host tools are in their own archive, downloaded for the hosts' Python too.
+    assert not [n for n in wheel_names if n.startswith(("uv-", "supervisor-"))]
+    (tools,) = out.glob("tools-*.tar")
+    with tarfile.open(tools) as archive:
+        tool_names = [Path(n).name for n in archive.getnames()]
+    assert any(n.startswith("uv-") for n in tool_names), tool_names
+    assert any(n.startswith("supervisor-") for n in tool_names), tool_names
     check = subprocess.run(
         ["sha256sum", "-c", f"{release}.tar.gz.sha256"], cwd=out, capture_output=True, text=True
     )
