@@ -1435,8 +1435,8 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
         return False, "no WSGI application: pass --wsgi module:callable or set WSGI_APPLICATION"
     # An ASGI app is loaded by the worker class that serves it.
     worker = ["--worker-class", ASGI_WORKER_CLASS] if ctx.asgi else []
-    if worker and importlib.util.find_spec(ASGI_WORKER_CLASS.partition(".")[0]) is None:
-        missing = f"{ASGI_WORKER_CLASS} is not installed"
+    if worker and importlib.util.find_spec("uvicorn_worker") is None:
+        missing = f"uvicorn-worker (for {ASGI_WORKER_CLASS}) is not installed"
         return False, f"{missing}: add uvicorn-worker to the requirements"
     try:
         done = subprocess.run(
@@ -1461,7 +1461,7 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
 # --- ASGI and Channels ------------------------------------------------------------
 
 # Must equal releasebook.runbooks.processes.ASGI_WORKER_CLASS (the tests keep them equal).
-ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+ASGI_WORKER_CLASS = "releasebook.django.asgi_worker.UvicornWorker"
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
 WRAPPED = ("inner", "application", "app")  # where ASGI middleware keep what they wrap
 

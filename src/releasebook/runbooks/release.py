@@ -434,13 +434,21 @@ RESTART_WEB = Step(
         "Restarts gunicorn so it starts from `current`: the new code, virtualenv and env "
         "file. supervisord holds the listening socket and two gunicorn masters share it; "
         "they are restarted one after the other, so one always accepts while the other "
-        "drains its requests (TERM is a graceful shutdown) and no request is refused."
+        "drains its requests (TERM is a graceful shutdown) and no request is refused. "
+        "An ASGI app's stopping workers close their WebSockets with 1012 (service "
+        "restart), so clients reconnect to the new release, and log how many: the lines "
+        "the master's log gained are printed and the release reports the sum."
     ),
     roles=frozenset({"web"}),
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
-        cmd("{supervisorctl} restart {process}", each="web_processes"),
+        cmd(
+            "logged=$(stat -c %s {log} 2>/dev/null || echo 0)\n"
+            "{supervisorctl} restart {process}\n"
+            "tail -c +$((logged + 1)) {log} 2>/dev/null | grep -F 'releasebook: closing' || true",
+            each="web_processes",
+        ),
     ),
     verify=(cmd("{supervisorctl} status 'web:*'"),),
     verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
