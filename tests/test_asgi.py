@@ -323,6 +323,19 @@ def test_the_asgi_example_passes_the_asgi_checks(asgi_release: Path, tmp_path: P
     assert "sent and received a message" in results["RB-ASGI-003"]["message"]
 
 
+def test_a_redis_socket_timeout_no_longer_than_the_blocking_pop_fails() -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    # redis-py 8's default socket timeout (5 s) is the pop's (brpop_timeout, 5 s).
+    problem = gate.idle_read_problem("default", RedisChannelLayer(hosts=[REDIS]))
+    assert problem is not None
+    assert "(5s) is no longer than the layer's blocking pop (5s)" in problem
+    none = RedisChannelLayer(hosts=[{"address": REDIS, "socket_timeout": None}])
+    assert gate.idle_read_problem("default", none) is None
+    longer = RedisChannelLayer(hosts=[{"address": REDIS, "socket_timeout": 30}])
+    assert gate.idle_read_problem("default", longer) is None
+
+
 def test_the_in_memory_layer_fails_by_name(asgi_release: Path, tmp_path: Path) -> None:
     results = _asgi_results(asgi_release, _app_env(tmp_path))
     assert results["RB-ASGI-002"]["status"] == "fail"
