@@ -360,9 +360,10 @@ def test_a_ref_is_released_with_linked_paths_and_fresh_processes_answer_at_once(
     again = project.inv("release", "--env=refs")  # HEAD, on main
     assert again.returncode == 0, again.stdout + again.stderr
     assert readyz(_bind(fleet)).json()["git_sha"] == head.stdout.strip()
-    current = deploy / "releases" / released_id(again)
-    assert (current / "uploads" / "kept.txt").read_text() == "an upload"
-    assert (current / "conf" / "extra.ini").read_text() == "level = 1\n"
+    # Read on the host: the links name /srv/app/shared, the host's path.
+    current = f"/srv/app/releases/{released_id(again)}"
+    shown = fleet.run("web1", f"cat {current}/uploads/kept.txt {current}/conf/extra.ini")
+    assert shown.stdout == "an uploadlevel = 1\n", shown
 
 
 def test_a_process_that_does_not_start_shows_its_own_log(

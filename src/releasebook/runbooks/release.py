@@ -448,15 +448,31 @@ RESTART_WEB = Step(
         "Restarts gunicorn so it starts from `current`: the new code, virtualenv and env "
         "file. supervisord holds the listening socket and two gunicorn masters share it; "
         "they are restarted one after the other, so one always accepts while the other "
-        "drains its requests (TERM is a graceful shutdown) and no request is refused. A "
-        "process that does not start has the end of its own log printed: the cause."
+        "drains its requests (TERM is a graceful shutdown) and no request is refused. "
+        "An ASGI app's stopping workers close their WebSockets with 1012 (service "
+        "restart), so clients reconnect to the new release, and log how many: the lines "
+        "the master's log gained are printed and the release reports the sum. The next "
+        "master is restarted only once this one has forked its first worker (its app is "
+        "loaded); one that dies first, or does not start, has the end of its own log "
+        "printed: the cause."
     ),
     roles=frozenset({"web"}),
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
         cmd(
-            "{supervisorctl} restart {process} || {{ " + _log_tail("{process}"),
+            "logged=$(stat -c %s {log} 2>/dev/null || echo 0)\n"
+            "{supervisorctl} restart {process} || {{ " + _log_tail("{process}") + "\n"
+            # supervisorctl pid says 0 for a process that is not running.
+            "pid=$({supervisorctl} pid {process} | tr -cd 0-9)\n"
+            'alive() {{ test "${{pid:-0}}" -gt 0 && kill -0 "$pid" 2>/dev/null; }}\n'
+            "for _ in $(seq 1200); do\n"
+            "  alive || break\n"
+            '  grep -qs "^PPid:[[:space:]]*$pid\\$" /proc/[0-9]*/status && break\n'
+            "  sleep 0.1\n"
+            "done\n"
+            "alive || {{ " + _log_tail("{process}") + "\n"
+            "tail -c +$((logged + 1)) {log} 2>/dev/null | grep -F 'releasebook: closing' || true",
             each="web_processes",
         ),
     ),
