@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import pytest
+from schedule import expected_seconds
 from simhosts import SimFleet, SimFleetFactory, missing_prerequisites
 
 SIM_FIXTURES = frozenset({"simhosts_available", "sim_fleet_factory", "sim_host"})
@@ -16,10 +17,12 @@ def _in_ci() -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use simulated hosts are e2e tests, marked or not."""
+    """Tests that use simulated hosts are e2e tests, marked or not. Files run slowest
+    first (see schedule.py); a file's tests keep their order (the sort is stable)."""
     for item in items:
         if SIM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: -expected_seconds(item.path.name))
 
 
 @pytest.fixture(autouse=True)

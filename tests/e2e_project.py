@@ -29,16 +29,29 @@ class Project:
     root: Path
     env_name: str
 
-    def inv(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        environ = {
+    def _environ(self) -> dict[str, str]:
+        return {
             **os.environ,
             "RELEASEBOOK_ROOT": str(self.root),
             "RELEASEBOOK_CACHE": str(WHEEL_CACHE),
         }
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """`inv ARGS` started, its stdout and stderr pipes to read as it runs."""
+        return subprocess.Popen(
+            [INV, *args],
+            cwd=self.root,
+            env=self._environ(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def inv(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [INV, *args],
             cwd=self.root,
-            env=environ,
+            env=self._environ(),
             capture_output=True,
             text=True,
             timeout=timeout,

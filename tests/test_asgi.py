@@ -8,13 +8,16 @@ the release's interpreter, real Redis on 127.0.0.1:6379).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +25,15 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from releasebook.deploy.websocket_report import websocket_report, websockets_closed
+from releasebook.django import asgi_worker
 from releasebook.errors import InventoryError
 from releasebook.execute.health import wait_ready
+from releasebook.execute.outcome import Outcome
 from releasebook.gate import gate, registry
 from releasebook.gate.command import GATE_IN_RELEASE, GATE_SOURCE
 from releasebook.inventory import load_inventory
@@ -154,7 +163,8 @@ def test_an_asgi_app_runs_under_gunicorn_with_uvicorn_workers_on_the_held_socket
     assert "[fcgi-program:web]" in text
     assert "socket=tcp://10.0.0.1:8000" in text
     assert (
-        "-m gunicorn --bind fd://0 --workers 2 --worker-class uvicorn_worker.UvicornWorker "
+        "-m gunicorn --bind fd://0 --workers 2 "
+        "--worker-class releasebook.django.asgi_worker.UvicornWorker "
         "--timeout 30 --graceful-timeout 45 --no-control-socket config.asgi:application"
     ) in text
     # supervisord waits for the drain before it kills.
@@ -174,6 +184,80 @@ def test_a_wsgi_app_keeps_its_command_line() -> None:
 def test_the_gate_and_the_programs_name_the_same_worker_class() -> None:
     assert gate.ASGI_WORKER_CLASS == processes.ASGI_WORKER_CLASS
     assert {"RB-ASGI-001", "RB-ASGI-002", "RB-ASGI-003", "RB-ASGI-004"} <= set(registry.BY_ID)
+
+
+def _serve_websockets(count: int) -> tuple[list[int | None], str]:
+    """A server of releasebook's worker class with ``count`` WebSockets open, stopped as
+    TERM stops it: the close codes its clients got, and what it logged."""
+    from releasebook.django.asgi_worker import _Server
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)  # as gunicorn's error log is
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        codes: list[int | None] = []
+        with contextlib.ExitStack() as stack:
+            sockets = [
+                stack.enter_context(connect(f"ws://127.0.0.1:{port}/", open_timeout=5, proxy=None))
+                for _ in range(count)
+            ]
+            server.should_exit = True  # what its TERM handler sets
+            for ws in sockets:
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+                codes.append(closed.value.rcvd.code if closed.value.rcvd is not None else None)
+        thread.join(timeout=10)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    return codes, "\n".join(records)
+
+
+def test_the_worker_closes_websockets_with_1012_and_logs_how_many() -> None:
+    codes, logged = _serve_websockets(3)
+    assert codes == [1012, 1012, 1012]
+    assert asgi_worker.CLOSING % 3 in logged
+    assert websockets_closed(logged) == 3
+
+
+def test_the_restart_report_adds_up_what_each_hosts_workers_closed() -> None:
+    def restarted(host: str, *counts: int) -> Outcome:
+        lines = [
+            f"[2026-12-02 16:03:15 +0000] [7684] [INFO] {asgi_worker.CLOSING % n}" for n in counts
+        ]
+        stdout = "web:web_0: stopped\nweb:web_0: started\n" + "\n".join(lines) + "\n"
+        return Outcome("restart_web", host, True, 0, "", 1.0, stdout)
+
+    closed, line = websocket_report([restarted("web1", 2, 1, 0, 0), restarted("web2", 3)])
+    assert closed == {"web1": 3, "web2": 3}
+    assert line == (
+        "restart closed 6 WebSocket connection(s) with 1012 (service restart); web1: 3, web2: 3"
+    )
+    # A WSGI app's workers say nothing: no line.
+    assert websocket_report([Outcome("restart_web", "web1", True, 0, "", 1.0, "ok\n")]) == (
+        {},
+        None,
+    )
 
 
 # --- the gate on the ASGI example -----------------------------------------------------
@@ -237,6 +321,19 @@ def test_the_asgi_example_passes_the_asgi_checks(asgi_release: Path, tmp_path: P
     for check in ("RB-ASGI-001", "RB-ASGI-002", "RB-ASGI-003", "RB-ASGI-004"):
         assert results[check]["status"] == "pass", results[check]
     assert "sent and received a message" in results["RB-ASGI-003"]["message"]
+
+
+def test_a_redis_socket_timeout_no_longer_than_the_blocking_pop_fails() -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    # redis-py 8's default socket timeout (5 s) is the pop's (brpop_timeout, 5 s).
+    problem = gate.idle_read_problem("default", RedisChannelLayer(hosts=[REDIS]))
+    assert problem is not None
+    assert "(5s) is no longer than the layer's blocking pop (5s)" in problem
+    none = RedisChannelLayer(hosts=[{"address": REDIS, "socket_timeout": None}])
+    assert gate.idle_read_problem("default", none) is None
+    longer = RedisChannelLayer(hosts=[{"address": REDIS, "socket_timeout": 30}])
+    assert gate.idle_read_problem("default", longer) is None
 
 
 def test_the_in_memory_layer_fails_by_name(asgi_release: Path, tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.e2e
 SOURCE = "example-asgi"
 ROLES = {"web1": ["web", "migrate"], "web2": ["web"]}
 REDIS = "redis://127.0.0.1:6379/9"
-NORMAL_CLOSE = {1000, 1001, 1012}
+# A stopping uvicorn worker closes with 1012 (service restart); 1001 (going away) is normal too.
+NORMAL_CLOSE = {1001, 1012}
 ORIGIN = Origin(f"https://{HOST_HEADER}")
 
 
@@ -144,10 +145,10 @@ def test_websockets_answer_through_each_host_and_share_the_layer(
         one.send("hello from web1")
         assert json.loads(two.recv(timeout=10)) == {"note": "hello from web1"}
         assert json.loads(one.recv(timeout=10)) == {"note": "hello from web1"}
-    # The programs run the ASGI app under uvicorn's worker class.
+    # The programs run the ASGI app under releasebook's subclass of uvicorn's worker class.
     programs = fleet.run("web1", "cat /srv/app/current/.releasebook/programs.conf")
     assert programs.ok, programs.stderr
-    assert "--worker-class uvicorn_worker.UvicornWorker" in programs.stdout
+    assert "--worker-class releasebook.django.asgi_worker.UvicornWorker" in programs.stdout
     assert "--graceful-timeout 10" in programs.stdout
 
 
@@ -199,9 +200,9 @@ class Sockets:
 
 
 @pytest.mark.xfail(
-    reason="open WebSockets end without a close frame (1006) when the masters restart under "
-    "supervisord, though a TERM to a bare gunicorn master closes them with 1012: not yet "
-    "explained; HTTP under load passes",
+    reason="on a loaded machine the HTTP load sometimes loses one request while a uvicorn "
+    "worker stops: it closes a connection it accepted but has not read yet, without a "
+    "response (h11 protocol); the WebSocket closes and their count are asserted and pass",
     strict=False,
 )
 def test_second_release_under_load_and_websockets_then_rollback(
@@ -231,6 +232,10 @@ def test_second_release_under_load_and_websockets_then_rollback(
     assert len(sockets.codes) == 6
     logs = fleet.run("web1", "tail -n 40 /srv/app/shared/log/web_0.log").stdout
     assert set(sockets.codes) <= NORMAL_CLOSE, (sockets.closes, logs)
+    # The release says how many the restart closed: the three on each host.
+    assert (
+        "restart closed 6 WebSocket connection(s) with 1012 (service restart); web1: 3, web2: 3"
+    ) in done.stdout, done.stdout
     # Clients reconnect, to the new release, on each host.
     for name in ROLES:
         with _open(fleet, name) as ws:

@@ -110,7 +110,10 @@ def test_installed_package_has_no_source_tree(adopter: Adopter) -> None:
     code = (
         "import releasebook, releasebook.cli, pathlib; "
         "p = pathlib.Path(releasebook.__file__).parent; "
-        "print(p); print((p / 'templates' / 'release.md.j2').is_file())"
+        "print(p); print((p / 'templates' / 'release.md.j2').is_file()); "
+        "print((p / 'playbooks' / 'provision.yml').is_file()); "
+        "print((p / 'playbooks' / 'roles' / 'nginx' / 'tasks' / 'main.yml').is_file()); "
+        "print((p / 'host_templates' / 'nginx-site.conf.j2').is_file())"
     )
     done = subprocess.run(
         [str(adopter.venv / "bin" / "python"), "-c", code],
@@ -119,9 +122,10 @@ def test_installed_package_has_no_source_tree(adopter: Adopter) -> None:
         text=True,
         check=True,
     )
-    location, templates = done.stdout.split()
+    location, *shipped = done.stdout.split()
     assert "site-packages" in location and not location.startswith(str(REPO))
-    assert templates == "True"
+    # the runbook templates, and what `inv provision` runs: its playbook, roles, templates
+    assert shipped == ["True"] * 4
     listed = adopter.run("--list")
     assert listed.returncode == 0, listed.stderr
     assert "init" in listed.stdout and "release" in listed.stdout
@@ -150,8 +154,8 @@ def test_init_then_release_render_rollback(
     )
     rendered = adopter.run("runbook", "--render")
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
-    for name in ("release", "rollback", "production-readiness"):
-        assert (repo / "runbooks" / "staging" / f"{name}.md").is_file()
+    for name in ("release", "rollback", "production-readiness", "setup"):
+        assert (repo / "runbooks" / "staging" / f"{name}.md").is_file(), name
     adopter.git("add", "-A")
     adopter.git("commit", "-qm", "deploy with releasebook")
 
@@ -168,6 +172,8 @@ def test_init_then_release_render_rollback(
     assert not (site / "releasebook" / "__init__.py").exists()
     present = [lib for lib in CONTROLLER_LIBRARIES if (site / lib).exists()]
     assert present == []
+    # Compiled as installed: even a module the app never imports has its bytecode.
+    assert list((site / "django" / "contrib" / "flatpages" / "__pycache__").glob("sitemaps.*.pyc"))
     (cfg,) = srv.glob("venvs/*/pyvenv.cfg")
     assert f"home = {Path(HOST_PYTHON).parent}" in cfg.read_text()  # the hosts' Python
     # The tools came in their own archive, downloaded for the hosts' Python: installed,

@@ -81,14 +81,14 @@ def test_logs_plan_quotes_the_request_id_and_limits_files_by_role() -> None:
     (planned,) = ops_plan(env, book.LOGS, facts={}, request_id="abc-1", lines=5).steps
     web, worker = planned.work
     assert "for log in /srv/example/shared/log/web_*.log; do" in web.commands[0]
-    assert 'grep -F -e abc-1 "$log"' in web.commands[0]
+    assert 'grep --line-buffered -F -e abc-1 "$log"' in web.commands[0]
     assert "tail -n 5" in web.commands[0]
     assert (
         "/srv/example/shared/log/worker.log /srv/example/shared/log/beat.log" in worker.commands[0]
     )
     hostile = "x'; rm -rf /; '"
     (planned,) = ops_plan(env, book.LOGS, facts={}, request_id=hostile).steps
-    assert "grep -F -e 'x'\"'\"'; rm -rf /; '\"'\"''" in planned.work[0].commands[0]
+    assert "grep --line-buffered -F -e 'x'\"'\"'; rm -rf /; '\"'\"''" in planned.work[0].commands[0]
 
 
 def test_exec_quotes_each_argument() -> None:
@@ -163,7 +163,11 @@ def test_dry_runs_print_the_commands_and_bad_input_exits_2() -> None:
         assert f": {step.title}\n" in done.stdout
     assert "manage.py readiness --json" in done.stdout
     done = _inv("app.logs", "--env=staging", "--request-id", "r-1", "--dry-run")
-    assert done.returncode == 0 and "grep -F -e r-1" in done.stdout
+    assert done.returncode == 0 and "grep --line-buffered -F -e r-1" in done.stdout
+    assert "Follow the app's logs" not in done.stdout
+    done = _inv("app.logs", "--env=staging", "--follow", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "Follow the app's logs" in done.stdout and 'tail -n 0 -F --pid="$$"' in done.stdout
     for bad in (
         ("app.status", "--env=staging", "--role", "nope"),
         ("app.restart", "--env=staging", "--role", "nope"),

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -247,6 +248,61 @@ def test_logs_by_request_id_on_the_web_and_the_worker_host(
     tail = project.inv("app.logs", "--env=e2e", "--role", "worker", "--lines", "3")
     assert tail.returncode == 0
     assert tail.stdout and all(line.startswith("worker1 ") for line in tail.stdout.splitlines())
+
+
+class _Lines:
+    """A pipe's lines, read in a thread as they come."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, found: Callable[[list[str]], bool], timeout: float, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: found(self.lines), timeout):
+                raise AssertionError(f"timed out waiting for {what}: {self.lines}")
+
+
+def test_logs_follow_prints_new_lines_of_every_host_until_ctrl_c(
+    project: Project, fleet: SimFleet
+) -> None:
+    request_id = "follow-" + uuid.uuid4().hex
+    follow = project.popen(
+        "app.logs", "--env=e2e", "--follow", "--request-id", request_id, "--lines", "5"
+    )
+    try:
+        out, err = _Lines(follow.stdout), _Lines(follow.stderr)  # type: ignore[arg-type]
+        err.wait_for(lambda ls: any("following the logs of" in x for x in ls), 60, "start")
+        assert out.lines == [], out.lines  # no line held this id before the request
+        queued = _get(fleet, "/notes/count", **{"X-Request-ID": request_id})
+        assert queued.status_code == 202, queued.text
+
+        def both(lines: list[str]) -> bool:
+            return {x.split()[0] for x in lines if x.strip()} == {"web1", "worker1"}
+
+        out.wait_for(both, 60, "the request's lines from both hosts")
+        assert all(request_id in line for line in out.lines), out.lines
+        assert any(x.startswith("web1 web_") and "status=202" in x for x in out.lines)
+        assert any(x.startswith("worker1 worker.log ") for x in out.lines)
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=30) == 0
+        assert any("stopped following" in x for x in err.lines), err.lines
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+
+    def tails_gone() -> bool:
+        return all("tail -n 0 -F" not in fleet.run(host, "ps -eo args").stdout for host in ROLES)
+
+    _until(tails_gone, 30, "the hosts' tails to end once the controller stopped following")
 
 
 MAINTENANCE_HOOK = (

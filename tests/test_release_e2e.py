@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,88 @@ def test_secrets_never_leak(
     assert stat.S_IMODE(uploads.stat().st_mode) == 0o700
     assert list(uploads.iterdir()) == []
     assert list((project.root / ".releasebook" / "build" / "out").glob("*.secrets")) == []
+
+
+def test_a_ref_is_released_with_linked_paths_and_fresh_processes_answer_at_once(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    inventories = project.root / "inventories"
+    text = (inventories / "e2e.yml").read_text()
+    linked = (
+        "deploy:\n  path: /srv/app\n  linked_dirs: [media, uploads]\n"
+        "  linked_files: [conf/extra.ini]\n"
+    )
+    assert "deploy:\n  path: /srv/app\n" in text
+    (inventories / "refs.yml").write_text(text.replace("deploy:\n  path: /srv/app\n", linked))
+    project.commit("the refs environment")
+    deploy = fleet.hosts[0].srv / "app"
+    git = ["git", "-C", str(project.root), "-c", "user.email=e2e@test", "-c", "user.name=e2e"]
+
+    # A linked file missing from shared/ stops the release before anything changes.
+    live = _live(project)
+    refused = project.inv("release", "--env=refs")
+    assert refused.returncode != 0
+    assert "conf/extra.ini" in refused.stdout + refused.stderr
+    assert _live(project) == live
+    fleet.run(
+        "web1", "mkdir -p /srv/app/shared/conf && echo 'level = 1' > /srv/app/shared/conf/extra.ini"
+    )
+
+    # --ref: a branch's commit, not HEAD, is what is released.
+    subprocess.run([*git, "checkout", "-qb", "feature"], check=True)
+    css = project.root / "example" / "notes" / "static" / "notes" / "site.css"
+    css.write_text(css.read_text() + "\n/* the feature */\n")
+    feature = project.commit("the feature")
+    subprocess.run([*git, "checkout", "-q", "-"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert head.stdout.strip() != feature
+    done = project.inv("release", "--env=refs", "--ref", "feature")
+    assert done.returncode == 0, done.stdout + done.stderr
+    released = released_id(done)
+    assert readyz(_bind(fleet)).json()["git_sha"] == feature
+    release_dir = deploy / "releases" / released
+    assert "the feature" in (release_dir / "staticfiles" / "notes" / "site.css").read_text()
+    assert os.readlink(release_dir / "uploads") == "/srv/app/shared/uploads"
+    assert os.readlink(release_dir / "conf" / "extra.ini") == "/srv/app/shared/conf/extra.ini"
+    (deploy / "shared" / "uploads" / "kept.txt").write_text("an upload")
+
+    unknown = project.inv("release", "--env=refs", "--ref", "no-such-branch")
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "no-such-branch" in unknown.stderr
+
+    # Fresh processes answer their first requests, all at once, with 200.
+    restarted = project.inv("app.restart", "--env=refs")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(lambda _: readyz(_bind(fleet)).status_code, range(32)))
+    assert codes == [200] * 32
+
+    again = project.inv("release", "--env=refs")  # HEAD, on main
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert readyz(_bind(fleet)).json()["git_sha"] == head.stdout.strip()
+    # Read on the host: the links name /srv/app/shared, the host's path.
+    current = f"/srv/app/releases/{released_id(again)}"
+    shown = fleet.run("web1", f"cat {current}/uploads/kept.txt {current}/conf/extra.ini")
+    assert shown.stdout == "an uploadlevel = 1\n", shown
+
+
+def test_a_process_that_does_not_start_shows_its_own_log(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    # The app's own gunicorn.conf.py names a pidfile: the second master finds the
+    # first one's and refuses to start, which supervisorctl reports as "spawn error".
+    live = _live(project)
+    conf = project.root / "example" / "gunicorn.conf.py"
+    conf.write_text('pidfile = "/srv/app/shared/gunicorn.pid"\n')
+    project.commit("a pidfile")
+    try:
+        done = project.inv("release", "--env=e2e")
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output  # failed after the switch, rolled back
+        assert "web:web_1 did not start; the end of its log:" in output, output
+        assert "Already running on PID" in output, output
+        assert _live(project) == live
+        assert readyz(_bind(fleet)).json()["release"] == live
+    finally:
+        conf.unlink()
+        project.commit("no pidfile")

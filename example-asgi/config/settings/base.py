@@ -98,10 +98,22 @@ RELEASEBOOK_CHECK_TIMEOUT = 3.0
 # CHANNELS_REDIS_URL (local work) the in-memory layer is used: one process only, which
 # releasebook's gate (RB-ASGI-002) refuses for a deployed release.
 CHANNELS_REDIS_URL = env_str("CHANNELS_REDIS_URL", "")
+# Each idle consumer waits on the layer with a blocking BZPOPMIN of brpop_timeout (5 s).
+# redis-py 8's default socket timeout is 5 s too: a read then times out, the consumer
+# raises and uvicorn drops its WebSocket without a close frame (1006) seconds after it
+# opened. No socket timeout, then: redis-py's TCP keepalive (on by default) still finds
+# a dead Redis. A longer timeout is no better on Python 3.11, where the asyncio.wait_for
+# redis-py writes through can swallow a consumer's cancellation: its receive then loops
+# on BZPOPMIN for good, and a stopping worker waits for it until gunicorn kills it.
+CHANNELS_REDIS_SOCKET_TIMEOUT = None
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [CHANNELS_REDIS_URL]},
+        "CONFIG": {
+            "hosts": [
+                {"address": CHANNELS_REDIS_URL, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT}
+            ]
+        },
     }
     if CHANNELS_REDIS_URL
     else {"BACKEND": "channels.layers.InMemoryChannelLayer"}

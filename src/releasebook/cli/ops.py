@@ -14,6 +14,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from releasebook.cli.kit import Session, session
+from releasebook.deploy import follow as following
 from releasebook.deploy import ops
 from releasebook.errors import UsageError
 from releasebook.inventory import Environment
@@ -128,6 +129,7 @@ restart = _app_task(
         "request_id": "only the lines of this request id, on every host (web and worker)",
         "since": "only lines since then: 30s, 10m, 2h, 1d, or a time like '2026-01-31 14:05'",
         "lines": f"at most this many lines per log file and in all (default {DEFAULT_LINES})",
+        "follow": "then print each new line as it is written, until Ctrl-C",
         "dry_run": DRY_HELP,
     }
 )
@@ -138,22 +140,35 @@ def logs(
     request_id: str = "",
     since: str = "",
     lines: int = DEFAULT_LINES,
+    follow: bool = False,
     dry_run: bool = False,
 ) -> None:
-    """Every host's process logs under shared/log, merged by time."""
+    """Every host's process logs under shared/log, merged by time (--follow: and new ones)."""
     with session() as s:
         environment = s.load(env)
         if dry_run:
             ops.check_request_id(request_id)
             plan = ops_plan(
                 environment,
-                book.LOGS,
+                book.LOGS_FOLLOW if follow else book.LOGS,
                 facts=None,
                 role=role or None,
                 request_id=request_id or None,
                 lines=lines,
             )
             print_ops_plan(plan, s.print)
+            return
+        if follow:
+            following.follow(
+                environment,
+                s.masker,
+                lambda text: print(s.masker.screen(text), flush=True),  # a pipe sees each line
+                lambda text: print(s.masker.screen(text), file=sys.stderr, flush=True),
+                role=role or None,
+                request_id=request_id,
+                since=since,
+                lines=lines,
+            )
             return
         for line in ops.logs(
             environment,

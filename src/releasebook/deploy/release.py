@@ -29,6 +29,7 @@ from releasebook.deploy.connection import (
 )
 from releasebook.deploy.policy import Action, decide, on_interrupt
 from releasebook.deploy.running import Runner, lock_info_for, run_until_failure, with_records
+from releasebook.deploy.websocket_report import websocket_report
 from releasebook.errors import (
     GateOutputError,
     Interrupted,
@@ -245,6 +246,10 @@ class _Release:
         if name == "backup" and not failed:
             self.base["backup"], line = backup_report(outcomes)
             self.reporter.message(line)
+        if name == "restart_web":
+            closed, said = websocket_report(o for o in outcomes if o.ok)
+            if said is not None:
+                self.reporter.message(said, websockets_closed=closed)
         action = decide(
             name, planned.step.phase, failed, live=self.live, stop_after=self.stop_after
         )

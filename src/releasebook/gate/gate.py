@@ -1435,8 +1435,8 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
         return False, "no WSGI application: pass --wsgi module:callable or set WSGI_APPLICATION"
     # An ASGI app is loaded by the worker class that serves it.
     worker = ["--worker-class", ASGI_WORKER_CLASS] if ctx.asgi else []
-    if worker and importlib.util.find_spec(ASGI_WORKER_CLASS.partition(".")[0]) is None:
-        missing = f"{ASGI_WORKER_CLASS} is not installed"
+    if worker and importlib.util.find_spec("uvicorn_worker") is None:
+        missing = f"uvicorn-worker (for {ASGI_WORKER_CLASS}) is not installed"
         return False, f"{missing}: add uvicorn-worker to the requirements"
     try:
         done = subprocess.run(
@@ -1461,7 +1461,7 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
 # --- ASGI and Channels ------------------------------------------------------------
 
 # Must equal releasebook.runbooks.processes.ASGI_WORKER_CLASS (the tests keep them equal).
-ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+ASGI_WORKER_CLASS = "releasebook.django.asgi_worker.UvicornWorker"
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
 WRAPPED = ("inner", "application", "app")  # where ASGI middleware keep what they wrap
 
@@ -1558,12 +1558,40 @@ def _round_trip(alias: str, budget: float) -> str:
     return f"{alias} ({kind}) sent and received a message in {_ms(started)} ms"
 
 
+def idle_read_problem(alias: str, layer: Any) -> str | None:
+    """Why a layer drops idle consumers, or None: channels_redis's RedisChannelLayer waits
+    for a message with a blocking pop of ``brpop_timeout`` seconds, which a Redis socket
+    timeout as short (redis-py 8's default is 5 s, as the pop) ends with an error."""
+    pop = getattr(layer, "brpop_timeout", None)
+    hosts = getattr(layer, "hosts", None)
+    if not isinstance(pop, int | float) or not isinstance(hosts, list):
+        return None
+    for index in range(len(hosts)):
+        # Built, not connected: the pool and a connection hold the timeout it would use.
+        make = getattr(layer.create_pool(index), "make_connection", None)
+        socket_timeout = getattr(make(), "socket_timeout", None) if callable(make) else None
+        if isinstance(socket_timeout, int | float) and socket_timeout <= pop:
+            return (
+                f"{alias}: the Redis socket timeout ({socket_timeout:g}s) is no longer than "
+                f"the layer's blocking pop ({pop:g}s), so every idle consumer fails and its "
+                "WebSocket is dropped without a close frame; give the hosts no socket "
+                'timeout ({"address": url, "socket_timeout": None})'
+            )
+    return None
+
+
 def check_channel_layer(ctx: Ctx, timeout: float) -> Outcome:
     if not ctx.asgi or not _channels_installed():
         return True, "not applicable: no ASGI app with Channels installed"
     layers = _layers()
     if not layers:
         return True, "no CHANNEL_LAYERS configured"
+    from channels.layers import channel_layers
+
+    for alias in layers:
+        problem = idle_read_problem(alias, channel_layers[alias])
+        if problem is not None:
+            return False, problem
     budget = max(0.5, timeout * 0.8 / len(layers))
     return True, "; ".join(_round_trip(alias, budget) for alias in layers)
 

@@ -377,9 +377,11 @@ CHECKS: tuple[CheckSpec, ...] = (
         "36.9",
         "error",
         "With Channels installed, each CHANNEL_LAYERS alias sends a message to a new channel "
-        "and receives it back within the timeout.",
+        "and receives it back within the timeout, and a Redis layer's socket timeout is "
+        "longer than its blocking pop (else idle consumers fail and their WebSockets drop).",
         "Check the layer's CONFIG hosts (e.g. REDIS_URL) and that its Redis is running and "
-        "reachable from this host.",
+        "reachable from this host; give its hosts no socket timeout "
+        '(`{"address": url, "socket_timeout": None}`).',
     ),
     _spec(
         "RB-ASGI-004",

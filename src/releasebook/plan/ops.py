@@ -93,7 +93,9 @@ def ops_values(
         {
             "role_programs": Raw(" ".join(quote(p) for p in programs)),
             "log_files": _log_files(host, layout_of(env, env.root if concrete else None).logs),
-            "log_filter": Raw(f"grep -F -e {quote(request_id)}" if request_id else "cat"),
+            "log_filter": Raw(
+                f"grep --line-buffered -F -e {quote(request_id)}" if request_id else "cat"
+            ),
             "lines": lines,
             "celery": bool(env.app.celery_app),
             "argv": Raw(" ".join(quote(a) for a in argv) if argv else '"$@"'),

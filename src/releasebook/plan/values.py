@@ -325,7 +325,11 @@ def host_values(
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
         "linked_dirs": [_linked(layout.shared, release_dir, d) for d in env.linked_dirs],
         "linked_files": [_linked(layout.shared, release_dir, f) for f in env.linked_files],
-        "web_processes": [{"process": name} for name in WEB_PROCESSES],
+        # Each gunicorn master's log (supervisord's stdout_logfile for web_N).
+        "web_processes": [
+            {"process": name, "log": layout.logs / f"{name.partition(':')[2]}.log"}
+            for name in WEB_PROCESSES
+        ],
         # Names the inventory sets arrive with the release; preflight checks the others.
         "env_required": [
             {"pattern": f"^{n}=.", "name": n}

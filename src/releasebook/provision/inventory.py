@@ -19,6 +19,9 @@ from releasebook.provision.settings import ProvisionSettings
 from releasebook.quoting import quote
 from releasebook.runbooks.layout import STATIC, HostLayout
 
+# releasebook's own provisioning sources, installed with it (see pyproject.toml).
+PACKAGE = Path(__file__).resolve().parents[1]
+
 ROLE_GROUPS = ("web", "worker", "beat", "migrate")
 
 
@@ -140,11 +143,12 @@ def ansible_inventory(env: Environment, settings: ProvisionSettings) -> dict[str
 
 
 def playbook_dir(root: Path) -> Path:
-    """The project's own ``playbooks/`` when it has ``provision.yml``, else releasebook's."""
+    """The project's own ``playbooks/`` when it has ``provision.yml``, else releasebook's
+    (installed with the package)."""
     own = root / "playbooks"
     if (own / "provision.yml").is_file():
         return own
-    return Path(__file__).resolve().parents[3] / "playbooks"
+    return PACKAGE / "playbooks"
 
 
 def templates_dir(root: Path) -> Path:
@@ -152,4 +156,4 @@ def templates_dir(root: Path) -> Path:
     own = root / "templates"
     if (own / "nginx-site.conf.j2").is_file():
         return own
-    return Path(__file__).resolve().parents[3] / "templates"
+    return PACKAGE / "host_templates"

@@ -57,9 +57,11 @@ def _sections(env: Environment) -> list[Section]:
         Section(
             "App logs",
             f"`inv app.logs --env={name} [--role ROLE] [--request-id ID] [--since 10m] "
-            "[--lines N]`: every host's lines merged by time on the controller. With "
-            "`--request-id`, `cat` below is `grep -F -e ID`; `200` is `--lines`.",
-            plan(book.LOGS),
+            "[--lines N] [--follow]`: every host's lines merged by time on the controller. "
+            "With `--request-id`, `cat` below is `grep --line-buffered -F -e ID`; `200` is "
+            "`--lines`. The second step runs only with `--follow`, from the moment its tails "
+            "have started on every host (so no line falls between the two), until Ctrl-C.",
+            plan(book.LOGS_FOLLOW),
         ),
         Section(
             "A command with the live release's environment",

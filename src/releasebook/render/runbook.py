@@ -68,7 +68,7 @@ def render_all(env: Environment, source: Source) -> dict[Path, str]:
     readiness = env.root / "runbooks" / env.name / "production-readiness.md"
     documents[readiness] = render_readiness(env)
     # The setup runbook is read from the provisioning playbook: the project's own, or
-    # this checkout's (an installed package does not carry the playbooks).
+    # the one installed with releasebook.
     playbook = playbook_dir(env.root) / "provision.yml"
     if any(host.transport == "ssh" for host in env.hosts) and playbook.is_file():
         documents[env.root / "runbooks" / env.name / "setup.md"] = render_setup(env)

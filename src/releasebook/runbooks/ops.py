@@ -123,6 +123,38 @@ APP_LOGS = Step(
 
 LOGS = Runbook("app-logs", "App logs", (APP_LOGS,))
 
+# The loop's empty lines are the heartbeat: the first says every tail has started, and
+# once the controller has gone (Ctrl-C, connection lost) the next one fails, the shell
+# ends, and each `tail --pid` ends with it: nothing is left running on the host.
+APP_LOGS_FOLLOW = Step(
+    name="app_logs_follow",
+    title="Follow the app's logs",
+    why=(
+        "Prints each new line of the same logs as it is written (`tail -F`, so a rotated "
+        "log is followed too), each prefixed with its file's name; with a request id, only "
+        "the lines that hold it. It runs until Ctrl-C on the controller; an empty line "
+        "every 2 s tells the controller the host is still there, and fails once the "
+        "controller is gone, which ends the tails."
+    ),
+    roles=frozenset({"web", "worker", "beat"}),
+    commands=(
+        cmd(
+            "for log in {log_files}; do\n"
+            '  [ -f "$log" ] || continue\n'
+            '  tail -n 0 -F --pid="$$" "$log" | {log_filter} '
+            '| sed -u "s|^|${{log##*/}} |" &\n'
+            "done\n"
+            "while echo; do sleep 2; done"
+        ),
+    ),
+    reports=True,
+    verify_text="New lines are printed as they come, until Ctrl-C.",
+    undo_text="Nothing to undo: it only reads.",
+    timeout=86400,
+)
+
+LOGS_FOLLOW = Runbook("app-logs-follow", "App logs, followed", (APP_LOGS, APP_LOGS_FOLLOW))
+
 # --- a command with the release's environment -------------------------------------------
 
 APP_EXEC = Step(

@@ -61,8 +61,10 @@ WEB_GROUP = "web"
 # package (uvicorn deprecated its own ``uvicorn.workers`` in 0.30): gunicorn keeps the
 # process management and the socket hand-over, each worker runs an asyncio server. On
 # TERM a worker stops accepting, closes its WebSockets with 1012 (service restart) and
-# finishes its HTTP requests within the graceful timeout.
-ASGI_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+# finishes its HTTP requests within the graceful timeout. releasebook's subclass (in
+# releasebook-django, on every host) also logs how many WebSockets it closes, which the
+# restart step reports.
+ASGI_WORKER_CLASS = "releasebook.django.asgi_worker.UvicornWorker"
 WEB_PROCESSES = ("web:web_0", "web:web_1")
 
 # TERM goes to the main process only: it drains its own children (gunicorn workers,

@@ -273,10 +273,13 @@ INSTALL = Step(
         "Unpacks the artifact into a new `releases/<id>/` and points it at a virtualenv "
         "for its requirements. Virtualenvs live in `venvs/<requirements hash>/` and are "
         "shared by every release with the same requirements, so an unchanged release "
-        "installs nothing; a new one is installed offline from the uploaded wheels, with uv. "
-        "uv and supervisord are releasebook's tools, installed once per host from the "
-        "tools' archive when they are missing (the archive is removed once they are "
-        "installed; until then every release sends it again)."
+        "installs nothing; a new one is installed offline from the uploaded wheels, with uv, "
+        "compiled to bytecode as it installs so that the gate, migrate and collectstatic "
+        "after it do not each compile Django again, at a lower CPU priority (`nice`) so "
+        "that the live release's requests come first. uv and supervisord are releasebook's "
+        "tools, installed once per host from the tools' archive when they are missing (the "
+        "archive is removed once they are installed; until then every release sends it "
+        "again)."
     ),
     commands=(
         cmd("mkdir {release_dir}"),
@@ -296,8 +299,9 @@ INSTALL = Step(
             "if ! {venv_ready}; then\n"
             "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
             "  rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
-            "  {uv} pip install --quiet --no-cache --no-index --find-links {wheel_dir} "
-            "--python {venv}/bin/python -r {release_dir}/{requirements} {django_requirement}\n"
+            "  nice -n 10 {uv} pip install --quiet --no-cache --compile-bytecode --no-index "
+            "--find-links {wheel_dir} --python {venv}/bin/python "
+            "-r {release_dir}/{requirements} {django_requirement}\n"
             "  touch {venv}/.complete\n"
             "  rm -rf {wheel_dir}\n"
             "fi"
@@ -485,6 +489,16 @@ ENSURE_SUPERVISORD = cmd(
     "{supervisorctl} update"
 )
 
+
+# A program that does not start: the end of its own log (web:web_0 -> web_0.log) is
+# the cause, which supervisorctl's "spawn error" does not say.
+def _log_tail(process: str) -> str:
+    return (
+        f"p={process}; printf '%s\\n' \"${{{{p}}}} did not start; the end of its log:\" >&2; "
+        'tail -n 15 {logs}/"${{p#*:}}".log >&2; exit 1; }}'
+    )
+
+
 RESTART_WEB = Step(
     name="restart_web",
     title="Restart the web servers",
@@ -492,13 +506,33 @@ RESTART_WEB = Step(
         "Restarts gunicorn so it starts from `current`: the new code, virtualenv and env "
         "file. supervisord holds the listening socket and two gunicorn masters share it; "
         "they are restarted one after the other, so one always accepts while the other "
-        "drains its requests (TERM is a graceful shutdown) and no request is refused."
+        "drains its requests (TERM is a graceful shutdown) and no request is refused. "
+        "An ASGI app's stopping workers close their WebSockets with 1012 (service "
+        "restart), so clients reconnect to the new release, and log how many: the lines "
+        "the master's log gained are printed and the release reports the sum. The next "
+        "master is restarted only once this one has forked its first worker (its app is "
+        "loaded); one that dies first, or does not start, has the end of its own log "
+        "printed: the cause."
     ),
     roles=frozenset({"web"}),
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
-        cmd("{supervisorctl} restart {process}", each="web_processes"),
+        cmd(
+            "logged=$(stat -c %s {log} 2>/dev/null || echo 0)\n"
+            "{supervisorctl} restart {process} || {{ " + _log_tail("{process}") + "\n"
+            # supervisorctl pid says 0 for a process that is not running.
+            "pid=$({supervisorctl} pid {process} | tr -cd 0-9)\n"
+            'alive() {{ test "${{pid:-0}}" -gt 0 && kill -0 "$pid" 2>/dev/null; }}\n'
+            "for _ in $(seq 1200); do\n"
+            "  alive || break\n"
+            '  grep -qs "^PPid:[[:space:]]*$pid\\$" /proc/[0-9]*/status && break\n'
+            "  sleep 0.1\n"
+            "done\n"
+            "alive || {{ " + _log_tail("{process}") + "\n"
+            "tail -c +$((logged + 1)) {log} 2>/dev/null | grep -F 'releasebook: closing' || true",
+            each="web_processes",
+        ),
     ),
     verify=(cmd("{supervisorctl} status 'web:*'"),),
     verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
@@ -519,8 +553,14 @@ RESTART_WORKERS = Step(
     phase="live",
     commands=(
         ENSURE_SUPERVISORD,
-        cmd("{supervisorctl} restart worker", "worker"),
-        cmd("{supervisorctl} restart beat", "beat"),
+        cmd(
+            "{supervisorctl} restart worker || {{ " + _log_tail("worker"),
+            "worker",
+        ),
+        cmd(
+            "{supervisorctl} restart beat || {{ " + _log_tail("beat"),
+            "beat",
+        ),
     ),
     verify=(
         cmd("{supervisorctl} status worker", "worker"),
@@ -534,7 +574,8 @@ RESTART_WORKERS = Step(
             "  fi\n"
             "done\n"
             'test "$pinged" = 1 || {{ printf \'the Celery worker on %s does not answer inspect '
-            'ping\\n\' "$(hostname)" >&2; exit 1; }}',
+            'ping; the end of its log:\\n\' "$(hostname)" >&2; tail -n 15 {logs}/worker.log >&2; '
+            "exit 1; }}",
             "worker",
         ),
     ),
