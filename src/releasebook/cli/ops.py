@@ -162,8 +162,8 @@ def logs(
             following.follow(
                 environment,
                 s.masker,
-                lambda text: print(s.masker.screen(text), flush=True),  # a pipe sees each line
-                lambda text: print(s.masker.screen(text), file=sys.stderr, flush=True),
+                lambda text: print(text, flush=True),  # a pipe sees each line as it comes
+                lambda text: print(text, file=sys.stderr, flush=True),
                 role=role or None,
                 request_id=request_id,
                 since=since,

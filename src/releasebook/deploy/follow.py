@@ -4,17 +4,15 @@ newest lines merged by time, until Ctrl-C."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 
 from releasebook.deploy.connection import Opener, connect, open_real
-from releasebook.deploy.ops import LogLine, check_request_id, merge_logs, parse_since, run_step
-from releasebook.errors import OperationFailed, UsageError
+from releasebook.deploy.ops import LogLine, check_log_args, read_logs
+from releasebook.errors import OperationFailed
 from releasebook.execute.runner import plain_script
 from releasebook.inventory import Environment
 from releasebook.masking import Masker, strip_controls
-from releasebook.plan.model import PlannedStep
-from releasebook.plan.ops import DEFAULT_LINES, check_role, ops_plan
+from releasebook.plan.ops import DEFAULT_LINES, ops_plan
 from releasebook.runbooks import ops as book
 from releasebook.transport import Result, Transport
 
@@ -75,12 +73,6 @@ class _Follower:
             self.ended.set()
 
 
-def _failure(result: Result | Exception) -> str:
-    if isinstance(result, Exception):
-        return f"{type(result).__name__}: {result}"
-    return strip_controls(result.tail(8))
-
-
 def _ended(result: Result) -> str:
     tail = strip_controls(result.tail(3)).strip()
     return f"its follow script ended (exit {result.exited})" + (f": {tail}" if tail else "")
@@ -99,18 +91,17 @@ def follow(
     opener: Opener = open_real,
 ) -> None:
     """Print the newest ``lines`` (merged by time) and then each new line of every host's
-    logs until Ctrl-C; ``note`` gets what is said about the following itself. No line is
-    lost between the two: the tails start first."""
-    check_role(env, role)
-    after = parse_since(since)
-    if lines < 1:
-        raise UsageError(f"--lines {lines}: expected a number of lines, 1 or more")
-    request_id = check_request_id(request_id)
+    logs until Ctrl-C; ``note`` gets what is said about the following itself. Both get
+    masked text. No line is lost between the two: the tails start first."""
+    after, request_id = check_log_args(env, role, since, lines, request_id)
     printed = threading.Lock()
 
     def show(line: LogLine) -> None:
         with printed:
             out(masker.screen(line.show()))
+
+    def say(text: str) -> None:
+        note(masker.screen(text))
 
     with connect(env, masker, opener=opener) as transports:
         plan = ops_plan(
@@ -125,14 +116,17 @@ def follow(
             follower.start()
         try:
             _await_start(followers)
-            seen = _print_newest(env, newest, transports, after, lines, show)
+            newest_lines = read_logs(env, newest, transports, since=after, lines=lines)
+            for line in newest_lines:
+                show(line)
+            seen = {(line.host, line.file, line.text) for line in newest_lines}
             for follower in followers:
                 follower.release(show, seen)
             names = ", ".join(f.name for f in followers)
-            note(f"releasebook: following the logs of {names} (Ctrl-C stops)")
-            _until_all_end(followers, note)
+            say(f"releasebook: following the logs of {names} (Ctrl-C stops)")
+            _until_all_end(followers, say)
         except KeyboardInterrupt:
-            note("releasebook: stopped following")
+            say("releasebook: stopped following")
             return
     raise OperationFailed(
         "stopped following: "
@@ -149,27 +143,6 @@ def _await_start(followers: list[_Follower]) -> None:
             "cannot follow the logs on "
             + "; ".join(f"{f.name}: {f.outcome or 'its tails did not start'}" for f in failed)
         )
-
-
-def _print_newest(
-    env: Environment,
-    newest: PlannedStep,
-    transports: Mapping[str, Transport],
-    after: datetime | None,
-    lines: int,
-    show: Callable[[LogLine], None],
-) -> set[tuple[str, str, str]]:
-    results = run_step(env, newest, transports)
-    outputs = {t: r.stdout for t, r in results.items() if isinstance(r, Result) and r.ok}
-    failed = sorted(set(results) - set(outputs))
-    if failed:
-        raise OperationFailed(
-            "cannot read the logs on " + ", ".join(f"{t}: {_failure(results[t])}" for t in failed)
-        )
-    merged = merge_logs(outputs, since=after, lines=lines)
-    for line in merged:
-        show(line)
-    return {(line.host, line.file, line.text) for line in merged}
 
 
 def _until_all_end(followers: list[_Follower], out: Callable[[str], None]) -> None:

@@ -247,6 +247,38 @@ def check_request_id(value: str) -> str:
     return value
 
 
+def check_log_args(
+    env: Environment, role: str | None, since: str, lines: int, request_id: str
+) -> tuple[datetime | None, str]:
+    """``app.logs``'s arguments checked before any host is reached: the time ``since``
+    names, and the request id."""
+    check_role(env, role)
+    after = parse_since(since)
+    if lines < 1:
+        raise UsageError(f"--lines {lines}: expected a number of lines, 1 or more")
+    return after, check_request_id(request_id)
+
+
+def read_logs(
+    env: Environment,
+    planned: PlannedStep,
+    transports: Mapping[str, Transport],
+    *,
+    since: datetime | None,
+    lines: int,
+) -> list[LogLine]:
+    """Run the ``app_logs`` step on every host: their lines merged by time."""
+    results = run_step(env, planned, transports)
+    failed = [t for t, r in results.items() if not _ok(r)]
+    if failed:
+        raise OperationFailed(
+            "cannot read the logs on "
+            + ", ".join(f"{t}: {_text(results[t])}" for t in sorted(failed))
+        )
+    outputs = {t: r.stdout for t, r in results.items() if isinstance(r, Result)}
+    return merge_logs(outputs, since=since, lines=lines)
+
+
 def logs(
     env: Environment,
     masker: Masker,
@@ -259,25 +291,12 @@ def logs(
 ) -> list[LogLine]:
     """The newest lines of every host's process logs (by ``request_id``: its lines on every
     host, web and worker), merged by time."""
-    check_role(env, role)
-    after = parse_since(since)
-    if lines < 1:
-        raise UsageError(f"--lines {lines}: expected a number of lines, 1 or more")
-    request_id = check_request_id(request_id)
+    after, request_id = check_log_args(env, role, since, lines, request_id)
     with connect(env, masker, opener=opener) as transports:
         plan = ops_plan(
             env, book.LOGS, facts={}, role=role, request_id=request_id or None, lines=lines
         )
-        planned = plan.steps[0]
-        results = run_step(env, planned, transports)
-    failed = [t for t, r in results.items() if not _ok(r)]
-    if failed:
-        raise OperationFailed(
-            "cannot read the logs on "
-            + ", ".join(f"{t}: {_text(results[t])}" for t in sorted(failed))
-        )
-    outputs = {t: r.stdout for t, r in results.items() if isinstance(r, Result)}
-    return merge_logs(outputs, since=after, lines=lines)
+        return read_logs(env, plan.steps[0], transports, since=after, lines=lines)
 
 
 # --- a command with the release's environment ----------------------------------------------
