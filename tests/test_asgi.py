@@ -467,3 +467,46 @@ def test_verify_fails_without_a_websocket_route(served: str) -> None:
     result = wait_ready(_probe(served, origin=f"https://{HOST}", path="/ws/nothing-here/"))
     assert not result.ok
     assert "WebSocket" in result.detail
+
+
+def test_a_stopping_worker_answers_a_connection_it_accepted_before_the_request_came() -> None:
+    """uvicorn closes a connection with no request in progress as it stops: a client that
+    connected just before the stop lost its request. The worker's server stops accepting,
+    then reads and answers it."""
+    from releasebook.django.asgi_worker import _Server
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"6")]}
+        )
+        await send({"type": "http.response.body", "body": b"served"})
+
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            while not server.server_state.connections:
+                assert time.monotonic() < deadline, "uvicorn did not accept"
+                time.sleep(0.01)
+            server.should_exit = True  # what its TERM handler sets
+            while any(s.is_serving() for s in server.servers):
+                assert time.monotonic() < deadline, "uvicorn did not stop accepting"
+                time.sleep(0.01)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.endswith(b"served")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -9,13 +9,21 @@ a graceful shutdown (gunicorn's TERM), how many WebSocket connections it is clos
 
 Each open WebSocket then gets a close frame with code 1012, so its client knows to
 reconnect; the restart step adds these lines up into the release's report.
+
+A connection the worker accepted just before the stop but whose request it has not read
+yet would be closed by uvicorn without a response (its HTTP protocol closes every
+connection with no request in progress). The server stops accepting first, then gives
+such connections up to ``ACCEPTED_GRACE`` seconds to deliver their request, which it then
+answers before it exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
+import time
 
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from uvicorn.server import Server
@@ -25,6 +33,9 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker  # type: ignore[impor
 CLOSING = "releasebook: closing %d WebSocket connection(s) with 1012 (service restart)"
 
 logger = logging.getLogger("uvicorn.error")
+
+# Clients send their request as they connect: well under this on a loaded host.
+ACCEPTED_GRACE = 1.0
 
 
 class _Server(Server):
@@ -36,7 +47,22 @@ class _Server(Server):
             if protocol is not None and isinstance(connection, protocol)
         )
         logger.info(CLOSING, closing)
+        for server in self.servers:
+            server.close()
+        await self._read_accepted(ACCEPTED_GRACE)
         await super().shutdown(sockets)
+
+    async def _read_accepted(self, grace: float) -> None:
+        """Wait, up to ``grace`` seconds, until no HTTP connection is still without its
+        first request (uvicorn's protocols set ``cycle`` when one arrives)."""
+        protocol = self.config.ws_protocol_class
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(
+            getattr(connection, "cycle", False) is None
+            for connection in self.server_state.connections
+            if protocol is None or not isinstance(connection, protocol)
+        ):
+            await asyncio.sleep(0.01)
 
 
 class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
