@@ -290,3 +290,22 @@ def test_maintenance_middleware_with_the_django_test_client(tmp_path: Path) -> N
     assert during["healthz"] == 200
     assert during["readyz"] == [503, "maintenance", "45"]
     assert during["probe"] == [200, True]
+
+
+def test_app_restart_shows_the_websockets_each_hosts_workers_closed() -> None:
+    from releasebook.deploy.ops import websocket_rows
+    from releasebook.django.asgi_worker import CLOSING
+    from releasebook.transport import Result
+
+    rows = websocket_rows(
+        {
+            "web1": Result(
+                0, f"web:web_0: started\n[INFO] {CLOSING % 2}\n[INFO] {CLOSING % 1}\n", "", 1.0
+            ),
+            "web2": Result(0, "web:web_0: started\n", "", 1.0),  # a WSGI app's: says nothing
+            "web3": OSError("unreachable"),
+        }
+    )
+    assert [(r.host, r.check, r.status, r.detail) for r in rows] == [
+        ("web1", "websockets", "info", "closed 3 with 1012 (service restart)")
+    ]

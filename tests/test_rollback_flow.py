@@ -222,3 +222,26 @@ def test_a_failed_maintenance_off_is_a_recorded_warning(
         "maintenance mode is still on on web2: turning it off failed; "
         "`inv maintenance off --env=flow`"
     ]
+
+
+def test_the_rollback_says_how_many_websockets_the_web_restart_closed(
+    env: Environment, hosts: dict[str, ScriptedHost]
+) -> None:
+    from releasebook.django.asgi_worker import CLOSING
+
+    hosts["web1"].output["restart_web"] = f"[INFO] {CLOSING % 2}\n[INFO] {CLOSING % 1}\n"
+    hosts["web2"].output["restart_web"] = f"[INFO] {CLOSING % 4}\n"
+    said: list[tuple[str, dict[str, object]]] = []
+
+    class Listening(_Quiet):
+        def message(self, text: str, **data: object) -> None:
+            said.append((text, data))
+
+    def opener(env: Environment, host: Host | None) -> Transport:
+        return hosts[host.name if host else CONTROLLER]
+
+    rollback(env, Listening(), Masker(), opener=opener)
+    assert (
+        "restart closed 7 WebSocket connection(s) with 1012 (service restart); web1: 3, web2: 4",
+        {"websockets_closed": {"web1": 3, "web2": 4}},
+    ) in said

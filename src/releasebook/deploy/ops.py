@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from releasebook.deploy.connection import Opener, connect, open_real
+from releasebook.deploy.websocket_report import websockets_closed
 from releasebook.errors import LockHeld, OperationFailed, UsageError
 from releasebook.execute.health import check_once
 from releasebook.execute.lock import read_facts
@@ -134,12 +135,29 @@ def control(
                 continue
             results = run_step(env, planned, transports)
             rows.extend(_rows(planned, results))
+            if planned.step.name == "restart_web":
+                rows.extend(websocket_rows(results))
             if not all(_ok(r) for r in results.values()) and runbook.name != "app-status":
                 break
     return rows
 
 
 READ_ONLY = frozenset({"app-status"})
+
+
+def websocket_rows(results: Mapping[str, Result | Exception]) -> list[Row]:
+    """An ASGI app's web restart: how many WebSockets each host's stopping workers closed,
+    shown (never failing); nothing for a WSGI app, whose workers do not say."""
+    closed = {
+        target: count
+        for target, result in results.items()
+        if not isinstance(result, Exception)
+        and (count := websockets_closed(result.stdout)) is not None
+    }
+    return [
+        Row(target, "websockets", True, f"closed {count} with 1012 (service restart)", True)
+        for target, count in closed.items()
+    ]
 
 
 def refuse_while_locked(env: Environment, facts: Mapping[str, HostFacts], what: str) -> None:

@@ -26,6 +26,7 @@ from releasebook.deploy.backup_report import backup_report
 from releasebook.deploy.connection import Opener, attempt, connect, open_real, record_everywhere
 from releasebook.deploy.release import failure_text
 from releasebook.deploy.running import Runner, lock_info_for, with_records
+from releasebook.deploy.websocket_report import websocket_report
 from releasebook.errors import (
     MigrationStateError,
     ReleasebookError,
@@ -190,6 +191,10 @@ def _change(
             if planned.step.name == "backup" and not failed:
                 base["backup"], line = backup_report(outcomes, "unapplying")
                 runner.reporter.message(line)
+            if planned.step.name == "restart_web":
+                closed, said = websocket_report(o for o in outcomes if o.ok)
+                if said is not None:
+                    runner.reporter.message(said, websockets_closed=closed)
             if not failed:
                 continue
             if planned.step.phase == "prepare":
