@@ -93,10 +93,7 @@ RETIRE = Step(
     commands=(
         cmd("if {supervisorctl} pid >/dev/null 2>&1; then {supervisorctl} stop all; fi"),
         cmd("rm -f {current}"),
-        cmd(
-            "if {supervisorctl} pid >/dev/null 2>&1; then "
-            "{supervisorctl} reread >/dev/null && {supervisorctl} update; fi"
-        ),
+        cmd("if {supervisorctl} pid >/dev/null 2>&1; then {supervisorctl} update; fi"),
     ),
     verify=(cmd("test ! -e {current}"),),
     verify_text="`current` is gone and no program runs.",
