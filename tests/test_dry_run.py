@@ -163,7 +163,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(project: Path, name: str) -
         f"put {project}/.releasebook/build/out/{release_id}.tar.gz -> "
         f"{deploy}/.releasebook/artifacts/{release_id}.tar.gz\n",
         "manage.py migrate --noinput\n",
-        "restart beat || { p=beat;",
+        f"--program beat {deploy}/shared/log/beat.log <<'RELEASEBOOK_EOF'\n",
     ):
         assert command in out, command
     bind = "127.0.0.99:8000" if name == "ssh" else "127.0.0.1:8000"

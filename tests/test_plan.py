@@ -246,8 +246,8 @@ def test_worker_restarts_only_where_they_run(release_plan: Plan) -> None:
     for work in step.work:
         assert work.host is not None
         text = "\n".join(work.commands)
-        assert ("restart worker" in text) == work.host.has("worker")
-        assert ("restart beat" in text) == work.host.has("beat")
+        assert ("--program worker " in text) == work.host.has("worker")
+        assert ("--program beat " in text) == work.host.has("beat")
 
 
 def test_verify_probes_web_hosts_with_host_header_and_release(release_plan: Plan) -> None:

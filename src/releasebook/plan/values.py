@@ -29,6 +29,7 @@ from releasebook.runbooks import bookkeeping as book
 from releasebook.runbooks import layout as paths
 from releasebook.runbooks.layout import HostLayout, keyed
 from releasebook.runbooks.processes import (
+    SUPERVISE_TEXT,
     WEB_PROCESSES,
     launcher_text,
     main_conf_text,
@@ -239,6 +240,7 @@ def host_values(
     # The release live now (a rollback's schema steps run from it): from the facts.
     live: Id = facts.current if facts is not None and facts.current else ShellVar("LIVE")
     tools = layout.tools
+    celery_programs = tuple(p for p in ("worker", "beat") if p in host.roles)
     supervisorctl = Raw(f"{quote(layout.tool('supervisorctl'))} -c {quote(layout.supervisor_conf)}")
     env_values = {**env.env_file.values, **host.env_values}  # the host's layers win
     inventory_names = [*env_values, *env.env_file.secrets]
@@ -325,11 +327,16 @@ def host_values(
         "env_generate": [{"pattern": f"^{n}=", "name": n} for n in env.env_file.generate],
         "linked_dirs": [_linked(layout.shared, release_dir, d) for d in env.linked_dirs],
         "linked_files": [_linked(layout.shared, release_dir, f) for f in env.linked_files],
-        # Each gunicorn master's log (supervisord's stdout_logfile for web_N).
-        "web_processes": [
-            {"process": name, "log": layout.logs / f"{name.partition(':')[2]}.log"}
-            for name in WEB_PROCESSES
-        ],
+        # The restart steps' supervisord client (runbooks/supervise.py) and what it
+        # restarts: each program with its own log (supervisord's stdout_logfile).
+        "supervise": Raw(
+            f"{quote(layout.tool('python'))} - --conf {quote(layout.supervisor_conf)} "
+            f"--socket {quote(layout.supervisor_socket)} "
+            f"--supervisord {quote(layout.tool('supervisord'))}"
+        ),
+        "supervise_text": heredoc_body(SUPERVISE_TEXT),
+        "web_args": _program_args("--web", WEB_PROCESSES, layout),
+        "celery_args": _program_args("--program", celery_programs, layout),
         # Names the inventory sets arrive with the release; preflight checks the others.
         "env_required": [
             {"pattern": f"^{n}=.", "name": n}
@@ -362,6 +369,17 @@ def cleanup_releases(
         f"| tail -n +{env.keep_releases + 1} "
         f"| grep -vx -e {quote(ids.release)} -e {quote(ids.previous)} "
         f'-e "$(basename "$(readlink {quote(layout.current)})")")'
+    )
+
+
+def _program_args(option: str, names: tuple[str, ...], layout: HostLayout) -> Raw:
+    # web:web_0 logs to web_0.log, worker to worker.log.
+    return Raw(
+        " ".join(
+            f"{option} {quote(name)} "
+            + quote(layout.logs / f"{name.partition(':')[2] or name}.log")
+            for name in names
+        )
     )
 
 

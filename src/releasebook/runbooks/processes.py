@@ -22,6 +22,7 @@ backlog instead of being refused or reset.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from releasebook.quoting import Raw, quote, render_command
 
@@ -66,6 +67,8 @@ WEB_GROUP = "web"
 # restart step reports.
 ASGI_WORKER_CLASS = "releasebook.django.asgi_worker.UvicornWorker"
 WEB_PROCESSES = ("web:web_0", "web:web_1")
+# The restart steps' program (a heredoc of their command, so the runbook shows it).
+SUPERVISE_TEXT = Path(__file__).with_name("supervise.py").read_text().rstrip("\n")
 
 # TERM goes to the main process only: it drains its own children (gunicorn workers,
 # Celery's pool); signalling the whole group made Celery's warm shutdown hang.

@@ -474,29 +474,21 @@ SWITCH = Step(
     timeout=60,
 )
 
-# The host-level configuration is written when it differs, then supervisord is started
-# if it is not running, and told to load the programs `current` now defines. `update`
-# rereads the configuration itself; each supervisorctl costs ~0.2 CPU-seconds on a host.
-ENSURE_SUPERVISORD = cmd(
+# The host-level configuration is written when it differs; the restart steps' program
+# (runbooks/supervise.py, sent as a heredoc) then starts supervisord if it is not
+# running and loads the programs `current` now defines, as `supervisorctl update` does.
+WRITE_SUPERVISOR_CONF = cmd(
     "conf_new=$(mktemp {supervisor_conf}.XXXXXX)\n"
     "cat > \"$conf_new\" <<'RELEASEBOOK_EOF'\n{main_conf_text}\nRELEASEBOOK_EOF\n"
     'if cmp -s "$conf_new" {supervisor_conf}; then rm -f "$conf_new"; '
-    'else mv "$conf_new" {supervisor_conf}; fi\n'
-    "if ! {supervisorctl} pid >/dev/null 2>&1; then\n"
-    "  {supervisord} -c {supervisor_conf}\n"
-    "  for _ in $(seq 100); do {supervisorctl} pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
-    "fi\n"
-    "{supervisorctl} update"
+    'else mv "$conf_new" {supervisor_conf}; fi'
 )
 
 
-# A program that does not start: the end of its own log (web:web_0 -> web_0.log) is
-# the cause, which supervisorctl's "spawn error" does not say.
-def _log_tail(process: str) -> str:
-    return (
-        f"p={process}; printf '%s\\n' \"${{{{p}}}} did not start; the end of its log:\" >&2; "
-        'tail -n 15 {logs}/"${{p#*:}}".log >&2; exit 1; }}'
-    )
+def supervise(args: str) -> str:
+    """A command running the restart steps' supervisord client with ``args``."""
+    heredoc = " <<'RELEASEBOOK_EOF'\n{supervise_text}\nRELEASEBOOK_EOF"
+    return "{supervise} --ensure " + args + heredoc
 
 
 RESTART_WEB = Step(
@@ -507,36 +499,23 @@ RESTART_WEB = Step(
         "file. supervisord holds the listening socket and two gunicorn masters share it; "
         "they are restarted one after the other, so one always accepts while the other "
         "drains its requests (TERM is a graceful shutdown) and no request is refused. "
-        "An ASGI app's stopping workers close their WebSockets with 1012 (service "
-        "restart), so clients reconnect to the new release, and log how many: the lines "
-        "the master's log gained are printed, and the release, the rollback and `app.restart` "
-        "report the sum. The next "
-        "master is restarted only once this one has forked its first worker (its app is "
-        "loaded); one that dies first, or does not start, has the end of its own log "
-        "printed: the cause."
+        "The next master is restarted as soon as this one has forked its first worker "
+        "(its app is loaded), without waiting out supervisord's `startsecs`; then both "
+        "must reach RUNNING. One that dies first, or does not start, has the end of its "
+        "own log printed: the cause. An ASGI app's stopping workers close their "
+        "WebSockets with 1012 (service restart), so clients reconnect to the new release, "
+        "and log how many: those lines of the master's log are printed, and the release, "
+        "the rollback and `app.restart` report the sum. One Python process speaks "
+        "supervisord's XML-RPC for the whole step (a `supervisorctl` costs ~0.2 "
+        "CPU-seconds per call on a host)."
     ),
     roles=frozenset({"web"}),
     phase="live",
-    commands=(
-        ENSURE_SUPERVISORD,
-        cmd(
-            "logged=$(stat -c %s {log} 2>/dev/null || echo 0)\n"
-            "{supervisorctl} restart {process} || {{ " + _log_tail("{process}") + "\n"
-            # supervisorctl pid says 0 for a process that is not running.
-            "pid=$({supervisorctl} pid {process} | tr -cd 0-9)\n"
-            'alive() {{ test "${{pid:-0}}" -gt 0 && kill -0 "$pid" 2>/dev/null; }}\n'
-            "for _ in $(seq 1200); do\n"
-            "  alive || break\n"
-            '  grep -qs "^PPid:[[:space:]]*$pid\\$" /proc/[0-9]*/status && break\n'
-            "  sleep 0.1\n"
-            "done\n"
-            "alive || {{ " + _log_tail("{process}") + "\n"
-            "tail -c +$((logged + 1)) {log} 2>/dev/null | grep -F 'releasebook: closing' || true",
-            each="web_processes",
-        ),
+    commands=(WRITE_SUPERVISOR_CONF, cmd(supervise("{web_args}"))),
+    verify_text=(
+        "The step's program printed RUNNING, with the new pid, for both gunicorn masters "
+        "(`supervisorctl status 'web:*'` says the same)."
     ),
-    verify=(cmd("{supervisorctl} status 'web:*'"),),
-    verify_text="`supervisorctl status 'web:*'` says RUNNING for both gunicorn masters.",
     undo_text="Switch back and restart: the rollback runbook.",
     hooks=BOTH,
     timeout=600,
@@ -548,24 +527,13 @@ RESTART_WORKERS = Step(
     why=(
         "Restarts the Celery worker (TERM: a warm shutdown, running tasks finish within "
         "the stop timeout) and beat, which runs on exactly one host so no periodic task "
-        "is sent twice."
+        "is sent twice. Both are started without waiting out `startsecs` in turn, then "
+        "must reach RUNNING; the same program as the web restart speaks to supervisord."
     ),
     roles=frozenset({"worker", "beat"}),
     phase="live",
-    commands=(
-        ENSURE_SUPERVISORD,
-        cmd(
-            "{supervisorctl} restart worker || {{ " + _log_tail("worker"),
-            "worker",
-        ),
-        cmd(
-            "{supervisorctl} restart beat || {{ " + _log_tail("beat"),
-            "beat",
-        ),
-    ),
+    commands=(WRITE_SUPERVISOR_CONF, cmd(supervise("{celery_args}"))),
     verify=(
-        cmd("{supervisorctl} status worker", "worker"),
-        cmd("{supervisorctl} status beat", "beat"),
         cmd(
             "pinged=0\n"
             "for _ in $(seq 15); do\n"
@@ -581,7 +549,7 @@ RESTART_WORKERS = Step(
         ),
     ),
     verify_text=(
-        "`supervisorctl status` says RUNNING for each program, and the new worker answers "
+        "The step's program printed RUNNING for each program, and the new worker answers "
         "`celery inspect ping`: it is connected to the broker and consuming."
     ),
     undo_text="Switch back and restart: the rollback runbook.",

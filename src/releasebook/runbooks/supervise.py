@@ -1,0 +1,258 @@
+"""The program the restart steps run on a host: one process that tells supervisord what
+the whole step needs, over supervisord's XML-RPC socket, with the standard library only.
+
+Each ``supervisorctl`` imports most of supervisor and costs ~0.2 CPU-seconds on a host;
+a restart step used seven of them per host. This text is the step's command (it is
+sent in a heredoc and shown in the runbook); releasebook never imports it to run it.
+
+    python - --conf C --socket S --supervisord P [--ensure]
+             [--web NAME LOG]... [--program NAME LOG]...
+
+``--ensure`` starts supervisord if it is not running and applies its configuration as
+``supervisorctl update`` does. Each ``--web`` master is restarted after the one before
+it has forked its first worker (its app is loaded: the two masters sharing the socket
+are never both down), without waiting out ``startsecs`` first; the lines its log
+gained that count closed WebSockets are printed. Each ``--program`` is restarted.
+Every restarted process must then reach RUNNING. A process that does not start has the
+end of its own log printed, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RUNNING = "RUNNING"
+STARTING = "STARTING"
+# supervisord's fault codes (supervisor.xmlrpc.Faults).
+NOT_RUNNING = 70
+ALREADY_STARTED = 60
+SHUTDOWN_STATE = 6
+CLOSING_MARK = b"releasebook: closing"
+FORK_WAIT_S = 120.0
+RUNNING_WAIT_S = 60.0
+POLL_S = 0.1
+LOG_LINES = 15
+
+
+class Failed(Exception):
+    """A process did not start or stop; the message says which, and why."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self.path)
+
+
+def connect(socket_path: str) -> Any:
+    """supervisord's ``supervisor`` namespace (its methods are XML-RPC calls)."""
+    proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(socket_path))
+    return proxy.supervisor
+
+
+def _answers(rpc: Any) -> bool:
+    try:
+        rpc.getPID()
+    except (OSError, xmlrpc.client.Fault):
+        return False
+    return True
+
+
+def ensure(rpc: Any, supervisord: str, conf: str) -> None:
+    """Start supervisord if it does not answer, then add, change and remove the process
+    groups its configuration now defines (what ``supervisorctl update`` does)."""
+    if not _answers(rpc):
+        subprocess.run([supervisord, "-c", conf], check=True)
+        deadline = time.monotonic() + 10
+        while not _answers(rpc):
+            if time.monotonic() > deadline:
+                raise Failed(f"supervisord did not answer on its socket 10 s after {conf}")
+            time.sleep(POLL_S)
+    added, changed, removed = rpc.reloadConfig()[0]
+    for group in removed:
+        rpc.stopProcessGroup(group)
+        rpc.removeProcessGroup(group)
+        print(f"{group}: removed process group")
+    for group in changed:
+        rpc.stopProcessGroup(group)
+        rpc.removeProcessGroup(group)
+        rpc.addProcessGroup(group)
+        print(f"{group}: updated process group")
+    for group in added:
+        rpc.addProcessGroup(group)
+        print(f"{group}: added process group")
+
+
+def log_tail(log: Path) -> str:
+    try:
+        lines = log.read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError as error:
+        return f"({log}: {error.strerror})"
+    return "\n".join(lines[-LOG_LINES:])
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_child(pid: int) -> bool:
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("PPid:"):
+                if line.split()[1:] == [str(pid)]:
+                    return True
+                break
+    return False
+
+
+def _stop(rpc: Any, name: str) -> None:
+    try:
+        rpc.stopProcess(name, True)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != NOT_RUNNING:
+            raise Failed(f"{name} did not stop: {fault.faultString}") from None
+    print(f"{name}: stopped")
+
+
+def _start(rpc: Any, name: str, log: Path) -> int:
+    """Start without waiting out ``startsecs``; the pid it runs as."""
+    try:
+        rpc.startProcess(name, False)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != ALREADY_STARTED:
+            raise Failed(_not_started(name, log, fault.faultString)) from None
+    print(f"{name}: started")
+    return int(rpc.getProcessInfo(name)["pid"])
+
+
+def _not_started(name: str, log: Path, why: str = "") -> str:
+    reason = f" ({why})" if why else ""
+    return f"{name} did not start{reason}; the end of its log:\n{log_tail(log)}"
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def closing_lines(log: Path, since: int) -> list[str]:
+    """The lines ``log`` gained after byte ``since`` that count closed WebSockets."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(since)
+            gained = handle.read()
+    except OSError:
+        return []
+    return [line.decode("utf-8", "replace") for line in gained.splitlines() if CLOSING_MARK in line]
+
+
+def restart_web(rpc: Any, name: str, log: Path) -> None:
+    """Restart one gunicorn master and return once it has forked its first worker."""
+    since = _log_size(log)
+    _stop(rpc, name)
+    pid = _start(rpc, name, log)
+    deadline = time.monotonic() + FORK_WAIT_S
+    while not _has_child(pid):
+        if not _alive(pid):
+            raise Failed(_not_started(name, log, "it exited before forking a worker"))
+        if time.monotonic() > deadline:
+            raise Failed(_not_started(name, log, f"no worker {FORK_WAIT_S:.0f} s after start"))
+        time.sleep(POLL_S)
+    for line in closing_lines(log, since):
+        print(line)
+
+
+def restart(rpc: Any, name: str, log: Path) -> None:
+    _stop(rpc, name)
+    _start(rpc, name, log)
+
+
+def wait_running(rpc: Any, processes: Sequence[tuple[str, Path]], wait_s: float) -> None:
+    """Each process RUNNING (supervisord's ``startsecs`` passed) within ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    for name, log in processes:
+        while True:
+            info = rpc.getProcessInfo(name)
+            if info["statename"] == RUNNING:
+                print(f"{name:<33} {RUNNING:<9} {info['description']}")
+                break
+            if info["statename"] != STARTING or time.monotonic() > deadline:
+                raise Failed(_not_started(name, log, f"it is {info['statename']}"))
+            time.sleep(POLL_S)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="supervise")
+    parser.add_argument("--conf", required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--supervisord", required=True)
+    parser.add_argument("--ensure", action="store_true")
+    parser.add_argument("--web", nargs=2, action="append", default=[], metavar=("NAME", "LOG"))
+    parser.add_argument("--program", nargs=2, action="append", default=[], metavar=("NAME", "LOG"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    rpc = connect(args.socket)
+    web = [(name, Path(log)) for name, log in args.web]
+    programs = [(name, Path(log)) for name, log in args.program]
+    try:
+        if args.ensure:
+            ensure(rpc, args.supervisord, args.conf)
+        elif not _answers(rpc):
+            raise Failed(f"supervisord does not answer on {args.socket}")
+        for name, log in web:
+            restart_web(rpc, name, log)
+        for name, log in programs:
+            restart(rpc, name, log)
+        wait_running(rpc, [*web, *programs], RUNNING_WAIT_S)
+    except Failed as failure:
+        print(failure, file=sys.stderr)
+        return 1
+    except xmlrpc.client.Fault as fault:
+        print(f"supervisord refused: {fault.faultString}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,214 @@
+"""The restart steps' supervisord client (runbooks/supervise.py), run as the steps run
+it (its text on stdin) against a real supervisord whose programs stand in for gunicorn
+masters: each boots, forks a worker, and on TERM logs a closing line and exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from releasebook.runbooks.processes import SUPERVISE_TEXT
+
+SUPERVISORD = Path(sys.executable).with_name("supervisord")
+
+# argv: boot seconds, trace file, name. Fails to boot when BOOT_FAILS names it.
+MASTER = """
+import os, signal, sys, time
+boot, trace, name = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+def note(what):
+    with open(trace, "a") as f:
+        f.write(f"{time.monotonic():.6f} {name} {what} {os.getpid()}\\n")
+note("boot")
+time.sleep(boot)
+if os.path.exists(trace + ".fail-" + name):
+    print("ImportError: the app does not load", flush=True)
+    sys.exit(3)
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        time.sleep(60)
+note("forked")
+def stop(*_):
+    note("stop")
+    print("[INFO] releasebook: closing 2 WebSocket connection(s) with 1012 "
+          "(service restart)", flush=True)
+    os.kill(child, signal.SIGTERM)
+    os.waitpid(child, 0)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(60)
+"""
+
+
+@dataclass
+class Supervised:
+    root: Path
+    conf: Path
+    socket: Path
+    trace: Path
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-",
+                "--conf",
+                str(self.conf),
+                "--socket",
+                str(self.socket),
+                "--supervisord",
+                str(SUPERVISORD),
+                *args,
+            ],
+            input=SUPERVISE_TEXT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def web_args(self) -> list[str]:
+        return [a for n in ("web_0", "web_1") for a in ("--web", f"web:{n}", str(self.log(n)))]
+
+    def wait_forked(self, *names: str) -> None:
+        deadline = time.monotonic() + 20
+        while not set(names) <= {n for n, what, _ in self.events() if what == "forked"}:
+            assert time.monotonic() < deadline, self.events()
+            time.sleep(0.05)
+
+    def events(self) -> list[tuple[str, str, int]]:
+        text = self.trace.read_text() if self.trace.exists() else ""
+        rows = [line.split() for line in text.splitlines()]
+        return [(name, what, int(pid)) for _, name, what, pid in rows]
+
+
+@pytest.fixture
+def supervised(tmp_path: Path) -> Iterator[Supervised]:
+    # A short socket path: AF_UNIX paths are limited to ~107 bytes.
+    socket_path = Path(f"/tmp/rb-supervise-{os.getpid()}.sock")
+    trace = tmp_path / "trace"
+    master = tmp_path / "master.py"
+    master.write_text(MASTER)
+    programs = ""
+    for name, boot in (("web", 0.3), ("worker", 0.1), ("beat", 0.1)):
+        numbered = name == "web"
+        label = "%(process_num)d" if numbered else name
+        programs += textwrap.dedent(f"""
+            [program:{name}]
+            command={sys.executable} {master} {boot} {trace} {label}
+            {"process_name=%(program_name)s_%(process_num)d" if numbered else ""}
+            numprocs={2 if numbered else 1}
+            startsecs=1
+            stopwaitsecs=10
+            stdout_logfile={tmp_path}/{"%(program_name)s_%(process_num)d" if numbered else name}.log
+            redirect_stderr=true
+            """)
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(
+        textwrap.dedent(f"""
+        [unix_http_server]
+        file={socket_path}
+        [supervisord]
+        logfile={tmp_path}/supervisord.log
+        pidfile={tmp_path}/supervisord.pid
+        [rpcinterface:supervisor]
+        supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+        """)
+        + programs
+    )
+    yield Supervised(tmp_path, conf, socket_path, trace)
+    pidfile = tmp_path / "supervisord.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(pid):
+            assert time.monotonic() < deadline, "supervisord did not stop"
+            time.sleep(0.05)
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(master) not in processes, "a program outlived supervisord"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    return status != "Z"
+
+
+def test_it_starts_supervisord_then_restarts_each_master_after_the_one_before_forked(
+    supervised: Supervised,
+) -> None:
+    first = supervised.run("--ensure")
+    assert first.returncode == 0, first.stderr
+    assert (supervised.root / "supervisord.pid").exists()
+    supervised.wait_forked("0", "1")  # the programs autostart
+    old = {name: pid for name, what, pid in supervised.events() if what == "forked"}
+
+    result = supervised.run("--ensure", *supervised.web_args())
+
+    assert result.returncode == 0, result.stderr
+    events = supervised.events()
+    new_0 = next(i for i, e in enumerate(events) if e[:2] == ("0", "forked") and e[2] != old["0"])
+    stop_1 = next(i for i, e in enumerate(events) if e[:2] == ("1", "stop"))
+    # web_1 was stopped only once the new web_0 had forked: one always accepted.
+    assert new_0 < stop_1, events
+    new = {name: pid for name, what, pid in events if what == "forked"}
+    assert new["0"] != old["0"] and new["1"] != old["1"]
+    for name in ("0", "1"):
+        assert f"pid {new[name]}," in result.stdout, result.stdout
+    assert result.stdout.count("RUNNING") == 2
+    # Each master's closing line, once, from the log it gained while it stopped.
+    assert result.stdout.count("releasebook: closing 2 WebSocket") == 2, result.stdout
+
+
+def test_a_master_that_dies_before_forking_fails_the_step_with_its_own_log(
+    supervised: Supervised,
+) -> None:
+    assert supervised.run("--ensure").returncode == 0
+    (supervised.root / "trace.fail-1").touch()
+
+    result = supervised.run("--ensure", *supervised.web_args())
+
+    assert result.returncode == 1
+    assert "web:web_1 did not start (it exited before forking a worker)" in result.stderr
+    assert "ImportError: the app does not load" in result.stderr
+
+
+def test_worker_and_beat_are_restarted_and_must_reach_running(supervised: Supervised) -> None:
+    assert supervised.run("--ensure").returncode == 0
+    args = [a for n in ("worker", "beat") for a in ("--program", n, str(supervised.log(n)))]
+    supervised.wait_forked("worker", "beat")
+
+    result = supervised.run(*args)
+
+    assert result.returncode == 0, result.stderr
+    assert "worker: stopped\nworker: started\nbeat: stopped\nbeat: started\n" in result.stdout
+    assert result.stdout.count("RUNNING") == 2
+    forks = [(n, pid) for n, what, pid in supervised.events() if what == "forked"]
+    assert [n for n, _ in forks].count("worker") == 2 and [n for n, _ in forks].count("beat") == 2
+
+
+def test_without_ensure_a_supervisord_that_does_not_answer_is_named(
+    supervised: Supervised,
+) -> None:
+    result = supervised.run("--program", "worker", str(supervised.log("worker")))
+
+    assert result.returncode == 1
+    assert f"supervisord does not answer on {supervised.socket}" in result.stderr
+    assert not (supervised.root / "supervisord.pid").exists()
