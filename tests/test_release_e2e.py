@@ -402,7 +402,7 @@ def test_a_process_that_does_not_start_shows_its_own_log(
     project: Project, fleet: SimFleet, first_release: str
 ) -> None:
     # The app's own gunicorn.conf.py names a pidfile: the second master finds the
-    # first one's and refuses to start, which supervisorctl reports as "spawn error".
+    # first one's and exits before it forks a worker.
     live = _live(project)
     conf = project.root / "example" / "gunicorn.conf.py"
     conf.write_text('pidfile = "/srv/app/shared/gunicorn.pid"\n')
@@ -411,7 +411,10 @@ def test_a_process_that_does_not_start_shows_its_own_log(
         done = project.inv("release", "--env=e2e")
         output = done.stdout + done.stderr
         assert done.returncode == 1, output  # failed after the switch, rolled back
-        assert "web:web_1 did not start; the end of its log:" in output, output
+        assert (
+            "web:web_1 did not start (it exited before forking a worker); the end of its log:"
+            in output
+        ), output
         assert "Already running on PID" in output, output
         assert _live(project) == live
         assert readyz(_bind(fleet)).json()["release"] == live
