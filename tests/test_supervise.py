@@ -212,3 +212,18 @@ def test_without_ensure_a_supervisord_that_does_not_answer_is_named(
     assert result.returncode == 1
     assert f"supervisord does not answer on {supervised.socket}" in result.stderr
     assert not (supervised.root / "supervisord.pid").exists()
+
+
+def test_both_ways_of_finding_a_child_agree() -> None:
+    from releasebook.runbooks import supervise
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert supervise._has_child(os.getpid())
+        assert supervise._has_child_by_scan(os.getpid())
+        assert not supervise._has_child(child.pid)
+        assert not supervise._has_child_by_scan(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not supervise._has_child(child.pid)  # gone: no /proc entry

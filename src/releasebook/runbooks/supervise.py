@@ -128,6 +128,19 @@ def _alive(pid: int) -> bool:
 
 
 def _has_child(pid: int) -> bool:
+    # The kernel's list of the main thread's children (gunicorn forks from it): one read
+    # per poll, where scanning every /proc/*/status cost each waiting host milliseconds.
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except FileNotFoundError:
+        if not Path(f"/proc/{pid}").exists():
+            return False
+    except OSError:
+        return False
+    return _has_child_by_scan(pid)  # a kernel without CONFIG_PROC_CHILDREN
+
+
+def _has_child_by_scan(pid: int) -> bool:
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
