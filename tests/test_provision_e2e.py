@@ -275,4 +275,4 @@ def test_reboot_brings_the_live_release_back(fleet: DebianFleet, project: Projec
         "-c /srv/app/.releasebook/supervisord.conf status",
         user="deploy",
     )
-    assert status.stdout.count("RUNNING") == 2, status.stdout
+    assert status.stdout.count("RUNNING") == 2, status.stdout  # both masters start at boot

@@ -89,6 +89,18 @@ class Supervised:
             assert time.monotonic() < deadline, self.events()
             time.sleep(0.05)
 
+    def info(self, name: str) -> dict[str, object]:
+        from releasebook.runbooks import supervise
+
+        info: dict[str, object] = supervise.connect(str(self.socket)).getProcessInfo(name)
+        return info
+
+    def pid(self, name: str) -> int:
+        return int(str(self.info(name)["pid"]))
+
+    def states(self) -> dict[str, str]:
+        return {n: str(self.info(f"web:{n}")["statename"]) for n in ("web_0", "web_1")}
+
     def events(self) -> list[tuple[str, str, int]]:
         text = self.trace.read_text() if self.trace.exists() else ""
         rows = [line.split() for line in text.splitlines()]
@@ -151,36 +163,63 @@ def _alive(pid: int) -> bool:
     return status != "Z"
 
 
-def test_it_starts_supervisord_then_restarts_each_master_after_the_one_before_forked(
+def _forked_at(events: list[tuple[str, str, int]], name: str, pid: int) -> int:
+    return next(i for i, e in enumerate(events) if e == (name, "forked", pid))
+
+
+def _stops(events: list[tuple[str, str, int]], name: str) -> list[int]:
+    return [i for i, e in enumerate(events) if e[:2] == (name, "stop")]
+
+
+def test_one_master_serves_and_each_restart_boots_the_other_beside_it(
     supervised: Supervised,
 ) -> None:
     first = supervised.run("--ensure")
     assert first.returncode == 0, first.stderr
     assert (supervised.root / "supervisord.pid").exists()
-    supervised.wait_forked("0", "1")  # the programs autostart
+    supervised.wait_forked("0", "1")  # both autostart, as after a host's boot
     old = {name: pid for name, what, pid in supervised.events() if what == "forked"}
 
+    # Both serve: web_1 restarts in place while web_0 accepts, then web_0 stops.
     result = supervised.run("--ensure", *supervised.web_args())
 
     assert result.returncode == 0, result.stderr
     events = supervised.events()
-    new_0 = next(i for i, e in enumerate(events) if e[:2] == ("0", "forked") and e[2] != old["0"])
-    stop_1 = next(i for i, e in enumerate(events) if e[:2] == ("1", "stop"))
-    # web_1 was stopped only once the new web_0 had forked: one always accepted.
-    assert new_0 < stop_1, events
-    new = {name: pid for name, what, pid in events if what == "forked"}
-    assert new["0"] != old["0"] and new["1"] != old["1"]
-    for name in ("0", "1"):
-        assert f"pid {new[name]}," in result.stdout, result.stdout
-    assert result.stdout.count("RUNNING") == 2
-    # Each master's closing line, once, from the log it gained while it stopped.
+    new_1 = supervised.pid("web:web_1")
+    assert new_1 != old["1"] and supervised.states() == {"web_0": "STOPPED", "web_1": "RUNNING"}
+    assert _forked_at(events, "1", new_1) < _stops(events, "0")[0], events
+    assert f"pid {new_1}," in result.stdout and result.stdout.count("RUNNING") == 1
+    # The closing line of each master that stopped, once, from the log it gained.
     assert result.stdout.count("releasebook: closing 2 WebSocket") == 2, result.stdout
 
+    # One serves: the idle web_0 boots beside it and web_1 stops once web_0 serves.
+    again = supervised.run("--ensure", *supervised.web_args())
 
-def test_a_master_that_dies_before_forking_fails_the_step_with_its_own_log(
+    assert again.returncode == 0, again.stderr
+    events = supervised.events()
+    new_0 = supervised.pid("web:web_0")
+    assert supervised.states() == {"web_0": "RUNNING", "web_1": "STOPPED"}
+    assert _forked_at(events, "0", new_0) < _stops(events, "1")[-1], events
+    assert [e[:2] for e in events].count(("0", "boot")) == 2  # one boot per restart
+    assert [e[:2] for e in events].count(("1", "boot")) == 2
+    assert again.stdout.count("releasebook: closing 2 WebSocket") == 1, again.stdout
+
+
+def test_masters_supervisord_has_just_started_are_kept_not_restarted(
     supervised: Supervised,
 ) -> None:
-    assert supervised.run("--ensure").returncode == 0
+    result = supervised.run("--ensure", *supervised.web_args())
+
+    assert result.returncode == 0, result.stderr
+    assert supervised.states() == {"web_0": "RUNNING", "web_1": "STOPPED"}
+    assert [e[:2] for e in supervised.events()].count(("0", "boot")) == 1
+
+
+def test_a_master_that_dies_before_forking_fails_and_the_serving_one_goes_on(
+    supervised: Supervised,
+) -> None:
+    assert supervised.run("--ensure", *supervised.web_args()).returncode == 0
+    serving = supervised.pid("web:web_0")
     (supervised.root / "trace.fail-1").touch()
 
     result = supervised.run("--ensure", *supervised.web_args())
@@ -188,6 +227,15 @@ def test_a_master_that_dies_before_forking_fails_the_step_with_its_own_log(
     assert result.returncode == 1
     assert "web:web_1 did not start (it exited before forking a worker)" in result.stderr
     assert "ImportError: the app does not load" in result.stderr
+    # The failed master is stopped, not left retrying; the one that served still does.
+    assert supervised.states() == {"web_0": "RUNNING", "web_1": "STOPPED"}
+    assert supervised.pid("web:web_0") == serving
+    assert not _stops(supervised.events(), "0")
+
+    (supervised.root / "trace.fail-1").unlink()
+    fixed = supervised.run("--ensure", *supervised.web_args())
+    assert fixed.returncode == 0, fixed.stderr
+    assert supervised.states() == {"web_0": "STOPPED", "web_1": "RUNNING"}
 
 
 def test_worker_and_beat_are_restarted_and_must_reach_running(supervised: Supervised) -> None:

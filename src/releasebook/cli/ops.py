@@ -118,7 +118,8 @@ status = _app_task("status", "Show the app's processes under supervisord on ever
 start = _app_task("start", "Start the app's processes (and supervisord) on every host.")
 stop = _app_task("stop", "Stop the app's processes on every host (graceful: TERM, then wait).")
 restart = _app_task(
-    "restart", "Restart the app's processes, web masters one at a time (no request is lost)."
+    "restart",
+    "Restart the app's processes: a web master boots beside the serving one (no request is lost).",
 )
 
 

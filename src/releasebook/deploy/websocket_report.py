@@ -2,7 +2,7 @@
 
 An ASGI app's workers (``releasebook.django.asgi_worker``) log a line as they stop,
 ``releasebook: closing N WebSocket connection(s) with 1012 (service restart)``; the
-restart step prints the lines each master's log gained while it restarted.
+restart step prints the lines each stopped master's log gained while it stopped.
 """
 
 from __future__ import annotations

@@ -24,17 +24,30 @@ MAINTENANCE = {
 
 # --- the app's processes ----------------------------------------------------------------
 
+# Prints the state of the host's programs and exits 0 only where they are up: of the two
+# web masters one serves between restarts (RUNNING) and the other waits for the next
+# release (STOPPED); every other program is RUNNING. supervisord down fails.
+PROGRAMS_UP = (
+    "out=$({supervisorctl} status {role_programs} 2>&1) || true\n"
+    "printf '%s\\n' \"$out\"\n"
+    'printf \'%s\\n\' "$out" | awk \'$1 ~ /^web:/ {{ web++; if ($2 == "RUNNING") up++; '
+    'else if ($2 != "STOPPED") bad++; next }} $2 != "RUNNING" {{ bad++ }} '
+    "END {{ exit !(bad == 0 && (web == 0 || up > 0)) }}'"
+)
+
 APP_STATUS = Step(
     name="app_status",
     title="Show the app's processes",
     why=(
         "Asks supervisord on each host for the state of the programs its roles run "
-        "(`web:*` for web, `worker`, `beat`). It exits non-zero where one is not RUNNING."
+        "(`web:*` for web, `worker`, `beat`). It exits non-zero where one is not up: "
+        "one web master RUNNING (the other STOPPED until the next restart boots it), "
+        "worker and beat RUNNING."
     ),
     roles=frozenset({"web", "worker", "beat"}),
-    commands=(cmd("{supervisorctl} status {role_programs}"),),
+    commands=(cmd(PROGRAMS_UP),),
     reports=True,
-    verify_text="Every program listed is RUNNING.",
+    verify_text="A web master and every other program listed is RUNNING.",
     undo_text="Nothing to undo: it only reads.",
     timeout=60,
 )
@@ -44,7 +57,8 @@ APP_START = Step(
     title="Start the app's processes",
     why=(
         "Starts supervisord if it is not running (it reads the live release's program "
-        "definitions through `current`), then the programs of the host's roles."
+        "definitions through `current`), then the programs of the host's roles: one web "
+        "master where none runs, the worker and beat."
     ),
     roles=frozenset({"web", "worker", "beat"}),
     commands=(
@@ -55,10 +69,17 @@ APP_START = Step(
             "done\n"
             "fi"
         ),
-        cmd("{supervisorctl} start {role_programs}"),
+        # One web master serves; the other is for the next restart to boot.
+        cmd(
+            "if ! {supervisorctl} status 'web:*' | grep -q -e ' RUNNING ' -e ' STARTING '; "
+            "then {supervisorctl} start web:web_0; fi",
+            "web",
+        ),
+        cmd("{supervisorctl} start worker", "worker", when="celery"),
+        cmd("{supervisorctl} start beat", "beat", when="celery"),
     ),
-    verify=(cmd("{supervisorctl} status {role_programs}"),),
-    verify_text="`supervisorctl status` says RUNNING for every program started.",
+    verify=(cmd(PROGRAMS_UP),),
+    verify_text="A web master, the worker and beat are RUNNING.",
     undo_text="`inv app.stop` stops them again.",
     timeout=300,
 )
@@ -89,7 +110,7 @@ APP = {
     "status": Runbook("app-status", "App status", (APP_STATUS,)),
     "start": Runbook("app-start", "App start", (APP_START,)),
     "stop": Runbook("app-stop", "App stop", (APP_STOP,)),
-    # The release's own restart steps: web masters one after the other, no request lost.
+    # The release's own restart steps: a web master boots beside the serving one.
     "restart": Runbook("app-restart", "App restart", (RESTART_WEB, RESTART_WORKERS)),
 }
 
@@ -185,19 +206,15 @@ CHECK_PROCESSES = Step(
     name="processes",
     title="The processes the roles need are RUNNING",
     why=(
-        "supervisord on each host runs the programs of its roles: two gunicorn masters "
-        "(`web:web_0`, `web:web_1`) on web hosts, `worker` and `beat` where those roles "
-        "are. Anything else than RUNNING (STOPPED, FATAL, BACKOFF, supervisord down) fails."
+        "supervisord on each host runs the programs of its roles: on web hosts one of the "
+        "two gunicorn masters (`web:web_0`, `web:web_1`) serves and the other is STOPPED "
+        "until the next restart boots it; `worker` and `beat` where those roles are. No "
+        "web master RUNNING, a master FATAL or BACKOFF, a worker or beat not RUNNING, or "
+        "supervisord down fails."
     ),
     roles=frozenset({"web", "worker", "beat"}),
-    commands=(
-        cmd(
-            "out=$({supervisorctl} status {role_programs} 2>&1) || true\n"
-            "printf '%s\\n' \"$out\"\n"
-            "! printf '%s\\n' \"$out\" | grep -v -q ' RUNNING '"
-        ),
-    ),
-    verify_text="Every program of the host's roles is RUNNING.",
+    commands=(cmd(PROGRAMS_UP),),
+    verify_text="A web master and every other program of the host's roles is RUNNING.",
     undo_text=(
         "`inv app.start --env=ENV --role ROLE` starts what is stopped; read why it stopped "
         "in `inv app.logs --env=ENV --role ROLE` and `shared/log/supervisord.log`."

@@ -12,11 +12,13 @@ stays the same from one release to the next, so ``supervisorctl update`` leaves 
 programs alone unless the inventory changed them.
 
 Web restarts drop no request. supervisord owns the listening socket (an ``fcgi-program``)
-and hands it to each gunicorn master as fd 0; two masters share it and are restarted one
-at a time. supervisord closes the socket only when no process holds it, so it is never
-closed during a release: while one master drains (TERM is gunicorn's graceful shutdown)
-the other accepts, and connections that arrive while workers boot wait in the kernel's
-backlog instead of being refused or reset.
+and hands it to each gunicorn master as fd 0. The group has two masters, and one serves
+between restarts: a restart boots the idle one from ``current`` beside it, and the one
+that served is stopped (TERM is gunicorn's graceful shutdown: it drains) only once the
+new one has forked its workers. supervisord closes the socket only when no process holds
+it, so it is never closed during a release, and connections that arrive meanwhile wait
+in the kernel's backlog instead of being refused or reset. Both masters autostart with
+supervisord (a host's boot); the next restart leaves one.
 """
 
 from __future__ import annotations

@@ -496,25 +496,26 @@ RESTART_WEB = Step(
     title="Restart the web servers",
     why=(
         "Restarts gunicorn so it starts from `current`: the new code, virtualenv and env "
-        "file. supervisord holds the listening socket and two gunicorn masters share it; "
-        "they are restarted one after the other, so one always accepts while the other "
-        "drains its requests (TERM is a graceful shutdown) and no request is refused. "
-        "The next master is restarted as soon as this one has forked its first worker "
-        "(its app is loaded), without waiting out supervisord's `startsecs`; then both "
-        "must reach RUNNING. One that dies first, or does not start, has the end of its "
-        "own log printed: the cause. An ASGI app's stopping workers close their "
-        "WebSockets with 1012 (service restart), so clients reconnect to the new release, "
-        "and log how many: those lines of the master's log are printed, and the release, "
-        "the rollback and `app.restart` report the sum. One Python process speaks "
-        "supervisord's XML-RPC for the whole step (a `supervisorctl` costs ~0.2 "
-        "CPU-seconds per call on a host)."
+        "file. supervisord holds the listening socket, and of the two gunicorn masters "
+        "that can share it one serves between releases. The idle one boots from "
+        "`current` beside it; the one that served is stopped (TERM: a graceful shutdown, "
+        "it drains its requests) only once the new one has forked its first worker (its "
+        "app is loaded) and is RUNNING, so one always accepts and no request is refused. "
+        "A master that does not start is stopped, the one serving goes on serving, and "
+        "the end of the new one's log is printed: the cause. An ASGI app's stopping "
+        "workers close their WebSockets with 1012 (service restart), so clients "
+        "reconnect to the new release, and log how many: those lines of the stopped "
+        "master's log are printed, and the release, the rollback and `app.restart` "
+        "report the sum. One Python process speaks supervisord's XML-RPC for the whole "
+        "step (a `supervisorctl` costs ~0.2 CPU-seconds per call on a host)."
     ),
     roles=frozenset({"web"}),
     phase="live",
     commands=(WRITE_SUPERVISOR_CONF, cmd(supervise("{web_args}"))),
     verify_text=(
-        "The step's program printed RUNNING, with the new pid, for both gunicorn masters "
-        "(`supervisorctl status 'web:*'` says the same)."
+        "The step's program printed RUNNING, with the new pid, for the gunicorn master "
+        "that now serves, and `stopped` for the one that served "
+        "(`supervisorctl status 'web:*'`: one RUNNING, one STOPPED)."
     ),
     undo_text="Switch back and restart: the rollback runbook.",
     hooks=BOTH,

@@ -9,12 +9,14 @@ sent in a heredoc and shown in the runbook); releasebook never imports it to run
              [--web NAME LOG]... [--program NAME LOG]...
 
 ``--ensure`` starts supervisord if it is not running and applies its configuration as
-``supervisorctl update`` does. Each ``--web`` master is restarted after the one before
-it has forked its first worker (its app is loaded: the two masters sharing the socket
-are never both down), without waiting out ``startsecs`` first; the lines its log
-gained that count closed WebSockets are printed. Each ``--program`` is restarted.
-Every restarted process must then reach RUNNING. A process that does not start has the
-end of its own log printed, and the exit code is 1.
+``supervisorctl update`` does. The ``--web`` masters share supervisord's socket, and one
+of them serves between restarts: the restart boots an idle one from ``current`` beside
+it and stops the one that served (TERM: it drains) only once the new one has forked its
+first worker (its app is loaded) and is RUNNING. A master that does not start is
+stopped and the one serving goes on serving. The lines the stopped master's log gained
+that count closed WebSockets are printed. Each ``--program`` is restarted, and must
+then reach RUNNING. A process that does not start has the end of its own log printed,
+and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -33,15 +35,17 @@ from typing import Any
 
 RUNNING = "RUNNING"
 STARTING = "STARTING"
+# A master in these states holds the socket and accepts (or is about to).
+SERVING = frozenset({RUNNING, STARTING})
 # supervisord's fault codes (supervisor.xmlrpc.Faults).
 NOT_RUNNING = 70
 ALREADY_STARTED = 60
-SHUTDOWN_STATE = 6
 CLOSING_MARK = b"releasebook: closing"
 FORK_WAIT_S = 120.0
 RUNNING_WAIT_S = 60.0
 POLL_S = 0.1
 LOG_LINES = 15
+TAIL_BYTES = 65536
 
 
 class Failed(Exception):
@@ -82,10 +86,12 @@ def _answers(rpc: Any) -> bool:
     return True
 
 
-def ensure(rpc: Any, supervisord: str, conf: str) -> None:
+def ensure(rpc: Any, supervisord: str, conf: str) -> set[str]:
     """Start supervisord if it does not answer, then add, change and remove the process
-    groups its configuration now defines (what ``supervisorctl update`` does)."""
-    if not _answers(rpc):
+    groups its configuration now defines (what ``supervisorctl update`` does). The groups
+    it added or changed: their programs have just started, from ``current``."""
+    started = not _answers(rpc)
+    if started:
         subprocess.run([supervisord, "-c", conf], check=True)
         deadline = time.monotonic() + 10
         while not _answers(rpc):
@@ -105,11 +111,17 @@ def ensure(rpc: Any, supervisord: str, conf: str) -> None:
     for group in added:
         rpc.addProcessGroup(group)
         print(f"{group}: added process group")
+    if started:
+        return {str(info["group"]) for info in rpc.getAllProcessInfo()}
+    return {*added, *changed}
 
 
 def log_tail(log: Path) -> str:
+    """The last lines of ``log``, reading no more than its last 64 KiB."""
     try:
-        lines = log.read_bytes().decode("utf-8", "replace").splitlines()
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - TAIL_BYTES))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
     except OSError as error:
         return f"({log}: {error.strerror})"
     return "\n".join(lines[-LOG_LINES:])
@@ -158,8 +170,9 @@ def _stop(rpc: Any, name: str) -> None:
     try:
         rpc.stopProcess(name, True)
     except xmlrpc.client.Fault as fault:
-        if fault.faultCode != NOT_RUNNING:
-            raise Failed(f"{name} did not stop: {fault.faultString}") from None
+        if fault.faultCode == NOT_RUNNING:
+            return
+        raise Failed(f"{name} did not stop: {fault.faultString}") from None
     print(f"{name}: stopped")
 
 
@@ -174,9 +187,8 @@ def _start(rpc: Any, name: str, log: Path) -> int:
     return int(rpc.getProcessInfo(name)["pid"])
 
 
-def _not_started(name: str, log: Path, why: str = "") -> str:
-    reason = f" ({why})" if why else ""
-    return f"{name} did not start{reason}; the end of its log:\n{log_tail(log)}"
+def _not_started(name: str, log: Path, why: str) -> str:
+    return f"{name} did not start ({why}); the end of its log:\n{log_tail(log)}"
 
 
 def _log_size(log: Path) -> int:
@@ -197,11 +209,13 @@ def closing_lines(log: Path, since: int) -> list[str]:
     return [line.decode("utf-8", "replace") for line in gained.splitlines() if CLOSING_MARK in line]
 
 
-def restart_web(rpc: Any, name: str, log: Path) -> None:
-    """Restart one gunicorn master and return once it has forked its first worker."""
-    since = _log_size(log)
-    _stop(rpc, name)
-    pid = _start(rpc, name, log)
+def _state(rpc: Any, name: str) -> str:
+    return str(rpc.getProcessInfo(name)["statename"])
+
+
+def _wait_serving(rpc: Any, name: str, log: Path, pid: int) -> None:
+    """Return once ``name`` (running as ``pid``) has forked its first worker and is
+    RUNNING; a master that exits first, or takes too long, fails."""
     deadline = time.monotonic() + FORK_WAIT_S
     while not _has_child(pid):
         if not _alive(pid):
@@ -209,8 +223,37 @@ def restart_web(rpc: Any, name: str, log: Path) -> None:
         if time.monotonic() > deadline:
             raise Failed(_not_started(name, log, f"no worker {FORK_WAIT_S:.0f} s after start"))
         time.sleep(POLL_S)
-    for line in closing_lines(log, since):
-        print(line)
+    wait_running(rpc, [(name, log)], RUNNING_WAIT_S, quiet=True)
+
+
+def hand_over_web(rpc: Any, masters: Sequence[tuple[str, Path]], fresh: bool) -> tuple[str, Path]:
+    """Serve from one master started from ``current``, stopping the others once it
+    serves; the master that serves now. ``fresh``: every master has just started."""
+    states = {name: _state(rpc, name) for name, _ in masters}
+    idle = [master for master in masters if states[master[0]] not in SERVING]
+    sizes = {name: _log_size(log) for name, log in masters}
+    if fresh:
+        new = masters[0]
+    elif idle:
+        new = idle[0]
+        _stop(rpc, new[0])  # a BACKOFF master is retrying: stop it, then start it once
+    else:  # both serve (supervisord started them both): restart one in place
+        new = masters[-1]
+        _stop(rpc, new[0])
+    name, log = new
+    try:
+        pid = _start(rpc, name, log) if not fresh else int(rpc.getProcessInfo(name)["pid"])
+        _wait_serving(rpc, name, log, pid)
+    except Failed:
+        _stop(rpc, name)  # the master that served goes on serving
+        raise
+    for old, _ in masters:
+        if old != name:
+            _stop(rpc, old)
+    for old, old_log in masters:
+        for line in closing_lines(old_log, sizes[old]):
+            print(line)
+    return new
 
 
 def restart(rpc: Any, name: str, log: Path) -> None:
@@ -218,14 +261,17 @@ def restart(rpc: Any, name: str, log: Path) -> None:
     _start(rpc, name, log)
 
 
-def wait_running(rpc: Any, processes: Sequence[tuple[str, Path]], wait_s: float) -> None:
+def wait_running(
+    rpc: Any, processes: Sequence[tuple[str, Path]], wait_s: float, *, quiet: bool = False
+) -> None:
     """Each process RUNNING (supervisord's ``startsecs`` passed) within ``wait_s``."""
     deadline = time.monotonic() + wait_s
     for name, log in processes:
         while True:
             info = rpc.getProcessInfo(name)
             if info["statename"] == RUNNING:
-                print(f"{name:<33} {RUNNING:<9} {info['description']}")
+                if not quiet:
+                    print(f"{name:<33} {RUNNING:<9} {info['description']}")
                 break
             if info["statename"] != STARTING or time.monotonic() > deadline:
                 raise Failed(_not_started(name, log, f"it is {info['statename']}"))
@@ -249,15 +295,19 @@ def main(argv: Sequence[str]) -> int:
     web = [(name, Path(log)) for name, log in args.web]
     programs = [(name, Path(log)) for name, log in args.program]
     try:
+        started: set[str] = set()
         if args.ensure:
-            ensure(rpc, args.supervisord, args.conf)
+            started = ensure(rpc, args.supervisord, args.conf)
         elif not _answers(rpc):
             raise Failed(f"supervisord does not answer on {args.socket}")
-        for name, log in web:
-            restart_web(rpc, name, log)
+        serving: list[tuple[str, Path]] = []
+        if web:
+            groups = {name.partition(":")[0] for name, _ in web}
+            serving.append(hand_over_web(rpc, web, fresh=groups <= started))
         for name, log in programs:
-            restart(rpc, name, log)
-        wait_running(rpc, [*web, *programs], RUNNING_WAIT_S)
+            if name.partition(":")[0] not in started:  # else it has just started
+                restart(rpc, name, log)
+        wait_running(rpc, [*serving, *programs], RUNNING_WAIT_S)
     except Failed as failure:
         print(failure, file=sys.stderr)
         return 1
