@@ -117,7 +117,7 @@ def bench(n: int, base: Path) -> list[Measure]:
             broker_url="redis://127.0.0.1:6379/9",
             timeout=300,
             roles=_roles(n),
-        ).replace("  workers: 2\n", "  workers: 1\n")
+        )  # web.workers: 2, served by one gunicorn master per host
         project = make_project(base / f"project{n}", inventory)
         done, wall, _, _ = _run_inv(project, "release", "--env=e2e")
         if done.returncode != 0:

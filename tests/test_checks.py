@@ -193,6 +193,47 @@ def test_example_prod_settings_pass_the_whole_gate(
         assert good_env[name] not in done.stdout + done.stderr
 
 
+def test_gunicorn_loads_its_configuration_and_the_app_in_the_gates_process(
+    good_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    _, report = good_run
+    result = by_id(report)["RB-WEB-001"]
+    assert result["status"] == "pass"
+    assert result["message"] == "gunicorn's configuration and config.wsgi:application loaded"
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (
+            ("config/wsgi.py", "import missing_dependency\n"),
+            "gunicorn config.wsgi:application: ModuleNotFoundError: No module named "
+            "'missing_dependency'",
+        ),
+        (("config/wsgi.py", "app = None\n"), "Failed to find attribute 'application'"),
+        (
+            ("gunicorn.conf.py", "workers = 'many'\n"),
+            "Invalid value for workers: many; ValueError: invalid literal for int()",
+        ),
+        (("gunicorn.conf.py", "workers = (\n"), "SyntaxError"),
+    ],
+    ids=["app-import", "no-callable", "bad-setting", "config-syntax"],
+)
+def test_gunicorn_names_what_does_not_load(
+    tmp_path: Path, good_env: dict[str, str], broken: tuple[str, str], problem: str
+) -> None:
+    release = make_release(tmp_path)
+    path, text = broken
+    (release / path).write_text(text)
+    done, report = run_gate(
+        release, good_env, *standard_args(release), "--skip=RB-STATIC-002", "--skip=RB-SEC-012"
+    )
+    result = by_id(report)["RB-WEB-001"]
+    assert (done.returncode, result["status"]) == (1, "fail"), result
+    assert problem in result["message"], result["message"]
+    assert Path.cwd() != release  # the gate's own working directory is unchanged
+
+
 def test_missing_required_variable_is_named_without_values(
     good_release: Path, good_env: dict[str, str]
 ) -> None:

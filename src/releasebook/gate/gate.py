@@ -47,7 +47,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -1438,24 +1437,45 @@ def check_gunicorn(ctx: Ctx, timeout: float) -> Outcome:
     if worker and importlib.util.find_spec("uvicorn_worker") is None:
         missing = f"uvicorn-worker (for {ASGI_WORKER_CLASS}) is not installed"
         return False, f"{missing}: add uvicorn-worker to the requirements"
+    problem = _gunicorn_load_problem([*worker, target])
+    if problem is not None:
+        return False, f"gunicorn {' '.join([*worker, target])}: {problem}"
+    return True, f"gunicorn's configuration and {' '.join([*worker, target])} loaded"
+
+
+def _last_line(text: io.StringIO) -> str:
+    lines = [line.strip() for line in text.getvalue().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _gunicorn_load_problem(argv: list[str]) -> str | None:
+    """What stops gunicorn from starting with ``argv``, found as ``gunicorn --check-config``
+    finds it, in this process (another interpreter would boot Django once more on every
+    host): its configuration (the command line, ``GUNICORN_CMD_ARGS``, a
+    ``gunicorn.conf.py``), the worker class and the application. None: all load."""
+    from gunicorn.app.wsgiapp import WSGIApplication  # type: ignore[import-untyped]
+
+    class Checked(WSGIApplication):  # type: ignore[misc]
+        def do_load_config(self) -> None:  # gunicorn's own prints the error and exits
+            self.load_default_config()
+            self.load_config()
+
+    saved_argv, saved_cwd, said = sys.argv, Path.cwd(), io.StringIO()
+    sys.argv = ["gunicorn", *argv]  # gunicorn parses sys.argv; the checks run one at a time
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "gunicorn", "--check-config", *worker, target],
-            cwd=ctx.project,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=max(1.0, timeout - 1),
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False, f"gunicorn --check-config {target} did not finish in time"
-    if done.returncode != 0:
-        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        return False, f"gunicorn --check-config {target} exited {done.returncode}: " + (
-            lines[-1][:300] if lines else "no output"
-        )
-    return True, f"gunicorn --check-config {' '.join([*worker, target])} loaded the app"
+        with contextlib.redirect_stderr(said):
+            app = Checked("%(prog)s [OPTIONS] [APP_MODULE]")
+            app.cfg.worker_class  # noqa: B018 - the property imports the class
+            if not callable(app.load()):
+                return "the application is not callable"
+    except SystemExit as exc:
+        return _last_line(said) or f"exited {exc.code}"
+    except Exception as exc:  # with what gunicorn said of it, if anything
+        return "; ".join(filter(None, [_last_line(said), _describe(exc)]))
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)  # a configured `chdir` moves the process
+    return None
 
 
 # --- ASGI and Channels ------------------------------------------------------------

@@ -348,8 +348,9 @@ CHECKS: tuple[CheckSpec, ...] = (
         "gunicorn loads the app",
         "36.8",
         "error",
-        "`python -m gunicorn --check-config <wsgi app>` loads the WSGI application "
-        "(when gunicorn is installed).",
+        "gunicorn's configuration (command line, `GUNICORN_CMD_ARGS`, `gunicorn.conf.py`), "
+        "its worker class and the WSGI application load, as `gunicorn --check-config` "
+        "loads them, in the gate's own process (when gunicorn is installed).",
         "Fix the import or configuration error gunicorn reports for the WSGI module.",
     ),
     _spec(
