@@ -31,6 +31,7 @@ from releasebook.gate.command import (
     GATE_COMMAND,
     GATE_IN_RELEASE,
     GATE_SOURCE,
+    STATIC_INPUTS,
     validate_skips,
 )
 from releasebook.gate.report import (
@@ -216,8 +217,12 @@ def test_gunicorn_loads_its_configuration_and_the_app_in_the_gates_process(
             "Invalid value for workers: many; ValueError: invalid literal for int()",
         ),
         (("gunicorn.conf.py", "workers = (\n"), "SyntaxError"),
+        (
+            ("gunicorn.conf.py", "pidfile = '/srv/app/shared/gunicorn.pid'\n"),
+            "its configuration sets a pidfile (/srv/app/shared/gunicorn.pid)",
+        ),
     ],
-    ids=["app-import", "no-callable", "bad-setting", "config-syntax"],
+    ids=["app-import", "no-callable", "bad-setting", "config-syntax", "pidfile"],
 )
 def test_gunicorn_names_what_does_not_load(
     tmp_path: Path, good_env: dict[str, str], broken: tuple[str, str], problem: str
@@ -232,6 +237,33 @@ def test_gunicorn_names_what_does_not_load(
     assert (done.returncode, result["status"]) == (1, "fail"), result
     assert problem in result["message"], result["message"]
     assert Path.cwd() != release  # the gate's own working directory is unchanged
+
+
+def _static_inputs(release: Path, env: dict[str, str], *args: str) -> str:
+    skips = [f"--skip={c}" for c, _, _ in gate.TABLE if c != "RB-STATIC-002"]
+    _, report = run_gate(release, env, *args, *skips)
+    assert by_id(report)["RB-STATIC-002"]["status"] == "pass", report
+    return (release / STATIC_INPUTS).read_text()
+
+
+def test_the_gate_records_what_collectstatic_would_read(
+    tmp_path: Path, good_env: dict[str, str]
+) -> None:
+    first = make_release(tmp_path / "a")
+    same = make_release(tmp_path / "b")
+    recorded = _static_inputs(first, good_env)
+    assert recorded.startswith("root staticfiles\ndigest ")
+    assert _static_inputs(same, good_env) == recorded  # another directory, the same inputs
+
+    css = next((same / "notes" / "static").rglob("*.css"))
+    css.write_text(css.read_text() + "\n/* changed */\n")
+    assert _static_inputs(same, good_env) != recorded
+    css.write_text(css.read_text().replace("\n/* changed */\n", ""))
+    assert _static_inputs(same, good_env) == recorded
+    (same / "notes" / "static" / "added.js").write_text("// new\n")
+    assert _static_inputs(same, good_env) != recorded
+    (same / "notes" / "static" / "added.js").unlink()
+    assert _static_inputs(same, good_env) == recorded
 
 
 def test_missing_required_variable_is_named_without_values(
@@ -498,6 +530,7 @@ def test_gate_table_equals_the_registry() -> None:
     expected = [(c.id, c.title, c.severity) for c in registry.CHECKS]
     assert list(gate.TABLE) == expected
     assert list(gate.RUNNERS) == [c.id for c in registry.CHECKS]
+    assert gate.STATIC_INPUTS == STATIC_INPUTS
 
 
 def test_gate_lists_its_checks(tmp_path: Path) -> None:

@@ -400,11 +400,51 @@ def test_a_ref_is_released_with_linked_paths_and_fresh_processes_answer_at_once(
     assert shown.stdout == "an uploadlevel = 1\n", shown
 
 
-def test_a_process_that_does_not_start_shows_its_own_log(
+LINKED = "| static inputs unchanged since the live release: its staticfiles hard-linked"
+
+
+def test_static_files_are_linked_from_the_live_release_when_their_inputs_are_unchanged(
     project: Project, fleet: SimFleet, first_release: str
 ) -> None:
-    # The app's own gunicorn.conf.py names a pidfile: the second master finds the
-    # first one's and exits before it forks a worker.
+    releases = fleet.hosts[0].srv / "app" / "releases"
+    views = project.root / "example" / "notes" / "views.py"
+    views.write_text(views.read_text() + "\n# a change without static files\n")
+    project.commit("python only")
+    base = project.inv("release", "--env=e2e")
+    assert base.returncode == 0, base.stdout + base.stderr
+    views.write_text(views.read_text() + "# and another\n")
+    project.commit("python only, again")
+
+    done = project.inv("release", "--env=e2e", "-v")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert LINKED in done.stdout, done.stdout
+    css = Path("staticfiles", "notes", "site.css")
+    live, before = releases / released_id(done), releases / released_id(base)
+    assert (live / css).stat().st_ino == (before / css).stat().st_ino  # the same file
+    admin = Path("staticfiles", "admin", "css", "base.css")
+    assert (live / admin).stat().st_ino == (before / admin).stat().st_ino
+    response = readyz(_bind(fleet))
+    assert response.json()["release"] == released_id(done)
+
+    # A changed stylesheet is collected again, into the new release's own files.
+    source = project.root / "example" / "notes" / "static" / "notes" / "site.css"
+    source.write_text(source.read_text() + "\n/* restyled */\n")
+    project.commit("restyled")
+    restyled = project.inv("release", "--env=e2e", "-v")
+    assert restyled.returncode == 0, restyled.stdout + restyled.stderr
+    assert LINKED not in restyled.stdout
+    fresh = releases / released_id(restyled)
+    assert (fresh / css).stat().st_ino != (live / css).stat().st_ino
+    assert "restyled" in (fresh / css).read_text()
+    assert "restyled" not in (live / css).read_text()
+
+
+def test_a_pidfile_in_gunicorns_config_is_refused_by_the_gate(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    # The master each restart boots beside the serving one would find the serving one's
+    # pidfile and exit; the gate names it before anything changes.
     live = _live(project)
     conf = project.root / "example" / "gunicorn.conf.py"
     conf.write_text('pidfile = "/srv/app/shared/gunicorn.pid"\n')
@@ -412,14 +452,52 @@ def test_a_process_that_does_not_start_shows_its_own_log(
     try:
         done = project.inv("release", "--env=e2e")
         output = done.stdout + done.stderr
-        assert done.returncode == 1, output  # failed after the switch, rolled back
-        assert (
-            "web:web_1 did not start (it exited before forking a worker); the end of its log:"
-            in output
-        ), output
-        assert "Already running on PID" in output, output
+        assert done.returncode == 1, output
+        assert "RB-WEB-001" in output and "sets a pidfile" in output, output
         assert _live(project) == live
-        assert readyz(_bind(fleet)).json()["release"] == live
     finally:
         conf.unlink()
         project.commit("no pidfile")
+
+
+def test_a_process_that_does_not_start_shows_its_own_log(
+    project: Project, fleet: SimFleet, first_release: str
+) -> None:
+    # The app's own gunicorn.conf.py passes the gate (it loads), but its hook stops the
+    # master once it is ready, before it forks a worker.
+    live = _live(project)
+    serving = _serving_master(fleet)
+    conf = project.root / "example" / "gunicorn.conf.py"
+    conf.write_text(
+        "def when_ready(server):\n    raise SystemExit('this master refuses to serve')\n"
+    )
+    project.commit("a master that refuses")
+    try:
+        done = project.inv("release", "--env=e2e")
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output  # failed after the switch, rolled back
+        assert re.search(
+            r"web:web_[01] did not start \(it exited before forking a worker\); "
+            "the end of its log:",
+            output,
+        ), output
+        assert "this master refuses to serve" in output, output
+        assert _live(project) == live
+        assert readyz(_bind(fleet)).json()["release"] == live
+        # The rollback's restart booted the other master, the one that had failed, with
+        # the live release, and stopped the one that had gone on serving.
+        assert _serving_master(fleet)[0] != serving[0]
+    finally:
+        conf.unlink()
+        project.commit("no refusing master")
+
+
+def _serving_master(fleet: SimFleet) -> tuple[str, str]:
+    """(name, pid) of the one web master RUNNING on web1."""
+    status = fleet.run(
+        "web1",
+        "/srv/app/.releasebook/tools/bin/supervisorctl "
+        "-c /srv/app/.releasebook/supervisord.conf status 'web:*'",
+    ).stdout
+    ((name, pid),) = re.findall(r"^(web:web_[01])\s+RUNNING\s+pid (\d+)", status, re.M)
+    return str(name), str(pid)

@@ -21,6 +21,9 @@ GATE_IN_RELEASE = ".releasebook/gate.py"
 # The migration state script ships next to the gate (the build copies both).
 MIGRATION_STATE_SOURCE = Path(__file__).with_name("migration_state.py")
 MIGRATION_STATE_IN_RELEASE = ".releasebook/migration_state.py"
+# Where the gate records what collectstatic would read (gate.STATIC_INPUTS; the tests keep
+# them equal), for the collectstatic step.
+STATIC_INPUTS = ".releasebook/static-inputs"
 # The database backup helper (backup, restore, restore drill) ships with them too.
 DB_BACKUP_SOURCE = Path(__file__).with_name("db_backup.py")
 DB_BACKUP_IN_RELEASE = ".releasebook/db_backup.py"

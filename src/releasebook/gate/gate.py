@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -556,7 +557,66 @@ def check_collectstatic(ctx: Ctx, timeout: float) -> Outcome:
         "collectstatic", interactive=False, dry_run=True, verbosity=1, stdout=buffer, stderr=buffer
     )
     count = sum(1 for line in buffer.getvalue().splitlines() if line.startswith("Pretending"))
-    return True, f"collectstatic --dry-run found {count} files"
+    recorded = record_static_inputs(ctx)
+    return True, f"collectstatic --dry-run found {count} files" + (
+        f"; static inputs {recorded[:12]} recorded" if recorded else ""
+    )
+
+
+STATIC_INPUTS = ".releasebook/static-inputs"
+
+
+def static_inputs(root: str) -> str:
+    """A digest of everything collectstatic's output depends on: each file it would
+    collect (the first one found for each path, as it collects them) and its content,
+    the storage and its settings, Django and the virtualenv (named by its requirements)."""
+    import django
+    from django.apps import apps
+    from django.contrib.staticfiles.finders import get_finders
+
+    config = apps.get_app_config("staticfiles")
+    winners: dict[str, str] = {}
+    for finder in get_finders():
+        for path, storage in finder.list(list(getattr(config, "ignore_patterns", []))):
+            prefix = getattr(storage, "prefix", None)
+            name = f"{prefix}/{path}" if prefix else path
+            if name not in winners:
+                content = hashlib.sha256()
+                with storage.open(path) as source:
+                    for chunk in iter(lambda: source.read(1 << 16), b""):
+                        content.update(chunk)
+                winners[name] = content.hexdigest()
+    storages = _setting("STORAGES", {}) or {}
+    lines = [
+        "v1",
+        f"django {django.__version__}",
+        f"venv {os.path.realpath(sys.prefix)}",
+        f"root {root}",
+        f"url {_setting('STATIC_URL', '')}",
+        f"storage {json.dumps(storages.get('staticfiles'), sort_keys=True, default=repr)}",
+        *(f"file {winners[name]} {name}" for name in sorted(winners)),
+    ]
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def record_static_inputs(ctx: Ctx) -> str | None:
+    """Write the static inputs' digest and STATIC_ROOT (relative to the release) to
+    ``.releasebook/static-inputs``, for the collectstatic step: where the live release's
+    file is the same, it links the live STATIC_ROOT instead of collecting again. Only
+    a STATIC_ROOT inside the release is recorded; the digest, or None."""
+    project = ctx.project.resolve()
+    static_root = (ctx.project / str(_setting("STATIC_ROOT", ""))).resolve()
+    if static_root == project or not _inside(static_root, project):
+        return None
+    root = static_root.relative_to(project).as_posix()
+    if "\n" in root:
+        return None
+    digest = static_inputs(root)
+    target = ctx.project / STATIC_INPUTS
+    partial = target.with_name(f"{target.name}.{os.getpid()}")
+    partial.write_text(f"root {root}\ndigest {digest}\n")
+    partial.replace(target)
+    return digest
 
 
 def check_media(ctx: Ctx, timeout: float) -> Outcome:
@@ -1468,6 +1528,12 @@ def _gunicorn_load_problem(argv: list[str]) -> str | None:
             app.cfg.worker_class  # noqa: B018 - the property imports the class
             if not callable(app.load()):
                 return "the application is not callable"
+            if app.cfg.pidfile:
+                return (
+                    f"its configuration sets a pidfile ({app.cfg.pidfile}): the master each "
+                    "restart boots beside the serving one would find it and exit "
+                    "('Already running on PID'); remove the pidfile setting"
+                )
     except SystemExit as exc:
         return _last_line(said) or f"exited {exc.code}"
     except Exception as exc:  # with what gunicorn said of it, if anything

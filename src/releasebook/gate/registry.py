@@ -221,7 +221,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         "collectstatic works",
         "36.6",
         "error",
-        "`collectstatic --dry-run --noinput` finds every static file without error.",
+        "`collectstatic --dry-run --noinput` finds every static file without error; a "
+        "digest of what it would collect is recorded for the collectstatic step.",
         "Fix the storage or finder error it reports (often a missing file referenced by "
         "a manifest storage).",
     ),

@@ -8,7 +8,7 @@ runbook). ``cleanup``, ``record`` and ``unlock`` run once the release is verifie
 
 from __future__ import annotations
 
-from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE
+from releasebook.gate.command import GATE_COMMAND, MIGRATION_STATE_IN_RELEASE, STATIC_INPUTS
 from releasebook.masking import GENERATED_PREFIX
 from releasebook.runbooks.backup import BACKUP_BEFORE_MIGRATE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
@@ -388,14 +388,17 @@ GATE = Step(
         "required env vars, `check --deploy` findings, DEBUG, hosts, cookies, HTTPS and "
         "HSTS, static and media, the database and its pending migrations, cache and broker, "
         "disk, committed secrets, gunicorn's config. An error blocks the release; a warning "
-        "is reported. The table of checks is in `production-readiness.md`."
+        "is reported. The table of checks is in `production-readiness.md`. Nothing live "
+        "is touched: the one file it writes is the new release's "
+        "`.releasebook/static-inputs`, for the collectstatic step."
     ),
     commands=(cmd(GATE_COMMAND),),
     reports=True,
     verify_text="The gate printed its report with no failed error-severity check.",
     undo_text=(
-        "Nothing of its own: the gate only reads. Fix what the failed checks name, or skip "
-        "one with `--skip ID --reason ...` (recorded in the history)."
+        "Nothing of its own: the gate only reads, and writes only inside the new release. "
+        "Fix what the failed checks name, or skip one with `--skip ID --reason ...` "
+        "(recorded in the history)."
     ),
     hooks=BOTH,
     timeout=600,
@@ -433,19 +436,40 @@ MIGRATE = Step(
     timeout=3600,
 )
 
+# The gate wrote `root <STATIC_ROOT inside the release>` and `digest <hex>`; the root is
+# read back from a file on the host, so only a plain relative path is used.
+STATIC_FROM_LIVE_OR_COLLECT = (
+    "inputs={release_dir}/" + STATIC_INPUTS + "\n"
+    "root=$(sed -n 's/^root //p' \"$inputs\" 2>/dev/null | head -n 1)\n"
+    'case "$root" in ""|/*|..|../*|*/..|*/../*|-*) root= ;; esac\n'
+    'if [ -n "$root" ] && cmp -s "$inputs" {current}/' + STATIC_INPUTS + " \\\n"
+    '  && [ -d {current}/"$root" ] && [ ! -e {release_dir}/"$root" ]; then\n'
+    '  mkdir -p "$(dirname {release_dir}/"$root")"\n'
+    '  cp -al {current}/"$root" {release_dir}/"$root" &&\n'
+    '  echo "static inputs unchanged since the live release: its $root hard-linked"\n'
+    "else\n"
+    "  {django} collectstatic --noinput --verbosity 0\n"
+    "fi"
+)
+
 COLLECTSTATIC = Step(
     name="collectstatic",
     title="Collect static files",
     why=(
         "Gathers static files into the release's own STATIC_ROOT on every web host, so the "
         "CSS that ships is the CSS that was built with this code, and a rollback brings "
-        "the old files back with the old code."
+        "the old files back with the old code. The gate recorded a digest of what "
+        "collectstatic would read (each file it collects and its content, the storage, "
+        "STATIC_URL, Django and the virtualenv) in `.releasebook/static-inputs`; where "
+        "the live release recorded the same, its STATIC_ROOT is the output already and "
+        "is hard-linked into the new release instead of booting Django to collect again."
     ),
     roles=frozenset({"web"}),
-    commands=(cmd("{django} collectstatic --noinput --verbosity 0"),),
+    commands=(cmd(STATIC_FROM_LIVE_OR_COLLECT),),
     verify_text=(
-        "collectstatic exited 0; the gate checked STATIC_ROOT and a dry run before. Open "
-        "`/admin/` after the switch and check it is styled."
+        "collectstatic exited 0, or the line `static inputs unchanged` named the live "
+        "release's STATIC_ROOT it linked; the gate checked STATIC_ROOT and a dry run "
+        "before, and verify fetches the release's CSS file after the switch."
     ),
     undo_text="Nothing of its own: the files are inside the release directory.",
     hooks=BOTH,
