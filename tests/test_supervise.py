@@ -252,6 +252,17 @@ def test_worker_and_beat_are_restarted_and_must_reach_running(supervised: Superv
     assert [n for n, _ in forks].count("worker") == 2 and [n for n, _ in forks].count("beat") == 2
 
 
+def test_programs_supervisord_has_just_started_are_not_restarted(supervised: Supervised) -> None:
+    args = [a for n in ("worker", "beat") for a in ("--program", n, str(supervised.log(n)))]
+
+    result = supervised.run("--ensure", *args)
+
+    assert result.returncode == 0, result.stderr
+    assert "stopped" not in result.stdout and result.stdout.count("RUNNING") == 2
+    boots = [n for n, what, _ in supervised.events() if what == "boot"]
+    assert boots.count("worker") == 1 and boots.count("beat") == 1
+
+
 def test_without_ensure_a_supervisord_that_does_not_answer_is_named(
     supervised: Supervised,
 ) -> None:
