@@ -162,7 +162,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(project: Path, name: str) -
         f'"git_sha": "{sha}"',
         f"put {project}/.releasebook/build/out/{release_id}.tar.gz -> "
         f"{deploy}/.releasebook/artifacts/{release_id}.tar.gz\n",
-        "manage.py migrate --noinput\n",
+        "migration_state.py migrate --json\n",
         f"--program beat {deploy}/shared/log/beat.log <<'RELEASEBOOK_EOF'\n",
     ):
         assert command in out, command

@@ -122,9 +122,13 @@ class Deploy:
         )
 
     def leaves(self, version: int) -> tuple[Any, dict[str, tuple[str, ...]]]:
-        done = self.shell(MIGRATE.commands[1].template, release_dir=self.releases[version])
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout), parse_leaves("web1", done.stdout)
+        done, report = self.state(version, "leaves")
+        return report, parse_leaves("web1", done.stdout)
+
+    def migrate_step(self, release: Path) -> subprocess.CompletedProcess[str]:
+        """The release's migrate step, as its runbook has it."""
+        (command,) = MIGRATE.commands
+        return self.shell(command.template, release_dir=release)
 
     def plan_to(self, version: int, older: Path) -> tuple[Any, RollbackPlan]:
         done = self.shell(
@@ -181,6 +185,43 @@ def test_leaves_are_the_applied_leaf_of_every_app(deploy: Deploy) -> None:
     assert leaves == {"contenttypes": (CONTENTTYPES_LEAF,), "shelf": ("0003_add_pages",)}
     deploy.migrate("0002_add_subtitle")
     assert deploy.leaves(3)[1]["shelf"] == ("0002_add_subtitle",)
+
+
+def test_the_migrate_step_applies_checks_and_records_in_one_process(deploy: Deploy) -> None:
+    deploy.migrate("0002_add_subtitle")
+    done = deploy.migrate_step(deploy.releases[3])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "ok": True,
+        "version": 1,
+        "command": "migrate",
+        "database": "default",
+        "applied": ["shelf.0003_add_pages"],
+        "leaves": {"contenttypes": [CONTENTTYPES_LEAF], "shelf": ["0003_add_pages"]},
+    }
+    assert "Applying shelf.0003_add_pages... OK" in done.stderr
+    assert "pages" in deploy.columns()
+    assert parse_leaves("web1", done.stdout, "migrate")["shelf"] == ("0003_add_pages",)
+    again = deploy.migrate_step(deploy.releases[3])
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["applied"] == []
+
+
+def test_a_failing_migration_fails_the_step_with_its_traceback(deploy: Deploy) -> None:
+    deploy.migrate("0003_add_pages")
+    failing = Mig(
+        "0004_fails",
+        "migrations.RunPython(fail),",
+        header="def fail(apps, schema_editor):\n    raise ValueError('no pages column today')",
+    )
+    release = make_release(deploy.root, "20250101-000000-009", [*MIGRATIONS[:3], failing])
+    done = deploy.migrate_step(release)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert report["error"] == "migrate: ValueError: no pages column today"
+    assert "Traceback (most recent call last)" in done.stderr
+    assert deploy.applied() == ["0001_initial", "0002_add_subtitle", "0003_add_pages"]
 
 
 def test_plan_to_an_older_release_lists_what_it_lacks_and_how_to_unapply_it(

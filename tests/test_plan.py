@@ -228,7 +228,7 @@ def test_migrate_runs_on_exactly_one_host(release_plan: Plan) -> None:
     (work,) = release_plan.step("migrate").work
     assert work.host is not None and work.host.has("migrate")
     assert [work.target] == names_with(env, "migrate")
-    assert any("manage.py migrate --noinput" in c for c in work.commands)
+    assert any("migration_state.py migrate --json" in c for c in work.commands)
 
 
 def test_web_steps_only_on_web_hosts(release_plan: Plan) -> None:

@@ -202,7 +202,9 @@ class _Release:
             try:
                 left["leaves"] = {
                     app: list(names)
-                    for app, names in parse_leaves(outcome.target, outcome.stdout).items()
+                    for app, names in parse_leaves(
+                        outcome.target, outcome.stdout, "migrate"
+                    ).items()
                 }
             except MigrationStateError as exc:
                 left["leaves_error"] = str(exc)

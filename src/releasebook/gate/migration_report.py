@@ -102,10 +102,11 @@ def _migration(value: Any, where: str) -> str:
     return f"{app}.{_name(name, MIGRATION_NAME, 'app.migration', where)}"
 
 
-def parse_leaves(host: str, stdout: str) -> dict[str, tuple[str, ...]]:
-    """``leaves --json`` -> each app's applied leaf migration(s), apps sorted."""
-    where = f"{host}: migration_state.py leaves"
-    leaves = _document(host, stdout, "leaves").get("leaves")
+def parse_leaves(host: str, stdout: str, command: str = "leaves") -> dict[str, tuple[str, ...]]:
+    """``leaves --json`` (or ``migrate --json``) -> each app's applied leaf migration(s),
+    apps sorted."""
+    where = f"{host}: migration_state.py {command}"
+    leaves = _document(host, stdout, command).get("leaves")
     if not isinstance(leaves, dict):
         raise MigrationStateError(f"{where}: 'leaves' should map apps to migration names")
     out: dict[str, tuple[str, ...]] = {}

@@ -8,6 +8,8 @@ with that release's interpreter, settings and environment::
 
     cd <release_dir> && <with-env launcher> venv/bin/python .releasebook/migration_state.py \\
         leaves --json
+    cd <release_dir> && <with-env launcher> venv/bin/python .releasebook/migration_state.py \\
+        migrate --json
     cd <newer release> && <with-env launcher> venv/bin/python .releasebook/migration_state.py \\
         plan-to <older release dir> [--python PATH] --json
 
@@ -16,6 +18,13 @@ with that release's interpreter, settings and environment::
 
     {"ok": true, "version": 1, "command": "leaves", "database": "default",
      "leaves": {"app": ["0003_x"], ...}}
+
+``migrate``: Django's ``migrate --noinput`` (its output on stderr), then what ``migrate
+--check`` asks (the plan to every leaf migration must be empty) and the ``leaves``
+above, in one process so the release boots Django once for all three::
+
+    {"ok": true, "version": 1, "command": "migrate", "database": "default",
+     "applied": ["app.0003_x", ...], "leaves": {"app": ["0003_x"], ...}}
 
 ``plan-to DIR``: the applied migrations the older release in DIR does not have, in the
 order they must be unapplied, each with whether Django could unapply it, and the
@@ -51,6 +60,7 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -132,6 +142,30 @@ def applied_leaves(executor: Any) -> dict[str, list[str]]:
 def command_leaves(args: argparse.Namespace) -> dict[str, Any]:
     setup_django(args.project_dir)
     return {"database": args.database, "leaves": applied_leaves(_executor(args.database))}
+
+
+def command_migrate(args: argparse.Namespace) -> dict[str, Any]:
+    setup_django(args.project_dir)
+    from django.core.management import call_command
+
+    before = _executor(args.database)
+    todo = [_label((m.app_label, m.name)) for m, _ in _pending_plan(before)]
+    try:
+        # The gate ran Django's system checks on this release with these settings.
+        call_command("migrate", database=args.database, interactive=False, skip_checks=True)
+    except Exception as exc:
+        sys.stderr.write(_redact(traceback.format_exc()))
+        raise Problem(f"migrate: {_describe(exc)}") from None
+    after = _executor(args.database)
+    left = [_label((m.app_label, m.name)) for m, _ in _pending_plan(after)]
+    if left:
+        raise Problem(f"unapplied migrations remain after migrate: {', '.join(left)}")
+    return {"database": args.database, "applied": todo, "leaves": applied_leaves(after)}
+
+
+def _pending_plan(executor: Any) -> list[tuple[Any, bool]]:
+    """What ``migrate`` would apply now: the plan to every leaf migration."""
+    return list(executor.migration_plan(executor.loader.graph.leaf_nodes()))
 
 
 def command_disk(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,7 +327,12 @@ def command_plan_to(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"leaves": command_leaves, "plan-to": command_plan_to, "disk": command_disk}
+COMMANDS = {
+    "leaves": command_leaves,
+    "migrate": command_migrate,
+    "plan-to": command_plan_to,
+    "disk": command_disk,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -307,6 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="PATH")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("leaves", parents=[common], help="the applied leaf migration of each app")
+    commands.add_parser(
+        "migrate", parents=[common], help="apply the pending migrations, check, print the leaves"
+    )
     plan_to = commands.add_parser(
         "plan-to", parents=[common], help="what going back to an older release would unapply"
     )
@@ -340,7 +382,7 @@ def _redact(text: str) -> str:
 def _text(report: dict[str, Any]) -> str:
     if not report["ok"]:
         return ""
-    if report["command"] == "leaves":
+    if report["command"] in ("leaves", "migrate"):
         return "".join(f"{app} {' '.join(names)}\n" for app, names in report["leaves"].items())
     if report["command"] == "disk":
         return "".join(f"{name}\n" for name in report["migrations"])
