@@ -108,6 +108,14 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
     # New requirements: a new wheel archive, but the host has the tools, so no tools.
     assert wheels_put in done.stdout and tools_put not in done.stdout
     assert len(list((deploy / "venvs").iterdir())) == 2
+    # The same packages: the new virtualenv is the live one's files, hard-linked.
+    first_venv = (deploy / "releases" / first_release / "venv").resolve()
+    second_venv = (deploy / "releases" / second / "venv").resolve()
+    assert f"starting from the live virtualenv {first_venv.name} (hard links)" in done.stdout
+    (django_init,) = first_venv.glob("lib/python3*/site-packages/django/__init__.py")
+    shared = second_venv / django_init.relative_to(first_venv)
+    assert shared.stat().st_ino == django_init.stat().st_ino
+    assert (second_venv / ".complete").read_text() == (first_venv / ".complete").read_text()
     response = readyz(_bind(fleet))
     assert response.status_code == 200
     assert response.json()["release"] == second

@@ -569,7 +569,7 @@ STATIC_INPUTS = ".releasebook/static-inputs"
 def static_inputs(root: str) -> str:
     """A digest of everything collectstatic's output depends on: each file it would
     collect (the first one found for each path, as it collects them) and its content,
-    the storage and its settings, Django and the virtualenv (named by its requirements)."""
+    the storage and its settings, Django and the virtualenv's packages."""
     import django
     from django.apps import apps
     from django.contrib.staticfiles.finders import get_finders
@@ -590,13 +590,25 @@ def static_inputs(root: str) -> str:
     lines = [
         "v1",
         f"django {django.__version__}",
-        f"venv {os.path.realpath(sys.prefix)}",
+        _venv_identity(),
         f"root {root}",
         f"url {_setting('STATIC_URL', '')}",
         f"storage {json.dumps(storages.get('staticfiles'), sort_keys=True, default=repr)}",
         *(f"file {winners[name]} {name}" for name in sorted(winners)),
     ]
     return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _venv_identity() -> str:
+    """The packages the virtualenv holds, as its install resolved them (its
+    ``.complete``), or where it has no such list, its path."""
+    try:
+        resolved = (Path(sys.prefix) / ".complete").read_bytes()
+    except OSError:
+        resolved = b""
+    if resolved.strip():
+        return f"venv-packages {hashlib.sha256(resolved).hexdigest()}"
+    return f"venv {os.path.realpath(sys.prefix)}"
 
 
 def record_static_inputs(ctx: Ctx) -> str | None:

@@ -14,9 +14,10 @@ from releasebook.runbooks.backup import BACKUP_BEFORE_MIGRATE
 from releasebook.runbooks.bookkeeping import LOCK, RECORD, UNLOCK
 from releasebook.runbooks.maintenance import RELEASE_MAINTENANCE_OFF, RELEASE_MAINTENANCE_ON
 from releasebook.runbooks.model import Runbook, Step, Upload, cmd
+from releasebook.shipped import DJANGO_DIST
 
 BOTH = ("before", "after")
-LEAVES = f"{MIGRATION_STATE_IN_RELEASE} leaves --json"
+MIGRATE_AND_RECORD = f"{MIGRATION_STATE_IN_RELEASE} migrate --json"
 
 SETUP = Step(
     name="setup",
@@ -273,10 +274,17 @@ INSTALL = Step(
         "Unpacks the artifact into a new `releases/<id>/` and points it at a virtualenv "
         "for its requirements. Virtualenvs live in `venvs/<requirements hash>/` and are "
         "shared by every release with the same requirements, so an unchanged release "
-        "installs nothing; a new one is installed offline from the uploaded wheels, with uv, "
+        "installs nothing. A new one is made offline from the uploaded wheels, with uv: "
+        "the requirements are resolved against the wheels (`uv pip compile`), and where "
+        "the live release's virtualenv was made the same way (the same `pyvenv.cfg`: "
+        "interpreter, uv, relocatable) the new one starts as a hard-linked copy of it, so "
+        "`uv pip sync` installs only the packages whose version differs (releasebook's "
+        "Django app always), removes those no longer required, and writes new files "
+        "without touching the live one's; otherwise it installs every package. It is "
         "compiled to bytecode as it installs so that the gate, migrate and collectstatic "
         "after it do not each compile Django again, at a lower CPU priority (`nice`) so "
-        "that the live release's requests come first. uv and supervisord are releasebook's "
+        "that the live release's requests come first. The resolved list is kept as the "
+        "virtualenv's `.complete`. uv and supervisord are releasebook's "
         "tools, installed once per host from the tools' archive when they are missing (the "
         "archive is removed once they are installed; until then every release sends it "
         "again)."
@@ -297,12 +305,28 @@ INSTALL = Step(
         ),
         cmd(
             "if ! {venv_ready}; then\n"
-            "  rm -rf {wheel_dir} && mkdir -p {wheel_dir} && tar -xf {wheels} -C {wheel_dir}\n"
-            "  rm -rf {venv} && {uv} venv --quiet --python {python} {venv}\n"
-            "  nice -n 10 {uv} pip install --quiet --no-cache --compile-bytecode --no-index "
-            "--find-links {wheel_dir} --python {venv}/bin/python "
-            "-r {release_dir}/{requirements} {django_requirement}\n"
-            "  touch {venv}/.complete\n"
+            "  rm -rf {wheel_dir}\n"
+            "  mkdir -p {wheel_dir}\n"
+            "  tar -xf {wheels} -C {wheel_dir}\n"
+            "  rm -rf {venv}\n"
+            "  {uv} venv --quiet --relocatable --python {python} {venv}\n"
+            "  printf '%s\\n' {django_requirement} | {uv} pip compile --quiet --no-cache "
+            "--no-index --find-links {wheel_dir} --python {venv}/bin/python --no-header "
+            "--no-annotate -o {wheel_dir}/.resolved {release_dir}/{requirements} -\n"
+            # The live virtualenv, hard-linked, is the start when it was made the same way
+            # (same interpreter, uv, relocatable): only what differs is then installed.
+            "  live_venv=$(realpath {current}/venv 2>/dev/null || true)\n"
+            '  if [ -f "$live_venv/.complete" ] && cmp -s "$live_venv/pyvenv.cfg" '
+            "{venv}/pyvenv.cfg; then\n"
+            "    rm -rf {venv}\n"
+            '    cp -al "$live_venv" {venv}\n'
+            "    rm -f {venv}/.complete\n"
+            '    echo "starting from the live virtualenv $(basename "$live_venv") (hard links)"\n'
+            "  fi\n"
+            "  nice -n 10 {uv} pip sync --quiet --no-cache --compile-bytecode --no-index "
+            f"--find-links {{wheel_dir}} --reinstall-package {DJANGO_DIST} "
+            "--python {venv}/bin/python {wheel_dir}/.resolved\n"
+            "  cp {wheel_dir}/.resolved {venv}/.complete\n"
             "  rm -rf {wheel_dir}\n"
             "fi"
         ),
@@ -412,19 +436,18 @@ MIGRATE = Step(
         "Runs once, on the migrate host, before any traffic reaches the new code. The old "
         "release keeps serving meanwhile, so migrations must be backward compatible with "
         "it (expand now, contract in a later release). The readiness gate recorded the "
-        "pending migration plan with the release."
+        "pending migration plan with the release, and ran Django's system checks. One "
+        "process (`migration_state.py migrate`, so Django boots once) runs Django's "
+        "`migrate --noinput`, then asks what `migrate --check` asks, and prints the "
+        "schema the release leaves, which its history keeps (a rollback reads it)."
     ),
     roles=frozenset({"migrate"}),
     once=True,
-    commands=(
-        cmd("{django} migrate --noinput"),
-        # The schema this release leaves, recorded in its history (a rollback reads it).
-        cmd("cd {release_dir} && {launcher} venv/bin/python " + LEAVES),
-    ),
-    verify=(cmd("{django} migrate --check"),),
+    commands=(cmd("cd {release_dir} && {launcher} venv/bin/python " + MIGRATE_AND_RECORD),),
     verify_text=(
-        "`manage.py migrate --check` exits 0: no unapplied migrations; the applied leaf "
-        "migration of every app is printed as JSON and kept in the history."
+        'It printed `{"ok": true, "command": "migrate", ...}`: after migrating, the plan '
+        "to every leaf migration is empty (no unapplied migrations, what `migrate --check` "
+        "tests), and the applied leaf migration of every app, kept in the history."
     ),
     undo_text=(
         "Nothing is undone: migrations that applied stay applied, and the live release "
@@ -460,7 +483,7 @@ COLLECTSTATIC = Step(
         "CSS that ships is the CSS that was built with this code, and a rollback brings "
         "the old files back with the old code. The gate recorded a digest of what "
         "collectstatic would read (each file it collects and its content, the storage, "
-        "STATIC_URL, Django and the virtualenv) in `.releasebook/static-inputs`; where "
+        "STATIC_URL, Django and the virtualenv's packages) in `.releasebook/static-inputs`; where "
         "the live release recorded the same, its STATIC_ROOT is the output already and "
         "is hard-linked into the new release instead of booting Django to collect again."
     ),
