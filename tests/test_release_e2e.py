@@ -109,8 +109,11 @@ def test_release_release_rollback(project: Project, fleet: SimFleet, first_relea
     assert wheels_put in done.stdout and tools_put not in done.stdout
     assert len(list((deploy / "venvs").iterdir())) == 2
     # The same packages: the new virtualenv is the live one's files, hard-linked.
-    first_venv = (deploy / "releases" / first_release / "venv").resolve()
-    second_venv = (deploy / "releases" / second / "venv").resolve()
+    # The links name the host's paths (/srv/app/...); the host's files are under srv here.
+    first_venv, second_venv = (
+        deploy / "venvs" / Path(os.readlink(deploy / "releases" / r / "venv")).name
+        for r in (first_release, second)
+    )
     assert f"starting from the live virtualenv {first_venv.name} (hard links)" in done.stdout
     (django_init,) = first_venv.glob("lib/python3*/site-packages/django/__init__.py")
     shared = second_venv / django_init.relative_to(first_venv)
