@@ -314,6 +314,46 @@ def test_the_helper_backs_up_restores_and_drills_sqlite(
     assert code == 1 and "checksum" in str(tampered["error"])
 
 
+def test_an_empty_plan_recorded_by_the_gate_skips_the_backup_without_setting_django_up(
+    app: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    release, env = app
+    shipped = release / ".releasebook"
+    shipped.mkdir(exist_ok=True)
+    helper = shipped / "db_backup.py"
+    helper.write_bytes(HELPER.read_bytes())
+    record = shipped / "pending-migrations"
+    directory = tmp_path / "backups"
+    no_django = {k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+    def dump(when: str, environ: dict[str, str]) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, str(helper), "dump", "--dir", str(directory), "--when", when],
+            cwd=release,
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return dict(json.loads(done.stdout))
+
+    try:
+        record.write_text("")
+        for when in ("pending", "pending-postgresql"):
+            skipped = dump(when, no_django)  # Django could not even be set up
+            assert skipped["skipped"] == "no migrations to apply (the readiness gate found none)"
+        # Pending migrations, or another kind of backup: Django is asked.
+        record.write_text("notes.0002_x\n")
+        assert dump("pending", no_django)["ok"] is False
+        assert dump("pending", env)["skipped"] == "no migrations to apply"
+        record.write_text("")
+        taken = dump("always", env)
+        assert taken["ok"] is True and "backup" in taken, taken
+    finally:
+        record.unlink(missing_ok=True)
+        helper.unlink()
+
+
 def test_the_backup_and_migrate_share_one_script_on_the_migrate_host() -> None:
     from releasebook.plan.schedule import plan_groups
 

@@ -26,11 +26,12 @@ import pytest
 from services import fresh_database
 
 from releasebook.errors import GateOutputError, UsageError
-from releasebook.gate import gate, registry
+from releasebook.gate import db_backup, gate, registry
 from releasebook.gate.command import (
     GATE_COMMAND,
     GATE_IN_RELEASE,
     GATE_SOURCE,
+    PENDING_MIGRATIONS,
     STATIC_INPUTS,
     validate_skips,
 )
@@ -174,7 +175,9 @@ def good_run(
 
 
 def test_example_prod_settings_pass_the_whole_gate(
-    good_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]], good_env: dict[str, str]
+    good_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+    good_env: dict[str, str],
+    good_release: Path,
 ) -> None:
     done, report = good_run
     problems = [(r["id"], r["message"]) for r in report["results"] if r["status"] != "pass"]
@@ -188,6 +191,9 @@ def test_example_prod_settings_pass_the_whole_gate(
     results = by_id(report)
     assert "notes.0001_initial" in report["pending_migrations"]
     assert "notes.0001_initial" in results["RB-DB-004"]["message"]
+    # The plan it found, kept in the release for the backup before migrate.
+    recorded = (good_release / PENDING_MIGRATIONS).read_text().splitlines()
+    assert recorded == report["pending_migrations"]
     assert "redis 127.0.0.1:6379 answered PING" in results["RB-CELERY-001"]["message"]
     assert "outside the release" in results["RB-MEDIA-001"]["message"]
     for name in ("DJANGO_SECRET_KEY", "DATABASE_URL"):
@@ -531,6 +537,8 @@ def test_gate_table_equals_the_registry() -> None:
     assert list(gate.TABLE) == expected
     assert list(gate.RUNNERS) == [c.id for c in registry.CHECKS]
     assert gate.STATIC_INPUTS == STATIC_INPUTS
+    assert gate.PENDING_MIGRATIONS == PENDING_MIGRATIONS
+    assert f".releasebook/{db_backup.PENDING_MIGRATIONS}" == PENDING_MIGRATIONS
 
 
 def test_gate_lists_its_checks(tmp_path: Path) -> None:

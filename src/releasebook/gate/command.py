@@ -24,6 +24,9 @@ MIGRATION_STATE_IN_RELEASE = ".releasebook/migration_state.py"
 # Where the gate records what collectstatic would read (gate.STATIC_INPUTS; the tests keep
 # them equal), for the collectstatic step.
 STATIC_INPUTS = ".releasebook/static-inputs"
+# Where it records the pending migrations it found (gate.PENDING_MIGRATIONS), which the
+# backup before migrate reads (db_backup.PENDING_MIGRATIONS).
+PENDING_MIGRATIONS = ".releasebook/pending-migrations"
 # The database backup helper (backup, restore, restore drill) ships with them too.
 DB_BACKUP_SOURCE = Path(__file__).with_name("db_backup.py")
 DB_BACKUP_IN_RELEASE = ".releasebook/db_backup.py"

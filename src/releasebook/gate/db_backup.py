@@ -22,6 +22,8 @@ migrations, how long it took. Only the newest ``--keep`` backups are kept. With
 ``--when pending`` it is taken only when migrations are pending (``pending-postgresql``:
 and the database is PostgreSQL), with ``--when postgresql`` only when the database is
 PostgreSQL (a rollback's migrations are applied, not pending); otherwise it says why not.
+Where the release's readiness gate recorded an empty plan (``.releasebook/pending-migrations``
+empty), ``pending`` says so without setting Django up.
 
 ``restore``: checks the checksum, then replaces the database's contents with the
 backup's (PostgreSQL: tables the backup does not have are dropped, then ``pg_restore
@@ -62,6 +64,9 @@ URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)[^@/\s
 TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ")
 DRILL_ALIAS = "releasebook_drill"
 WHEN = ("always", "pending", "pending-postgresql", "postgresql")
+# Next to this script: the pending migrations the release's readiness gate found (one per
+# line), written only when it computed the plan (gate.PENDING_MIGRATIONS).
+PENDING_MIGRATIONS = "pending-migrations"
 
 
 class Problem(Exception):
@@ -223,7 +228,18 @@ def verified(directory: Path, manifest: dict[str, Any]) -> Path:
 # --- dump ------------------------------------------------------------------------
 
 
+def gate_found_nothing_pending() -> bool:
+    """The readiness gate of this release computed the migration plan against the
+    database and found it empty (it runs under the same environment lock, just before)."""
+    try:
+        return (Path(__file__).resolve().parent / PENDING_MIGRATIONS).read_text() == ""
+    except OSError:
+        return False
+
+
 def command_dump(args: argparse.Namespace) -> dict[str, Any]:
+    if args.when in ("pending", "pending-postgresql") and gate_found_nothing_pending():
+        return {"skipped": "no migrations to apply (the readiness gate found none)"}
     setup_django()
     db = _database()
     engine = engine_of(db)

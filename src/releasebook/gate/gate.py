@@ -564,6 +564,9 @@ def check_collectstatic(ctx: Ctx, timeout: float) -> Outcome:
 
 
 STATIC_INPUTS = ".releasebook/static-inputs"
+# The pending migrations the plan check found (one per line; empty: none), for the
+# backup before migrate, which then need not boot Django to ask again.
+PENDING_MIGRATIONS = ".releasebook/pending-migrations"
 
 
 def static_inputs(root: str) -> str:
@@ -624,11 +627,14 @@ def record_static_inputs(ctx: Ctx) -> str | None:
     if "\n" in root:
         return None
     digest = static_inputs(root)
-    target = ctx.project / STATIC_INPUTS
-    partial = target.with_name(f"{target.name}.{os.getpid()}")
-    partial.write_text(f"root {root}\ndigest {digest}\n")
-    partial.replace(target)
+    _write_atomically(ctx.project / STATIC_INPUTS, f"root {root}\ndigest {digest}\n")
     return digest
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    partial = target.with_name(f"{target.name}.{os.getpid()}")
+    partial.write_text(text)
+    partial.replace(target)
 
 
 def check_media(ctx: Ctx, timeout: float) -> Outcome:
@@ -715,6 +721,8 @@ def check_migration_plan(ctx: Ctx, timeout: float) -> Outcome:
     from django.db import DEFAULT_DB_ALIAS, connections
     from django.db.migrations.executor import MigrationExecutor
 
+    record = ctx.project / PENDING_MIGRATIONS
+    record.unlink(missing_ok=True)  # only a plan computed in this run is recorded
     connection = connections[DEFAULT_DB_ALIAS]
     executor = MigrationExecutor(connection)
     conflicts = executor.loader.detect_conflicts()
@@ -725,6 +733,7 @@ def check_migration_plan(ctx: Ctx, timeout: float) -> Outcome:
     executor.loader.check_consistent_history(connection)
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     ctx.pending = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+    _write_atomically(record, "".join(f"{name}\n" for name in ctx.pending))
     if not ctx.pending:
         return True, "no migrations to apply"
     return True, f"{len(ctx.pending)} to apply: " + ", ".join(ctx.pending)

@@ -37,7 +37,10 @@ BACKUP_BEFORE_MIGRATE = Step(
         "only when `migrate` has migrations to apply: a release without pending "
         "migrations takes none. On by default for PostgreSQL (`backup.before_migrate: "
         "true` takes one for SQLite too, `false` switches it off). It runs from the new "
-        "release (whose migrations decide what is pending) with its env file. " + BACKUP_WHAT
+        "release (whose migrations decide what is pending) with its env file. Where the "
+        "release's readiness gate found the plan empty (it records it in "
+        "`.releasebook/pending-migrations`, under the same lock), the helper says so "
+        "without setting Django up. " + BACKUP_WHAT
     ),
     roles=frozenset({"migrate"}),
     once=True,
