@@ -166,6 +166,53 @@ def test_without_flags_there_is_no_backup_and_no_maintenance(
     assert not hosts["web1"].ran(FLAG)
 
 
+def _facts_with_leaves(live: dict[str, list[str]], target: dict[str, list[str]]) -> tuple[str, ...]:
+    records = [
+        {"action": "release", "release": R1, "outcome": "released",
+         "migrations": {"applied": [], "leaves": target}},
+        {"action": "backup", "release": "", "outcome": "backed_up"},
+        {"action": "release", "release": R2, "outcome": "released", "previous": R1,
+         "migrations": {"applied": [], "leaves": live}},
+    ]  # fmt: skip
+    history = (f"history={json.dumps(r)}" for r in records)
+    return (f"current={R2}", f"release={R1}", f"release={R2}", *history)
+
+
+@pytest.mark.parametrize("migrate", [False, True])
+def test_a_plain_rollback_to_the_same_schema_answers_from_the_history(
+    env: Environment, migrate: bool
+) -> None:
+    same = {"notes": ["0001_initial"]}
+    hosts = {
+        CONTROLLER: ScriptedHost(CONTROLLER),
+        "web1": ScriptedHost("web1", _facts_with_leaves(same, same), output={"schema": PLAN_TO}),
+        "web2": ScriptedHost("web2", _facts_with_leaves(same, same)),
+    }
+    if migrate:  # --migrate always asks the database
+        _run(env, hosts, migrate=True)
+        assert "schema" in _steps(hosts["web1"])
+        return
+    _run(env, hosts)
+    assert "schema" not in _steps(hosts["web1"])
+    assert not hosts["web1"].ran("migration_state.py plan-to")
+    (record,) = [r for r in _records(hosts["web1"]) if r["action"] == "rollback"]
+    assert record["schema"] == {"compared": True, "kept": [], "not_on_disk": [], "from": "history"}
+
+
+def test_a_rollback_to_another_schema_asks_the_database(env: Environment) -> None:
+    live, target = {"notes": ["0002_note_tag"]}, {"notes": ["0001_initial"]}
+    hosts = {
+        CONTROLLER: ScriptedHost(CONTROLLER),
+        "web1": ScriptedHost("web1", _facts_with_leaves(live, target), output={"schema": PLAN_TO}),
+        "web2": ScriptedHost("web2", _facts_with_leaves(live, target)),
+    }
+    _run(env, hosts)
+    assert "schema" in _steps(hosts["web1"])
+    (record,) = [r for r in _records(hosts["web1"]) if r["action"] == "rollback"]
+    assert record["schema"]["kept"] == ["notes.0002_note_tag"]
+    assert "from" not in record["schema"]
+
+
 def test_a_failed_backup_turns_maintenance_off_and_changes_nothing(
     env: Environment, hosts: dict[str, ScriptedHost]
 ) -> None:

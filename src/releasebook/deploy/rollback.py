@@ -26,6 +26,7 @@ from releasebook.deploy.backup_report import backup_report
 from releasebook.deploy.connection import Opener, attempt, connect, open_real, record_everywhere
 from releasebook.deploy.release import failure_text
 from releasebook.deploy.running import Runner, lock_info_for, with_records
+from releasebook.deploy.schema_history import unchanged_for
 from releasebook.deploy.websocket_report import websocket_report
 from releasebook.errors import (
     MigrationStateError,
@@ -120,7 +121,7 @@ def rollback(
             runner = Runner(env, transports, reporter, plan.frames)
             left = {name: held.facts[name].current for name in targets}
             reporter.message(_leaving(left, target_id))
-            schema = _schema(plan, runner, migrate=migrate)
+            schema = _schema(plan, runner, held.facts, target_id, migrate=migrate)
             base["schema"] = schema.record
             if schema.unapply:
                 plan = plan_with(held.info, held, target_id, schema.unapply)
@@ -305,6 +306,7 @@ class _Schema:
 
     def __init__(self, found: RollbackPlan | None, migrate: bool, problem: str = "") -> None:
         self.found, self.migrate, self.problem = found, migrate, problem
+        self.from_history = False  # answered by the history, not by the database
 
     @property
     def unapply(self) -> list[tuple[str, str]]:
@@ -321,12 +323,22 @@ class _Schema:
         if self.found is None:
             return {"compared": False, "reason": self.problem}
         key = "unapplied" if self.unapply else "kept"
-        return {"compared": True, key: self.newer, "not_on_disk": list(self.found.not_on_disk)}
+        return {
+            "compared": True,
+            key: self.newer,
+            "not_on_disk": list(self.found.not_on_disk),
+            **({"from": "history"} if self.from_history else {}),
+        }
 
     @property
     def summary(self) -> str:
         if self.found is None:
             return f"the schema was not compared ({self.problem}) and is kept"
+        if not self.newer and self.from_history:
+            return (
+                "the schema needed no change (the history: the live release's schema is "
+                "unchanged since it was recorded, and the release gone back to left the same)"
+            )
         if not self.newer:
             return "the schema needed no change"
         if self.unapply:
@@ -337,11 +349,26 @@ class _Schema:
         )
 
 
-def _schema(plan: Plan, runner: Runner, *, migrate: bool) -> _Schema:
-    """Run the schema step; refuse ``--migrate`` that cannot be honoured."""
+def _schema(
+    plan: Plan,
+    runner: Runner,
+    facts: Mapping[str, HostFacts],
+    target_id: str,
+    *,
+    migrate: bool,
+) -> _Schema:
+    """Run the schema step, unless a plain rollback's answer is in the migrate host's
+    history; refuse ``--migrate`` that cannot be honoured."""
     planned = plan.step("schema")
     if not planned.work:
         return _Schema(None, migrate, "no migrate host")
+    (work,) = planned.work
+    host = facts.get(work.target)
+    if not migrate and host is not None and unchanged_for(host.history, host.current, target_id):
+        schema = _Schema(RollbackPlan(target="", newer=(), commands=(), not_on_disk=()), False)
+        schema.from_history = True
+        runner.reporter.message(schema.summary)
+        return schema
     (outcomes,) = runner.run([planned])
     (outcome,) = outcomes
     try:

@@ -34,7 +34,12 @@ SCHEMA = Step(
         "reverse SQL cannot). Nothing is changed. Without `--migrate` they stay applied "
         "and the older code must tolerate them (the migration lint of the readiness gate "
         "is what makes that safe); with `--migrate` the next step unapplies them, "
-        "and an irreversible one refuses the rollback."
+        "and an irreversible one refuses the rollback. Without `--migrate`, where the "
+        "migrate host's history shows the database still at the schema the live release "
+        "left (its release is the newest record that can change the schema, or a "
+        "rollback to it that kept nothing) and the release to go back to left the same "
+        "applied leaf migrations, nothing newer can be applied: the step does not run, "
+        "and the history records the answer as the history's."
     ),
     roles=frozenset({"migrate"}),
     once=True,
