@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,20 @@ def released_id(done: subprocess.CompletedProcess[str]) -> str:
         if line.startswith("OK: released "):
             return line.split()[2]
     raise AssertionError("no release id in output:\n" + done.stdout + done.stderr)
+
+
+SUPERVISOR_STATUS = (
+    "/srv/app/.releasebook/tools/bin/supervisorctl -c /srv/app/.releasebook/supervisord.conf status"
+)
+
+
+def settled_status(fleet: SimFleet, host: str, command: str = SUPERVISOR_STATUS) -> str:
+    """``supervisorctl status`` on ``host`` once no program is STOPPING: a restart leaves
+    the master that served finishing its requests, and it exits soon after."""
+    deadline = time.monotonic() + 60
+    while True:
+        status = fleet.run(host, f"{command} || true").stdout
+        if "STOPPING" not in status:
+            return status
+        assert time.monotonic() < deadline, f"still stopping after 60 s:\n{status}"
+        time.sleep(0.1)

@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_project import REPO, WHEEL_CACHE, Project, history, make_project, readyz, ssh_inventory
+from e2e_project import (
+    REPO,
+    WHEEL_CACHE,
+    Project,
+    history,
+    make_project,
+    readyz,
+    settled_status,
+    ssh_inventory,
+)
 from services import fresh_database, started_fleet
 from simhosts import SimFleet
 
@@ -137,13 +146,9 @@ def test_release_playbook_leaves_hosts_as_inv_release(
         journal = (deploy / ".releasebook" / "journal").read_text()
         assert f"release {first} switch" in journal
     assert (fleet.host("web1").srv / "app" / "releases" / first / "staticfiles").is_dir()
-    programs = fleet.run(
-        "web1",
-        "/srv/app/.releasebook/tools/bin/supervisorctl "
-        "-c /srv/app/.releasebook/supervisord.conf status",
-    )
-    assert programs.stdout.count("RUNNING") == 3, programs.stdout  # a web master, worker, beat
-    assert len(re.findall(r"^web:web_[01] +STOPPED", programs.stdout, re.M)) == 1, programs.stdout
+    programs = settled_status(fleet, "web1")
+    assert programs.count("RUNNING") == 3, programs  # a web master, worker, beat
+    assert len(re.findall(r"^web:web_[01] +STOPPED", programs, re.M)) == 1, programs
     status = project.status()
     assert status["web1"]["current"] == first and status["web2"]["current"] == first
     shown = project.inv("history", "--env=e2e")

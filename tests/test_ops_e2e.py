@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
-from e2e_project import HOST_HEADER, Project, make_project, ssh_inventory
+from e2e_project import HOST_HEADER, Project, make_project, settled_status, ssh_inventory
 from services import fresh_database, started_fleet
 from simhosts import SimFleet
 
@@ -388,7 +388,9 @@ def test_doctor_names_a_web_process_that_is_down(project: Project, fleet: SimFle
     assert done.returncode == 0, done.stdout + done.stderr
     # The restart booted the other master beside the serving one, then stopped that one.
     assert [name for name, _ in _pids(fleet, "web1")] == ["web:web_1"]
-    assert re.search(r"^web:web_0\s+STOPPED", _running(fleet, "web1"), re.M)
+    assert re.search(
+        r"^web:web_0\s+STOPPED", settled_status(fleet, "web1", f"{SUPERVISORCTL} status"), re.M
+    )
 
 
 def test_doctor_names_an_unreachable_redis(project: Project, relay: Relay) -> None:

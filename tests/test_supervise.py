@@ -20,7 +20,8 @@ from releasebook.runbooks.processes import SUPERVISE_TEXT
 
 SUPERVISORD = Path(sys.executable).with_name("supervisord")
 
-# argv: boot seconds, trace file, name. Fails to boot when BOOT_FAILS names it.
+# argv: boot seconds, trace file, name. Fails to boot where trace.fail-NAME exists, and
+# takes trace.drain-NAME's seconds to exit after TERM.
 MASTER = """
 import os, signal, sys, time
 boot, trace, name = float(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -44,6 +45,9 @@ def stop(*_):
           "(service restart)", flush=True)
     os.kill(child, signal.SIGTERM)
     os.waitpid(child, 0)
+    if os.path.exists(trace + ".drain-" + name):  # requests still running: finish them
+        time.sleep(float(open(trace + ".drain-" + name).read()))
+    note("exit")
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 while True:
@@ -80,8 +84,9 @@ class Supervised:
             timeout=120,
         )
 
-    def web_args(self) -> list[str]:
-        return [a for n in ("web_0", "web_1") for a in ("--web", f"web:{n}", str(self.log(n)))]
+    def web_args(self, *, wait_stopped: bool = True) -> list[str]:
+        masters = [a for n in ("web_0", "web_1") for a in ("--web", f"web:{n}", str(self.log(n)))]
+        return [*masters, "--wait-stopped"] if wait_stopped else masters
 
     def wait_forked(self, *names: str) -> None:
         deadline = time.monotonic() + 20
@@ -203,6 +208,31 @@ def test_one_master_serves_and_each_restart_boots_the_other_beside_it(
     assert [e[:2] for e in events].count(("0", "boot")) == 2  # one boot per restart
     assert [e[:2] for e in events].count(("1", "boot")) == 2
     assert again.stdout.count("releasebook: closing 2 WebSocket") == 1, again.stdout
+
+
+def test_without_waiting_the_old_master_drains_after_the_step_and_the_next_waits_for_it(
+    supervised: Supervised,
+) -> None:
+    assert supervised.run("--ensure", *supervised.web_args()).returncode == 0
+    (supervised.root / "trace.drain-0").write_text("1.5")
+
+    result = supervised.run("--ensure", *supervised.web_args(wait_stopped=False))
+
+    assert result.returncode == 0, result.stderr
+    assert "web:web_0: stopping" in result.stdout
+    # The step ended with the new master serving and the old one still finishing.
+    assert supervised.states() == {"web_0": "STOPPING", "web_1": "RUNNING"}
+    assert ("0", "exit") not in [e[:2] for e in supervised.events()]
+
+    again = supervised.run("--ensure", *supervised.web_args(wait_stopped=False))
+
+    assert again.returncode == 0, again.stderr
+    events = supervised.events()
+    exits = [i for i, e in enumerate(events) if e[:2] == ("0", "exit")]
+    boots = [i for i, e in enumerate(events) if e[:2] == ("0", "boot")]
+    assert len(exits) == 1 and exits[0] < boots[-1], events  # drained, then booted again
+    assert supervised.pid("web:web_0") == events[boots[-1]][2]
+    assert supervised.states()["web_0"] == "RUNNING"
 
 
 def test_masters_supervisord_has_just_started_are_kept_not_restarted(

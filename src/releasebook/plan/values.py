@@ -335,7 +335,12 @@ def host_values(
             f"--supervisord {quote(layout.tool('supervisord'))}"
         ),
         "supervise_text": heredoc_body(SUPERVISE_TEXT),
-        "web_args": _program_args("--web", WEB_PROCESSES, layout),
+        # An ASGI app's old master is waited for: its log then counts the WebSockets
+        # it closed. A WSGI one finishes its requests while the release goes on.
+        "web_args": Raw(
+            _program_args("--web", WEB_PROCESSES, layout)
+            + (" --wait-stopped" if env.app.asgi else "")
+        ),
         "celery_args": _program_args("--program", celery_programs, layout),
         # Names the inventory sets arrive with the release; preflight checks the others.
         "env_required": [

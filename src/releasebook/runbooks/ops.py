@@ -31,7 +31,7 @@ PROGRAMS_UP = (
     "out=$({supervisorctl} status {role_programs} 2>&1) || true\n"
     "printf '%s\\n' \"$out\"\n"
     'printf \'%s\\n\' "$out" | awk \'$1 ~ /^web:/ {{ web++; if ($2 == "RUNNING") up++; '
-    'else if ($2 != "STOPPED") bad++; next }} $2 != "RUNNING" {{ bad++ }} '
+    'else if ($2 != "STOPPED" && $2 != "STOPPING") bad++; next }} $2 != "RUNNING" {{ bad++ }} '
     "END {{ exit !(bad == 0 && (web == 0 || up > 0)) }}'"
 )
 
@@ -41,7 +41,8 @@ APP_STATUS = Step(
     why=(
         "Asks supervisord on each host for the state of the programs its roles run "
         "(`web:*` for web, `worker`, `beat`). It exits non-zero where one is not up: "
-        "one web master RUNNING (the other STOPPED until the next restart boots it), "
+        "one web master RUNNING (the other STOPPED until the next restart boots it, or "
+        "STOPPING while it finishes the requests it had when the last restart ended it), "
         "worker and beat RUNNING."
     ),
     roles=frozenset({"web", "worker", "beat"}),

@@ -413,8 +413,9 @@ GATE = Step(
         "HSTS, static and media, the database and its pending migrations, cache and broker, "
         "disk, committed secrets, gunicorn's config. An error blocks the release; a warning "
         "is reported. The table of checks is in `production-readiness.md`. Nothing live "
-        "is touched: the one file it writes is the new release's "
-        "`.releasebook/static-inputs`, for the collectstatic step."
+        "is touched: the files it writes are the new release's "
+        "`.releasebook/static-inputs`, for the collectstatic step, and "
+        "`.releasebook/pending-migrations`, for the backup before migrating."
     ),
     commands=(cmd(GATE_COMMAND),),
     reports=True,
@@ -548,12 +549,16 @@ RESTART_WEB = Step(
         "`current` beside it; the one that served is stopped (TERM: a graceful shutdown, "
         "it drains its requests) only once the new one has forked its first worker (its "
         "app is loaded) and is RUNNING, so one always accepts and no request is refused. "
+        "The step does not wait for the old one to finish its requests: it exits when "
+        "they end, or supervisord kills it after the stop timeout (a restart that finds "
+        "it still draining waits for it). "
         "A master that does not start is stopped, the one serving goes on serving, and "
         "the end of the new one's log is printed: the cause. An ASGI app's stopping "
         "workers close their WebSockets with 1012 (service restart), so clients "
-        "reconnect to the new release, and log how many: those lines of the stopped "
-        "master's log are printed, and the release, the rollback and `app.restart` "
-        "report the sum. One Python process speaks supervisord's XML-RPC for the whole "
+        "reconnect to the new release, and log how many: for an ASGI app the step waits "
+        "for the old master's exit, those lines of its log are printed, and the release, "
+        "the rollback and `app.restart` report the sum. One Python process speaks "
+        "supervisord's XML-RPC for the whole "
         "step (a `supervisorctl` costs ~0.2 CPU-seconds per call on a host)."
     ),
     roles=frozenset({"web"}),
@@ -561,8 +566,9 @@ RESTART_WEB = Step(
     commands=(WRITE_SUPERVISOR_CONF, cmd(supervise("{web_args}"))),
     verify_text=(
         "The step's program printed RUNNING, with the new pid, for the gunicorn master "
-        "that now serves, and `stopped` for the one that served "
-        "(`supervisorctl status 'web:*'`: one RUNNING, one STOPPED)."
+        "that now serves, and `stopping` for the one that served (`stopped`, waited "
+        "for, with an ASGI app); `supervisorctl status 'web:*'`: one RUNNING, the other "
+        "STOPPING until its requests end, then STOPPED."
     ),
     undo_text="Switch back and restart: the rollback runbook.",
     hooks=BOTH,

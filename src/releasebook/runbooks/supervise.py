@@ -6,15 +6,17 @@ a restart step used seven of them per host. This text is the step's command (it 
 sent in a heredoc and shown in the runbook); releasebook never imports it to run it.
 
     python - --conf C --socket S --supervisord P [--ensure]
-             [--web NAME LOG]... [--program NAME LOG]...
+             [--web NAME LOG]... [--wait-stopped] [--program NAME LOG]...
 
 ``--ensure`` starts supervisord if it is not running and applies its configuration as
 ``supervisorctl update`` does. The ``--web`` masters share supervisord's socket, and one
 of them serves between restarts: the restart boots an idle one from ``current`` beside
 it and stops the one that served (TERM: it drains) only once the new one has forked its
-first worker (its app is loaded) and is RUNNING. A master that does not start is
-stopped and the one serving goes on serving. The lines the stopped master's log gained
-that count closed WebSockets are printed. Each ``--program`` is restarted, and must
+first worker (its app is loaded) and is RUNNING. The one that served then finishes its
+requests while the step ends; with ``--wait-stopped`` (an ASGI app) the step waits for
+its exit and prints the lines its log gained that count closed WebSockets. A restart
+that finds the idle master still draining waits for it. A master that does not start
+is stopped and the one serving goes on serving. Each ``--program`` is restarted, and must
 then reach RUNNING. A process that does not start has the end of its own log printed,
 and the exit code is 1.
 """
@@ -35,6 +37,7 @@ from typing import Any
 
 RUNNING = "RUNNING"
 STARTING = "STARTING"
+STOPPING = "STOPPING"
 # A master in these states holds the socket and accepts (or is about to).
 SERVING = frozenset({RUNNING, STARTING})
 # supervisord's fault codes (supervisor.xmlrpc.Faults).
@@ -43,6 +46,8 @@ ALREADY_STARTED = 60
 CLOSING_MARK = b"releasebook: closing"
 FORK_WAIT_S = 120.0
 RUNNING_WAIT_S = 60.0
+# A master left draining by the restart before: supervisord kills it after stopwaitsecs.
+STOPPING_WAIT_S = 600.0
 POLL_S = 0.1
 LOG_LINES = 15
 TAIL_BYTES = 65536
@@ -101,10 +106,12 @@ def ensure(rpc: Any, supervisord: str, conf: str) -> set[str]:
     added, changed, removed = rpc.reloadConfig()[0]
     for group in removed:
         rpc.stopProcessGroup(group)
+        _wait_group_stopped(rpc, group)
         rpc.removeProcessGroup(group)
         print(f"{group}: removed process group")
     for group in changed:
         rpc.stopProcessGroup(group)
+        _wait_group_stopped(rpc, group)
         rpc.removeProcessGroup(group)
         rpc.addProcessGroup(group)
         print(f"{group}: updated process group")
@@ -176,6 +183,33 @@ def _stop(rpc: Any, name: str) -> None:
     print(f"{name}: stopped")
 
 
+def _stop_soon(rpc: Any, name: str) -> None:
+    """TERM without waiting for the exit: it drains its requests while the step goes on
+    (a later restart that needs it waits for it first)."""
+    try:
+        rpc.stopProcess(name, False)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode == NOT_RUNNING:
+            return
+        raise Failed(f"{name} did not stop: {fault.faultString}") from None
+    print(f"{name}: stopping (TERM: it finishes its requests, then exits)")
+
+
+def _wait_stopped(rpc: Any, name: str) -> None:
+    """Return once ``name`` is no longer STOPPING."""
+    deadline = time.monotonic() + STOPPING_WAIT_S
+    while _state(rpc, name) == STOPPING:
+        if time.monotonic() > deadline:
+            raise Failed(f"{name} is still stopping {STOPPING_WAIT_S:.0f} s later")
+        time.sleep(POLL_S)
+
+
+def _wait_group_stopped(rpc: Any, group: str) -> None:
+    for info in rpc.getAllProcessInfo():
+        if info["group"] == group:
+            _wait_stopped(rpc, f"{group}:{info['name']}")
+
+
 def _start(rpc: Any, name: str, log: Path) -> int:
     """Start without waiting out ``startsecs``; the pid it runs as."""
     try:
@@ -226,9 +260,13 @@ def _wait_serving(rpc: Any, name: str, log: Path, pid: int) -> None:
     wait_running(rpc, [(name, log)], RUNNING_WAIT_S, quiet=True)
 
 
-def hand_over_web(rpc: Any, masters: Sequence[tuple[str, Path]], fresh: bool) -> tuple[str, Path]:
+def hand_over_web(
+    rpc: Any, masters: Sequence[tuple[str, Path]], fresh: bool, wait_stopped: bool = False
+) -> tuple[str, Path]:
     """Serve from one master started from ``current``, stopping the others once it
-    serves; the master that serves now. ``fresh``: every master has just started."""
+    serves; the master that serves now. ``fresh``: every master has just started.
+    ``wait_stopped``: return only once the others have exited (their logs then hold the
+    WebSockets they closed); otherwise they drain while the release goes on."""
     states = {name: _state(rpc, name) for name, _ in masters}
     idle = [master for master in masters if states[master[0]] not in SERVING]
     sizes = {name: _log_size(log) for name, log in masters}
@@ -236,6 +274,7 @@ def hand_over_web(rpc: Any, masters: Sequence[tuple[str, Path]], fresh: bool) ->
         new = masters[0]
     elif idle:
         new = idle[0]
+        _wait_stopped(rpc, new[0])  # the restart before left it draining
         _stop(rpc, new[0])  # a BACKOFF master is retrying: stop it, then start it once
     else:  # both serve (supervisord started them both): restart one in place
         new = masters[-1]
@@ -249,7 +288,10 @@ def hand_over_web(rpc: Any, masters: Sequence[tuple[str, Path]], fresh: bool) ->
         raise
     for old, _ in masters:
         if old != name:
-            _stop(rpc, old)
+            if wait_stopped:
+                _stop(rpc, old)
+            else:
+                _stop_soon(rpc, old)
     for old, old_log in masters:
         for line in closing_lines(old_log, sizes[old]):
             print(line)
@@ -286,6 +328,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--ensure", action="store_true")
     parser.add_argument("--web", nargs=2, action="append", default=[], metavar=("NAME", "LOG"))
     parser.add_argument("--program", nargs=2, action="append", default=[], metavar=("NAME", "LOG"))
+    parser.add_argument("--wait-stopped", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -303,7 +346,8 @@ def main(argv: Sequence[str]) -> int:
         serving: list[tuple[str, Path]] = []
         if web:
             groups = {name.partition(":")[0] for name, _ in web}
-            serving.append(hand_over_web(rpc, web, fresh=groups <= started))
+            fresh = groups <= started
+            serving.append(hand_over_web(rpc, web, fresh, wait_stopped=args.wait_stopped))
         for name, log in programs:
             if name.partition(":")[0] not in started:  # else it has just started
                 restart(rpc, name, log)
