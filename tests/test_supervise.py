@@ -303,6 +303,21 @@ def test_without_ensure_a_supervisord_that_does_not_answer_is_named(
     assert not (supervised.root / "supervisord.pid").exists()
 
 
+def test_a_supervisord_that_does_not_start_is_named_without_a_traceback(
+    supervised: Supervised,
+) -> None:
+    conf = supervised.root / "bad.conf"
+    conf.write_text("[supervisord]\nlogfile=/nonexistent/dir/supervisord.log\n")
+    result = subprocess.run(
+        [sys.executable, "-", "--conf", str(conf), "--socket", str(supervised.socket),
+         "--supervisord", str(SUPERVISORD), "--ensure"],
+        input=SUPERVISE_TEXT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"supervisord -c {conf} did not start (exit " in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_both_ways_of_finding_a_child_agree() -> None:
     from releasebook.runbooks import supervise
 

@@ -97,7 +97,9 @@ def ensure(rpc: Any, supervisord: str, conf: str) -> set[str]:
     it added or changed: their programs have just started, from ``current``."""
     started = not _answers(rpc)
     if started:
-        subprocess.run([supervisord, "-c", conf], check=True)
+        code = subprocess.run([supervisord, "-c", conf], check=False).returncode
+        if code != 0:  # it printed why (a port in use, a bad configuration)
+            raise Failed(f"supervisord -c {conf} did not start (exit {code}): see its error above")
         deadline = time.monotonic() + 10
         while not _answers(rpc):
             if time.monotonic() > deadline:
