@@ -304,9 +304,15 @@ def _left_in_maintenance(plan: Plan) -> str:
 class _Schema:
     """What the schema step found, and what the rollback does about it."""
 
-    def __init__(self, found: RollbackPlan | None, migrate: bool, problem: str = "") -> None:
+    def __init__(
+        self,
+        found: RollbackPlan | None,
+        migrate: bool,
+        problem: str = "",
+        from_history: bool = False,  # answered by the history, not by the database
+    ) -> None:
         self.found, self.migrate, self.problem = found, migrate, problem
-        self.from_history = False  # answered by the history, not by the database
+        self.from_history = from_history
 
     @property
     def unapply(self) -> list[tuple[str, str]]:
@@ -365,8 +371,8 @@ def _schema(
     (work,) = planned.work
     host = facts.get(work.target)
     if not migrate and host is not None and unchanged_for(host.history, host.current, target_id):
-        schema = _Schema(RollbackPlan(target="", newer=(), commands=(), not_on_disk=()), False)
-        schema.from_history = True
+        nothing = RollbackPlan(target="", newer=(), commands=(), not_on_disk=())
+        schema = _Schema(nothing, migrate=False, from_history=True)
         runner.reporter.message(schema.summary)
         return schema
     (outcomes,) = runner.run([planned])

@@ -175,26 +175,20 @@ def _has_child_by_scan(pid: int) -> bool:
     return False
 
 
-def _stop(rpc: Any, name: str) -> None:
+def _stop(rpc: Any, name: str, wait: bool = True) -> None:
+    """TERM, and with ``wait`` the exit; without, it drains its requests while the step
+    goes on (a later restart that needs it waits for it first)."""
     try:
-        rpc.stopProcess(name, True)
+        rpc.stopProcess(name, wait)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode == NOT_RUNNING:
             return
         raise Failed(f"{name} did not stop: {fault.faultString}") from None
-    print(f"{name}: stopped")
-
-
-def _stop_soon(rpc: Any, name: str) -> None:
-    """TERM without waiting for the exit: it drains its requests while the step goes on
-    (a later restart that needs it waits for it first)."""
-    try:
-        rpc.stopProcess(name, False)
-    except xmlrpc.client.Fault as fault:
-        if fault.faultCode == NOT_RUNNING:
-            return
-        raise Failed(f"{name} did not stop: {fault.faultString}") from None
-    print(f"{name}: stopping (TERM: it finishes its requests, then exits)")
+    print(
+        f"{name}: stopped"
+        if wait
+        else f"{name}: stopping (TERM: it finishes its requests, then exits)"
+    )
 
 
 def _wait_stopped(rpc: Any, name: str) -> None:
@@ -290,10 +284,7 @@ def hand_over_web(
         raise
     for old, _ in masters:
         if old != name:
-            if wait_stopped:
-                _stop(rpc, old)
-            else:
-                _stop_soon(rpc, old)
+            _stop(rpc, old, wait=wait_stopped)
     for old, old_log in masters:
         for line in closing_lines(old_log, sizes[old]):
             print(line)
